@@ -1,0 +1,8 @@
+"""The one exception type that the command line turns into a one-line message."""
+
+
+class UserError(Exception):
+    """A problem with what the user gave us (a flag, a file, a format), not a bug.
+
+    The message must name the problem and the offending file, key or field, on one line.
+    """

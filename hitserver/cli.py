@@ -13,7 +13,7 @@ SUBCOMMANDS: dict[str, str] = {
     "run": "serve the batches (127.0.0.1 by default)",
     "export": "write every rating as CSV (tidy or MTurk wide format)",
     "mturk": "MTurk: publish | sync | approve | reject | expire | balance (sandbox by default)",
-    "simulate": "answer tasks over the HTTP API with simulated raters (flagged, for demos and tests)",
+    "simulate": "answer tasks over HTTP with simulated raters (flagged; demos and tests)",
 }
 
 

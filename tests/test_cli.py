@@ -17,8 +17,7 @@ SCRIPTS = {
 
 @pytest.mark.parametrize("script", sorted(SCRIPTS))
 def test_help_lists_subcommands(script: str) -> None:
-    out = subprocess.run(
-        [sys.executable, "-m", f"{script}.cli", "--help"], capture_output=True, text=True, check=True
-    ).stdout
+    cmd = [sys.executable, "-m", f"{script}.cli", "--help"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     for sub in SCRIPTS[script]:
         assert sub in out, f"{script} --help does not list {sub}"

@@ -1,0 +1,260 @@
+"""Build a network by name and load its weights from a local file.
+
+Accepted weight files (REFERENCE.md 1; docs/contracts.md 2):
+- the project's checkpoints (`format: ibd-checkpoint-1`: state dict + arch, classes, layer,
+  input size, normalisation),
+- Places365 `.pth.tar` dicts `{'epoch', 'arch', 'state_dict', 'best_prec1'}` whose keys carry
+  DataParallel's `module.` prefix,
+- plain state dicts (torchvision's `.pth`),
+- whole pickled models, only with `allow_pickle=True` (unpickling runs arbitrary code).
+
+Every mismatch (architecture, class count, corrupt file) becomes one `UserError` line naming it.
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ibd import architectures
+from ibd.errors import UserError
+from ibd.labels import read_labels
+from ibd.mirror import mirror
+
+CHECKPOINT_FORMAT = "ibd-checkpoint-1"
+
+
+@dataclass
+class LoadedModel:
+    """A network in eval mode with what is needed to feed and explain it."""
+
+    model: nn.Module
+    name: str
+    arch: str
+    classes: list[str]
+    layer: str
+    input_size: tuple[int, int]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+
+def _read(path: Path, allow_pickle: bool) -> Any:
+    if not path.is_file():
+        raise UserError(f"weights file not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=not allow_pickle)
+    except pickle.UnpicklingError as exc:
+        if allow_pickle:
+            raise UserError(f"cannot unpickle {path}: {str(exc).splitlines()[0]}") from None
+        raise UserError(
+            f"{path} holds pickled objects beyond tensors (a whole pickled model?); loading it "
+            "runs code from the file: pass --allow-pickle only if you trust it"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(f"cannot read {path}: not a PyTorch file or corrupt ({first})") from None
+
+
+def _is_state_dict(obj: dict[str, Any]) -> bool:
+    return bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def _strip_prefix(state: dict[str, Any], prefix: str = "module.") -> dict[str, Any]:
+    if state and all(k.startswith(prefix) for k in state):
+        return {k[len(prefix) :]: v for k, v in state.items()}
+    return state
+
+
+def final_linear_name(model: nn.Module) -> str:
+    """Name of the network's last `nn.Linear` (the classifier), in module order."""
+    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not names:
+        raise UserError("the model has no nn.Linear classifier layer")
+    return names[-1]
+
+
+def final_linear(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """(W, b) of the classifier: K x D weight and K bias (zeros when it has none)."""
+    layer = model.get_submodule(final_linear_name(model))
+    assert isinstance(layer, nn.Linear)
+    bias = layer.bias if layer.bias is not None else torch.zeros(layer.out_features)
+    return layer.weight.detach(), bias.detach()
+
+
+def _infer_num_classes(spec: architectures.ArchSpec, state: dict[str, Any]) -> int | None:
+    probe = spec.build(2)
+    key = final_linear_name(probe) + ".weight"
+    weight = state.get(key)
+    return int(weight.shape[0]) if isinstance(weight, torch.Tensor) and weight.ndim == 2 else None
+
+
+def _fit(model: nn.Module, state: dict[str, Any], what: str) -> None:
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [
+        f"{k} ({'x'.join(map(str, state[k].shape))} in file vs "
+        f"{'x'.join(map(str, expected[k].shape))} in model)"
+        for k in expected
+        if k in state and tuple(state[k].shape) != tuple(expected[k].shape)
+    ]
+    problems = []
+    for label, keys in (("missing keys", missing), ("unexpected keys", unexpected)):
+        if keys:
+            more = f" (+{len(keys) - 4} more)" if len(keys) > 4 else ""
+            problems.append(f"{label}: {', '.join(keys[:4])}{more}")
+    if wrong:
+        more = f" (+{len(wrong) - 2} more)" if len(wrong) > 2 else ""
+        problems.append(f"shape mismatch: {'; '.join(wrong[:2])}{more}")
+    if problems:
+        raise UserError(f"weights do not fit {what}: {'; '.join(problems)}")
+    model.load_state_dict(state)
+
+
+def load_model(
+    arch: str | None,
+    weights: str | Path | None,
+    *,
+    num_classes: int | None = None,
+    labels: str | Path | None = None,
+    layer: str | None = None,
+    mirrored: bool = False,
+    allow_pickle: bool = False,
+    device: str | torch.device = "cpu",
+    name: str | None = None,
+) -> LoadedModel:
+    """Build `arch` and load `weights` (see the module docstring for the accepted formats).
+
+    `arch` may be omitted when the checkpoint names it. With `weights=None` the network keeps
+    its random initialisation (needs `num_classes`). Class names come from `labels` if given,
+    else from the checkpoint, else `class_<k>`.
+    """
+    meta: dict[str, Any] = {}
+    state: dict[str, Any] | None = None
+    whole: nn.Module | None = None
+    path = Path(weights) if weights is not None else None
+    if path is not None:
+        obj = _read(path, allow_pickle)
+        if isinstance(obj, nn.Module):
+            whole = obj
+        elif isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+            meta = {k: v for k, v in obj.items() if k != "state_dict"}
+            state = _strip_prefix(dict(obj["state_dict"]))
+        elif isinstance(obj, dict) and _is_state_dict(obj):
+            state = _strip_prefix(dict(obj))
+        else:
+            raise UserError(f"{path} is neither a state dict nor a checkpoint with a 'state_dict'")
+        if "module" in meta and isinstance(meta["module"], nn.Module):
+            whole = meta.pop("module")
+
+    file_arch = meta.get("arch")
+    arch = arch or (str(file_arch) if file_arch else None)
+    if whole is not None:
+        model = whole
+        arch = arch or type(whole).__name__.lower()
+        spec = None
+    else:
+        if arch is None:
+            raise UserError("no architecture given and the checkpoint names none: pass --arch")
+        spec = architectures.get(arch)
+        if num_classes is None:
+            num_classes = meta.get("num_classes") or (
+                _infer_num_classes(spec, state) if state else None
+            )
+        if num_classes is None:
+            raise UserError(f"cannot tell the number of classes for {arch}: pass --num-classes")
+        model = spec.build(int(num_classes))
+        if state is not None:
+            what = f"{arch} with {num_classes} classes"
+            if file_arch and file_arch != arch:
+                what += f" (the checkpoint says arch '{file_arch}')"
+            _fit(model, state, what)
+
+    out_features = model.get_submodule(final_linear_name(model)).out_features
+    if labels is not None:
+        classes = read_labels(labels)
+    elif meta.get("classes"):
+        classes = [str(c) for c in meta["classes"]]
+    else:
+        classes = [f"class_{k}" for k in range(out_features)]
+    if len(classes) != out_features:
+        source = labels if labels is not None else path
+        raise UserError(
+            f"{source} names {len(classes)} classes but the model has {out_features} outputs"
+        )
+
+    if mirrored and not meta.get("mirrored"):
+        model = mirror(model)
+        meta["mirrored"] = True
+    chosen_layer = layer or meta.get("layer") or (spec.layer if spec else "")
+    chosen_layer = chosen_layer or architectures.default_layer(model)
+    try:
+        model.get_submodule(chosen_layer)
+    except AttributeError:
+        raise UserError(f"{arch} has no layer named '{chosen_layer}'") from None
+
+    size = tuple(meta.get("input_size") or (spec.input_size if spec else (224, 224)))
+    mean = tuple(meta.get("mean") or (spec.mean if spec else architectures.IMAGENET_MEAN))
+    std = tuple(meta.get("std") or (spec.std if spec else architectures.IMAGENET_STD))
+    default_name = path.name.split(".")[0] if path is not None else str(arch)
+    return LoadedModel(
+        model=model.eval().to(device),
+        name=name or default_name,
+        arch=str(arch),
+        classes=classes,
+        layer=chosen_layer,
+        input_size=(int(size[0]), int(size[1])),
+        mean=(float(mean[0]), float(mean[1]), float(mean[2])),
+        std=(float(std[0]), float(std[1]), float(std[2])),
+        meta=meta,
+    )
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: nn.Module,
+    *,
+    arch: str,
+    classes: list[str],
+    layer: str,
+    input_size: tuple[int, int],
+    mean: tuple[float, float, float],
+    std: tuple[float, float, float],
+    seed: int | None = None,
+    accuracy: dict[str, float] | None = None,
+    mirrored: bool = False,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write a checkpoint in the project format (docs/contracts.md 2), loadable weights-only."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload: dict[str, Any] = {
+        "format": CHECKPOINT_FORMAT,
+        "arch": arch,
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "num_classes": len(classes),
+        "classes": list(classes),
+        "input_size": [int(input_size[0]), int(input_size[1])],
+        "mean": [float(x) for x in mean],
+        "std": [float(x) for x in std],
+        "layer": layer,
+        "seed": seed,
+        "accuracy": dict(accuracy or {}),
+        "mirrored": mirrored,
+    }
+    payload.update(extra or {})
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+    return path

@@ -30,7 +30,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--class-weights", metavar="NPY", help="K x D class weight matrix instead of a model"
     )
-    parser.add_argument("--labels", metavar="FILE", help="class names, one per line")
+    parser.add_argument(
+        "--labels", metavar="FILE", help="class names: one per line, or a Places365 categories file"
+    )
     parser.add_argument("--arch", help=f"model architecture (default {DEFAULT_MODEL})")
     parser.add_argument(
         "--weights", metavar="FILE", help="model weights (default $IBD_HOME/models/<arch>.pt)"

@@ -10,36 +10,27 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ibd import paths
 from ibd.decompose import SOLVERS, Decomposition, decompose
 from ibd.errors import UserError
 
-DEFAULT_MODEL = "world_resnet"
-
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    from ibd.modelargs import add_model_flags
+
     parser.add_argument(
         "--basis", metavar="NPZ", help="concept basis (default $IBD_HOME/basis/<model>.npz)"
     )
     parser.add_argument(
-        "--class-weights", metavar="NPY", help="K x D class weight matrix instead of a model"
-    )
-    parser.add_argument(
-        "--labels", metavar="FILE", help="class names: one per line, or a Places365 categories file"
-    )
-    parser.add_argument("--arch", help=f"model architecture (default {DEFAULT_MODEL})")
-    parser.add_argument(
-        "--weights", metavar="FILE", help="model weights (default $IBD_HOME/models/<arch>.pt)"
-    )
-    parser.add_argument("--num-classes", type=int, metavar="K", help="classes of the model")
-    parser.add_argument(
-        "--allow-pickle", action="store_true", help="accept a whole pickled model (runs its code)"
+        "--class-weights",
+        metavar="NPY",
+        help="K x D class weight matrix instead of a model (with --labels for class names)",
     )
     parser.add_argument(
         "--out", metavar="JSON", help="output (default $IBD_HOME/decompose/<model>.json)"
@@ -60,6 +51,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=1e-6,
         help="nnls: stop when a step lowers ||r||^2/||w||^2 by less than this (default 1e-6)",
     )
+    add_model_flags(parser)
 
 
 _ZIP_MAGIC = b"PK\x03\x04"
@@ -69,10 +61,6 @@ _NPY_MAGIC = b"\x93NUM"
 def _magic(path: Path) -> bytes:
     with path.open("rb") as f:
         return f.read(4)
-
-
-def _home() -> Path:
-    return Path(os.environ.get("IBD_HOME") or "ibd-data")
 
 
 def _load_npz_arrays(path: Path) -> dict[str, np.ndarray]:
@@ -142,28 +130,28 @@ def read_class_weights(path: Path) -> np.ndarray:
     return w.astype(np.float64)
 
 
-def _from_model(args: argparse.Namespace, home: Path) -> tuple[np.ndarray, list[str], dict]:
-    from ibd.models import final_linear, load_model
+def _from_model(args: argparse.Namespace) -> tuple[np.ndarray, list[str], str, dict]:
+    from ibd.modelargs import load_from_args
+    from ibd.models import final_linear
 
-    arch = args.arch or DEFAULT_MODEL
-    weights = Path(args.weights) if args.weights else home / "models" / f"{arch}.pt"
-    loaded = load_model(
-        arch,
-        weights,
-        num_classes=args.num_classes,
-        labels=args.labels,
-        allow_pickle=args.allow_pickle,
-    )
+    loaded = load_from_args(args)
     w, _ = final_linear(loaded.model)
-    source = {"arch": arch, "weights": str(weights)}
-    return w.double().cpu().numpy(), list(loaded.classes), source
+    source = {"arch": loaded.arch, "weights": str(args.weights or paths.model_path())}
+    return w.double().cpu().numpy(), list(loaded.classes), loaded.name, source
 
 
-def _from_file(args: argparse.Namespace) -> tuple[np.ndarray, list[str], dict]:
-    if args.arch or args.weights or args.num_classes is not None or args.allow_pickle:
-        raise UserError(
-            "--class-weights replaces the model: drop --arch/--weights/--num-classes/--allow-pickle"
-        )
+def _from_file(args: argparse.Namespace) -> tuple[np.ndarray, list[str], str, dict]:
+    model_flags = {
+        "--arch": args.arch,
+        "--weights": args.weights,
+        "--num-classes": args.num_classes,
+        "--layer": args.layer,
+        "--mirror": args.mirror,
+        "--allow-pickle": args.allow_pickle,
+    }
+    given = [flag for flag, value in model_flags.items() if value not in (None, False)]
+    if given:
+        raise UserError(f"--class-weights replaces the model: drop {', '.join(given)}")
     path = Path(args.class_weights)
     w = read_class_weights(path)
     if args.labels:
@@ -176,7 +164,7 @@ def _from_file(args: argparse.Namespace) -> tuple[np.ndarray, list[str], dict]:
             )
     else:
         names = [f"class_{k}" for k in range(w.shape[0])]
-    return w, names, {"class_weights": str(path)}
+    return w, names, args.name or path.stem, {"class_weights": str(path)}
 
 
 def to_json(
@@ -221,16 +209,13 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--max-concepts must be at least 1, got {args.max_concepts}")
     if not args.tol >= 0:
         raise UserError(f"--tol must be a number >= 0, got {args.tol}")
-    home = _home()
-    model = Path(args.class_weights).stem if args.class_weights else args.arch or DEFAULT_MODEL
-    basis_path = Path(args.basis) if args.basis else home / "basis" / f"{model}.npz"
-    out = Path(args.out) if args.out else home / "decompose" / f"{model}.json"
-    # the basis first: it is cheap to read, loading a model is not
-    q, concept_names, basis_meta = read_basis(basis_path)
     if args.class_weights:
-        w, class_names, source = _from_file(args)
+        w, class_names, model, source = _from_file(args)
     else:
-        w, class_names, source = _from_model(args, home)
+        w, class_names, model, source = _from_model(args)
+    basis_path = Path(args.basis) if args.basis else paths.basis_path(model)
+    out = Path(args.out) if args.out else paths.decompose_path(model)
+    q, concept_names, basis_meta = read_basis(basis_path)
     if q.shape[1] != w.shape[1]:
         where = source.get("class_weights") or source["weights"]
         raise UserError(

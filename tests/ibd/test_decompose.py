@@ -293,15 +293,16 @@ def test_cli_omp_and_ibd_home_defaults(tmp_path: Path, monkeypatch) -> None:
         assert np.allclose(got, want, atol=1e-9)
 
 
-def test_cli_from_a_model_checkpoint(tmp_path: Path) -> None:
+def test_cli_from_a_model_checkpoint_with_ibd_home_defaults(tmp_path: Path, monkeypatch) -> None:
     torch = pytest.importorskip("torch")
     from ibd import architectures
     from ibd.models import save_checkpoint
 
     torch.manual_seed(0)
     net = architectures.get("resnet18").build(3)
+    (tmp_path / "models").mkdir()
     save_checkpoint(
-        tmp_path / "m.pt",
+        tmp_path / "models" / "tiny.pt",
         net,
         arch="resnet18",
         classes=["harbor", "beach", "forest"],
@@ -311,11 +312,12 @@ def test_cli_from_a_model_checkpoint(tmp_path: Path) -> None:
         std=(0.5, 0.5, 0.5),
     )
     q = standardised(np.random.default_rng(3).normal(size=(12, 512)))
-    write_basis(tmp_path / "b.npz", q)
-    out = tmp_path / "d.json"
-    argv = ["decompose", "--basis", str(tmp_path / "b.npz"), "--arch", "resnet18"]
-    assert main([*argv, "--weights", str(tmp_path / "m.pt"), "--out", str(out)]) == 0
-    doc = json.loads(out.read_text())
+    (tmp_path / "basis").mkdir()
+    write_basis(tmp_path / "basis" / "tiny.npz", q)
+    monkeypatch.setenv("IBD_HOME", str(tmp_path))
+    # the model name (the weights' stem) picks basis/tiny.npz and decompose/tiny.json
+    assert main(["decompose", "--weights", str(tmp_path / "models" / "tiny.pt")]) == 0
+    doc = json.loads((tmp_path / "decompose" / "tiny.json").read_text())
     w = net.fc.weight.detach().double().numpy()
     expected = greedy_nnls(q.astype(np.float32).astype(np.float64), w)
     assert [c["name"] for c in doc["classes"]] == ["harbor", "beach", "forest"]
@@ -323,6 +325,7 @@ def test_cli_from_a_model_checkpoint(tmp_path: Path) -> None:
         assert [c["index"] for c in entry["concepts"]] == [c for c, _ in expected.terms(k)]
         assert entry["residual_fraction"] == pytest.approx(expected.residual_fraction[k])
     assert doc["meta"]["arch"] == "resnet18"
+    assert doc["meta"]["model"] == "tiny"
 
 
 @pytest.fixture

@@ -124,7 +124,7 @@ def default_layer(model: nn.Module) -> str:
     candidates = [
         name
         for name, child in model.named_children()
-        if not isinstance(child, pooling | (nn.Linear, nn.Dropout, nn.Flatten))
+        if not isinstance(child, (*pooling, nn.Linear, nn.Dropout, nn.Flatten))
     ]
     if not candidates:
         raise UserError("cannot guess the feature layer of this model; pass --layer NAME")

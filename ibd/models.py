@@ -55,6 +55,8 @@ def _read(path: Path, allow_pickle: bool) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=not allow_pickle)
     except pickle.UnpicklingError as exc:
+        if "Unsupported global" not in str(exc):
+            raise UserError(f"cannot read {path}: not a PyTorch file or corrupt") from None
         if allow_pickle:
             raise UserError(f"cannot unpickle {path}: {str(exc).splitlines()[0]}") from None
         raise UserError(
@@ -172,6 +174,10 @@ def load_model(
             num_classes = meta.get("num_classes") or (
                 _infer_num_classes(spec, state) if state else None
             )
+        if num_classes is None and state:
+            key = final_linear_name(spec.build(2)) + ".weight"
+            said = f" (the checkpoint says arch '{file_arch}')" if file_arch else ""
+            raise UserError(f"weights do not fit {arch}: the file has no classifier '{key}'{said}")
         if num_classes is None:
             raise UserError(f"cannot tell the number of classes for {arch}: pass --num-classes")
         model = spec.build(int(num_classes))

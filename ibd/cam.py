@@ -1,0 +1,84 @@
+"""CAM and Grad-CAM: the paper's single-heatmap baselines (section 3.4, eq. 13 and 14).
+
+Both return raw maps at feature resolution (N x H x W), in torch, on the features' device.
+ReLU, normalisation and upsampling are explicit, separate steps (`relu=`, `normalize`, `upsample`).
+
+- CAM (Zhou et al. 2016; paper eq. 13): CAM_k(A) = w_k^T A, i.e. M[i, j] = sum_d w_kd A[d, i, j],
+  for a network whose feature layer feeds global average pooling and a linear classifier
+  h_k = w_k . GAP(A) + b_k. Then mean_ij M[i, j] + b_k = h_k, the logit; `bias=True` adds b_k to
+  every position so that the map's mean is the logit itself.
+- Grad-CAM (Selvaraju et al. 2017; paper eq. 14): Grad-CAM_k(A) = w_k(A)^T A with
+  w_k(A) = mean_ij dh_k / dA[:, i, j], the spatially averaged gradient of the pre-softmax class
+  score. For a layer that feeds GAP + linear, dh_k/dA[d, i, j] = w_kd / (H W), so the Grad-CAM
+  weights are w_k / (H W) and the Grad-CAM map is CAM / (H W) exactly.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ibd.errors import UserError
+
+
+def cam(
+    features: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    *,
+    relu: bool = False,
+) -> torch.Tensor:
+    """CAM_k(A) = w_k^T A (+ b_k) for each sample's target k: N x H x W.
+
+    `features` N x D x H x W, `weight` K x D (the linear classifier after GAP), `targets` N."""
+    if weight.shape[1] != features.shape[1]:
+        raise UserError(
+            f"classifier expects {weight.shape[1]} features but the layer has "
+            f"{features.shape[1]} channels: CAM needs the layer that feeds GAP -> linear"
+        )
+    w = weight.to(features.dtype)[targets]
+    maps = torch.einsum("nd,ndhw->nhw", w, features)
+    if bias is not None:
+        maps = maps + bias.to(features.dtype)[targets][:, None, None]
+    return maps.clamp_min(0) if relu else maps
+
+
+def gradcam_weights(gradients: torch.Tensor) -> torch.Tensor:
+    """w_k(A) = mean_ij dh_k/dA[:, i, j]: N x D."""
+    return gradients.mean(dim=(2, 3))
+
+
+def gradcam(features: torch.Tensor, gradients: torch.Tensor, *, relu: bool = False) -> torch.Tensor:
+    """Grad-CAM_k(A) = w_k(A)^T A with the pooled-gradient weights: N x H x W."""
+    maps = torch.einsum("nd,ndhw->nhw", gradcam_weights(gradients), features)
+    return maps.clamp_min(0) if relu else maps
+
+
+def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """N x H x W maps resized bilinearly (align_corners=False) to `size` = (H', W')."""
+    return F.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+
+
+def normalize(maps: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Each map min-max scaled to [0, 1] (a constant map becomes all zeros)."""
+    flat = maps.reshape(maps.shape[0], -1)
+    low = flat.min(dim=1).values[:, None, None]
+    high = flat.max(dim=1).values[:, None, None]
+    return (maps - low) / (high - low).clamp_min(eps)
+
+
+def is_gap_linear(
+    features: torch.Tensor,
+    logits: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    rtol: float = 1e-3,
+) -> bool:
+    """Whether the logits are exactly a linear function of the pooled features,
+    h = W GAP(A) + b: the condition under which CAM and IBD decompose the score exactly."""
+    if weight.shape[1] != features.shape[1]:
+        return False
+    predicted = features.mean(dim=(2, 3)) @ weight.to(features.dtype).T + bias.to(features.dtype)
+    scale = logits.abs().max().clamp_min(1.0)
+    return bool(((predicted - logits).abs().max() <= rtol * scale).item())

@@ -1,0 +1,88 @@
+"""`ibd explain --method ibd|netdissect|cam|gradcam [model flags] [--out DIR] [IMAGE ...]`.
+
+Writes DIR/explanations.json and DIR/heatmaps.npz (docs/contracts.md 4). With no images, explains
+the concept world's held-out `explain` split; with no model flags, its reference model."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from pathlib import Path
+
+from ibd import explanations, paths
+from ibd.errors import UserError
+from ibd.explain import (
+    cam_splitter,
+    class_index,
+    explain_images,
+    gradcam_splitter,
+    image_paths,
+)
+from ibd.modelargs import add_model_flags, load_from_args
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("images", nargs="*", metavar="IMAGE", help="image files or directories")
+    parser.add_argument(
+        "--method", required=True, choices=explanations.METHODS, help="explanation method"
+    )
+    parser.add_argument("--out", help="output directory (default: $IBD_HOME/explanations/M/METHOD)")
+    parser.add_argument("--target", help="explain this class (index or name) instead of top-1")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--relu", action="store_true", help="cam/gradcam: keep positive evidence")
+    parser.add_argument("--limit", type=int, help="explain only the first N images")
+    concept = parser.add_argument_group("ibd / netdissect")
+    concept.add_argument("--basis", help="basis.npz (default: $IBD_HOME/basis/MODEL.npz)")
+    concept.add_argument("--decomposition", help="decompose.json (default: $IBD_HOME/decompose/)")
+    concept.add_argument("--tally", help="NetDissect tally.csv (default: $IBD_HOME/dissect/MODEL/)")
+    concept.add_argument(
+        "--gradient-decomposition",
+        action="store_true",
+        help="ibd: decompose the per-image pooled gradient (paper 2.3) even for a GAP model",
+    )
+    concept.add_argument("--top", type=int, default=7, help="ibd/netdissect: components kept")
+    add_model_flags(parser)
+
+
+def world_explain_images() -> list[str]:
+    scenes = paths.world_dir() / "scenes.csv"
+    if not scenes.exists():
+        raise UserError(
+            f"no images given and {scenes} does not exist: run `ibd world build` or pass images"
+        )
+    with scenes.open(newline="") as handle:
+        rows = [r for r in csv.DictReader(handle) if r["split"] == "explain"]
+    return [str(paths.world_dir() / r["image"]) for r in rows]
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.batch_size < 1:
+        raise UserError("--batch-size must be at least 1")
+    loaded = load_from_args(args)
+    images = image_paths(args.images) if args.images else world_explain_images()
+    if args.limit is not None:
+        images = images[: args.limit]
+    if not images:
+        raise UserError("no images to explain")
+    target = class_index(loaded, args.target) if args.target else None
+    if args.method == "cam":
+        splitter, needs_gradients = cam_splitter(loaded, args.relu), False
+    elif args.method == "gradcam":
+        splitter, needs_gradients = gradcam_splitter(loaded, args.relu), True
+    else:
+        from ibd.concept_explain import splitter_for
+
+        splitter, needs_gradients = splitter_for(args.method, loaded, args)
+    records, heatmaps = explain_images(
+        loaded,
+        images,
+        args.method,
+        splitter,
+        needs_gradients=needs_gradients,
+        targets=target,
+        batch_size=args.batch_size,
+    )
+    out = Path(args.out) if args.out else paths.explanations_dir(loaded.name, args.method)
+    explanations.write(out, records, heatmaps)
+    print(f"{len(records)} {args.method} explanations of {loaded.name} -> {out}")
+    return 0

@@ -1,0 +1,41 @@
+"""Default locations under the working directory (docs/contracts.md 0): `$IBD_HOME`, else
+`./ibd-data`. Every command's defaults come from here, so the concept world runs with no flags."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REFERENCE_MODEL = "world_resnet"
+
+
+def home() -> Path:
+    return Path(os.environ.get("IBD_HOME") or "ibd-data")
+
+
+def world_dir() -> Path:
+    return home() / "world"
+
+
+def model_path(name: str = REFERENCE_MODEL) -> Path:
+    return home() / "models" / f"{name}.pt"
+
+
+def basis_path(model: str = REFERENCE_MODEL) -> Path:
+    return home() / "basis" / f"{model}.npz"
+
+
+def features_dir(model: str = REFERENCE_MODEL) -> Path:
+    return home() / "features" / model
+
+
+def dissect_dir(model: str = REFERENCE_MODEL) -> Path:
+    return home() / "dissect" / model
+
+
+def decompose_path(model: str = REFERENCE_MODEL) -> Path:
+    return home() / "decompose" / f"{model}.json"
+
+
+def explanations_dir(model: str, method: str) -> Path:
+    return home() / "explanations" / model / method

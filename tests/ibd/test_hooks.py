@@ -1,0 +1,69 @@
+"""Feature capture: hooks always removed, gradients without touching .grad, clear errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from tinynets import GapHead, x_1234
+from torch import nn
+
+from ibd import hooks
+from ibd.errors import UserError
+
+
+def test_hook_removed_on_normal_exit_and_on_error() -> None:
+    model = GapHead()
+    with hooks.capture(model, "features") as slot:
+        model(x_1234())
+    assert slot.activation is not None
+    assert not model.features._forward_hooks
+    with pytest.raises(ZeroDivisionError), hooks.capture(model, "features"):
+        _ = 1 / 0
+    assert not model.features._forward_hooks
+
+
+def test_gradients_leave_parameter_grads_alone() -> None:
+    model = GapHead().eval()
+    fwd = hooks.run(model, "features", x_1234(), gradients=True)
+    assert fwd.gradients is not None
+    assert all(p.grad is None for p in model.parameters())
+    assert not model.features._forward_hooks
+
+
+def test_gradients_under_no_grad_is_a_clear_error() -> None:
+    model = GapHead().eval()
+    with torch.no_grad(), pytest.raises(hooks.GradientsDisabledError, match="no_grad"):
+        hooks.run(model, "features", x_1234(), gradients=True)
+    with torch.no_grad():  # features alone are fine without autograd
+        assert hooks.run(model, "features", x_1234()).gradients is None
+
+
+class InplaceAfterLayer(nn.Module):
+    """Like DenseNet: the captured layer is followed by an in-place ReLU."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Conv2d(1, 1, kernel_size=1, bias=False)
+        with torch.no_grad():
+            self.features.weight.fill_(-1.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.features(x), inplace=True).sum(dim=(2, 3)) + x.sum(dim=(2, 3))
+
+
+def test_inplace_op_after_layer_does_not_change_capture() -> None:
+    fwd = hooks.run(InplaceAfterLayer().eval(), "features", x_1234(), gradients=True)
+    assert fwd.features[0, 0].tolist() == [[-1.0, -2.0], [-3.0, -4.0]]
+    assert fwd.gradients[0, 0].tolist() == [[0.0, 0.0], [0.0, 0.0]]  # ReLU blocks negatives
+
+
+def test_unknown_layer_and_bad_targets() -> None:
+    model = GapHead()
+    with pytest.raises(UserError, match="no layer named 'conv9'.*features"):
+        hooks.run(model, "conv9", x_1234())
+    with pytest.raises(UserError, match="out of range"):
+        hooks.run(model, "features", x_1234(), torch.tensor([5]))
+    with pytest.raises(UserError, match="not an N x D x H x W"):
+        hooks.run(model, "fc", x_1234())
+    assert not model.fc._forward_hooks

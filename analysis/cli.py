@@ -1,12 +1,18 @@
-"""`analysis` console script."""
+"""`analysis` console script: `plot`, `stats` and `report` on collected answers."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from analysis import __version__
+from analysis import __version__, paths
+from analysis.errors import UserError
+
+if TYPE_CHECKING:
+    from analysis.study import Study
 
 SUBCOMMANDS: dict[str, str] = {
     "plot": "draw Fig. 8 and Fig. 9 style diverging bars",
@@ -14,15 +20,173 @@ SUBCOMMANDS: dict[str, str] = {
     "report": "one HTML page with figures and tables",
 }
 
+CAPTIONS: dict[str, str] = {
+    "fig8": "Fig. 8: explanation methods compared on the same network",
+    "fig9": "Fig. 9: models compared with the same explanation method",
+    "position_bias": "Position bias: Robot A (left) vs Robot B (right)",
+    "workers": "Answers per worker",
+}
+
+
+def _fraction(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+
+
+def _add_inputs(sp: argparse.ArgumentParser) -> None:
+    src = sp.add_argument_group("answers and manifests")
+    one = src.add_mutually_exclusive_group()
+    one.add_argument(
+        "--db",
+        metavar="URL",
+        help="SQLAlchemy URL of the HIT server database; its `ratings` view is read "
+        "(default: sqlite:///$IBD_HOME/hitserver.sqlite)",
+    )
+    one.add_argument(
+        "--responses", metavar="CSV", type=Path, help="ratings exported by `hitserver export`"
+    )
+    src.add_argument(
+        "--manifest",
+        metavar="PATH",
+        type=Path,
+        action="append",
+        default=[],
+        help="a batch manifest.json, or a directory searched for */manifest.json; repeatable "
+        "(default: $IBD_HOME/batches/*/manifest.json)",
+    )
+    src.add_argument(
+        "--include-simulated",
+        action="store_true",
+        help="analyse answers from simulated raters too (figures then say 'SIMULATED')",
+    )
+    src.add_argument(
+        "--include-rejected",
+        action="store_true",
+        help="keep answers of assignments the requester rejected (left out by default)",
+    )
+    src.add_argument(
+        "--max-catch-fail",
+        metavar="FRACTION",
+        type=_fraction,
+        default=0.5,
+        help="exclude workers who failed more than this fraction of their catch trials "
+        "(default 0.5; 1 excludes nobody); results are given with and without exclusion",
+    )
+
+
+def _add_stats_options(sp: argparse.ArgumentParser) -> None:
+    st = sp.add_argument_group("statistics")
+    st.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    st.add_argument(
+        "--resamples", type=int, default=2000, help="bootstrap resamples (default 2000)"
+    )
+    st.add_argument(
+        "--confidence", type=_fraction, default=0.95, help="interval level (default 0.95)"
+    )
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="analysis")
     parser.add_argument("--version", action="version", version=f"analysis {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    defaults = {"plot": "figures", "stats": "stats", "report": "report"}
     for name, help_text in SUBCOMMANDS.items():
         sp = sub.add_parser(name, help=help_text, description=help_text)
-        sp.add_argument("rest", nargs=argparse.REMAINDER)
+        _add_inputs(sp)
+        if name != "plot":
+            _add_stats_options(sp)
+        sp.add_argument(
+            "--out",
+            type=Path,
+            default=None,
+            help=f"output directory (default: $IBD_HOME/{defaults[name]})",
+        )
+        sp.set_defaults(default_out=defaults[name])
     return parser
+
+
+def _study(args: argparse.Namespace) -> Study:
+    # Imported here so that `--help` does not pay for pandas, scipy and matplotlib.
+    from analysis import catch, study
+
+    sources = study.Sources(
+        db=args.db,
+        responses=args.responses,
+        manifests=tuple(args.manifest),
+        include_simulated=args.include_simulated,
+        include_rejected=args.include_rejected,
+    )
+    return study.load(sources, catch.ExclusionRule(args.max_catch_fail))
+
+
+def _check_stats_options(args: argparse.Namespace) -> None:
+    if args.resamples < 100:
+        raise UserError(f"--resamples {args.resamples}: use at least 100")
+    if not 0.5 <= args.confidence < 1.0:
+        raise UserError(f"--confidence {args.confidence}: must be in [0.5, 1)")
+
+
+def _plot(args: argparse.Namespace, out: Path) -> list[Path]:
+    from analysis import figures
+
+    s = _study(args)
+    written: list[Path] = []
+    for stem, chart in figures.charts(s).items():
+        written += figures.save(figures.draw(chart), out, stem)
+    return written
+
+
+def _stats(args: argparse.Namespace, out: Path) -> list[Path]:
+    from analysis import summary, tables
+
+    _check_stats_options(args)
+    s = _study(args)
+    table = summary.comparison_table(s, args.seed, args.resamples, args.confidence)
+    bias = summary.position_bias_table(s, args.confidence)
+    written = tables.write(out, s, table, bias, summary.worker_table(s))
+    for _, row in table[table["setting"] == "after exclusion"].iterrows():
+        print(
+            f"{row['comparison']}: N={row['n_ratings']}, prefer {row['preference_rate']:.2f} "
+            f"[{row['preference_ci_low']:.2f}, {row['preference_ci_high']:.2f}], "
+            f"ties {row['ties']}, sign p={row['sign_p']:.3g} (Holm {row['sign_p_holm']:.3g})"
+        )
+    return written
+
+
+def _caption(stem: str) -> str:
+    base = stem.removesuffix("_all_workers")
+    if base == "workers":
+        return CAPTIONS[base]
+    return CAPTIONS[base] + (" (all workers)" if base != stem else " (after exclusion)")
+
+
+def _report(args: argparse.Namespace, out: Path) -> list[Path]:
+    from analysis import figures, report, summary, tables
+
+    _check_stats_options(args)
+    s = _study(args)
+    table = summary.comparison_table(s, args.seed, args.resamples, args.confidence)
+    bias = summary.position_bias_table(s, args.confidence)
+    written = tables.write(out, s, table, bias, summary.worker_table(s))
+    pngs: dict[str, Path] = {}
+    for stem, chart in figures.charts(s).items():
+        saved = figures.save(figures.draw(chart), out, stem)
+        written += saved
+        pngs[_caption(stem)] = saved[0]
+    page = out / "report.html"
+    page.write_text(
+        report.page(tables.document(s, table, bias), pngs, s.simulated), encoding="utf-8"
+    )
+    return [page, *written]
+
+
+RUNNERS: dict[str, Callable[[argparse.Namespace, Path], list[Path]]] = {
+    "plot": _plot,
+    "stats": _stats,
+    "report": _report,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -31,8 +195,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    print(f"analysis {args.command}: not built yet (see the open issues)", file=sys.stderr)
-    return 3
+    out = args.out if args.out is not None else paths.ibd_home() / args.default_out
+    try:
+        written = RUNNERS[args.command](args, out)
+    except UserError as exc:
+        print(f"analysis {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    for path in written:
+        print(f"wrote {path}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -132,3 +132,14 @@ def test_errors_are_one_line_without_traceback(setup: Path) -> None:
         assert "Traceback" not in result.stderr
         last = result.stderr.strip().splitlines()[-1]
         assert last.startswith("ibd explain: error:") and message in last, last
+
+
+def test_info_shows_what_the_checkpoint_holds(
+    setup: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["info", "--weights", str(setup / "r18.pth.tar")]) == 0
+    out = capsys.readouterr().out
+    assert "resnet18" in out and "layer4" in out and "512 features" in out and "epoch" in out
+    assert main(["info", "--archs"]) == 0
+    names = capsys.readouterr().out.split()
+    assert {"resnet50", "alexnet_gap", "vgg16_gap"} <= set(names)

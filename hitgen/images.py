@@ -11,7 +11,7 @@ from PIL import Image, UnidentifiedImageError
 
 from hitgen.errors import UserError
 
-# zlib level 6 would make files ~10% smaller at twice the encoding time; level 3 keeps rendering
+# zlib level 6 makes files ~10% smaller but encodes 1.5-3x slower; level 3 keeps rendering
 # well above the speed target (benchmarks/render_speed.py)
 PNG_COMPRESS_LEVEL = 3
 

@@ -74,19 +74,26 @@ def read_csv(path: Path) -> pd.DataFrame:
 def read_database(url: str) -> pd.DataFrame:
     """Ratings from the `ratings` view of the HIT server's database (any SQLAlchemy URL)."""
     try:
-        engine = sa.create_engine(url)
+        parsed = sa.make_url(url)
+        engine = sa.create_engine(parsed)
     except (ArgumentError, NoSuchModuleError, ValueError) as exc:
         raise UserError(f"--db {url!r}: not a usable database URL: {exc}") from None
+    shown = parsed.render_as_string(hide_password=True)
+    database = parsed.database or ""
+    # SQLite would silently create an empty file for a mistyped path.
+    is_file_db = parsed.get_backend_name() == "sqlite" and database not in ("", ":memory:")
+    if is_file_db and not Path(database).is_file():
+        raise UserError(f"--db {shown}: no such SQLite file {database}")
     try:
         with engine.connect() as conn:
-            frame = pd.read_sql_query(sa.text(QUERY), conn)
+            result = conn.execute(sa.text(QUERY))
+            frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
     except SQLAlchemyError as exc:
-        reason = str(exc.orig if hasattr(exc, "orig") and exc.orig else exc).splitlines()[0]
-        raise UserError(f"--db {engine.url!r}: cannot read the ratings view: {reason}") from None
+        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        raise UserError(f"--db {shown}: cannot read the ratings view: {reason}") from None
     finally:
         engine.dispose()
-    frame = frame.astype({c: object for c in frame.columns if c in ("worker_id", "batch")})
-    return _tidy(frame, f"database {engine.url!r}, view ratings", row_offset=1)
+    return _tidy(frame, f"{shown}, view ratings", row_offset=1)
 
 
 @dataclass(frozen=True)

@@ -131,11 +131,8 @@ def _check_stats_options(args: argparse.Namespace) -> None:
 def _plot(args: argparse.Namespace, out: Path) -> list[Path]:
     from analysis import figures
 
-    s = _study(args)
-    written: list[Path] = []
-    for stem, chart in figures.charts(s).items():
-        written += figures.save(figures.draw(chart), out, stem)
-    return written
+    saved = figures.write_all(_study(args), out)
+    return [path for paths_ in saved.values() for path in paths_]
 
 
 def _stats(args: argparse.Namespace, out: Path) -> list[Path]:
@@ -171,8 +168,7 @@ def _report(args: argparse.Namespace, out: Path) -> list[Path]:
     bias = summary.position_bias_table(s, args.confidence)
     written = tables.write(out, s, table, bias, summary.worker_table(s))
     pngs: dict[str, Path] = {}
-    for stem, chart in figures.charts(s).items():
-        saved = figures.save(figures.draw(chart), out, stem)
+    for stem, saved in figures.write_all(s, out).items():
         written += saved
         pngs[_caption(stem)] = saved[0]
     page = out / "report.html"

@@ -24,6 +24,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.text import Text
 from matplotlib.transforms import blended_transform_factory
+from tqdm import tqdm
 
 from analysis import comparisons, likert
 from analysis.study import Study
@@ -292,3 +293,12 @@ def charts(study: Study) -> dict[str, Chart]:
         out["position_bias" + suffix] = position_chart(study, setting)
     out["workers"] = worker_chart(study)
     return out
+
+
+def write_all(study: Study, out: Path) -> dict[str, list[Path]]:
+    """Draw and save every chart of `charts`; returns the PNG and PDF paths by stem."""
+    todo = charts(study)
+    return {
+        stem: save(draw(chart), out, stem)
+        for stem, chart in tqdm(todo.items(), desc="figures", unit="fig", leave=False)
+    }

@@ -11,7 +11,7 @@ from analysis import __version__
 from analysis.tables import Section
 
 CSS = """
-body { font-family: system-ui, sans-serif; max-width: 70rem; margin: 2rem auto; padding: 0 1rem;
+body { font-family: system-ui, sans-serif; max-width: 84rem; margin: 2rem auto; padding: 0 1rem;
        color: #222; }
 h1 { font-size: 1.5rem; } h2 { font-size: 1.15rem; margin-top: 2rem; }
 .banner { background: #fff3cd; border: 1px solid #e0b100; padding: .6rem 1rem; font-weight: bold; }
@@ -20,7 +20,8 @@ figure img { width: 30rem; max-width: 100%; }
 figcaption { font-size: .85rem; color: #555; }
 table { border-collapse: collapse; font-size: .85rem; margin: .5rem 0; }
 th, td { border: 1px solid #ccc; padding: .2rem .45rem; text-align: right; }
-th:first-child, td:first-child { text-align: left; }
+td { white-space: nowrap; }
+th:first-child, td:first-child { text-align: left; white-space: normal; }
 th { background: #f3f3f3; }
 """
 

@@ -41,7 +41,7 @@ def _interval(est: float, low: float, high: float, fmt: str) -> str:
 def _row_cells(row: pd.Series) -> list[str]:
     n = int(row["n_ratings"])
     dist = [_pct(int(row[SCORE_COLUMNS[s]]), n) for s in likert.SCORES]
-    marker = "" if row["bootstrap_method"] == "BCa" else " †"
+    marker = " †" if row["bootstrap_method"] == "percentile" else ""
     return [
         str(row["comparison"]),
         f"{n} ({row['n_items']} / {row['n_workers']})",
@@ -82,11 +82,10 @@ def _comparison_section(table: pd.DataFrame, figure: str, setting: str, focus: s
         "p Wilcoxon (Holm)",
         "α ordinal",
     ]
-    return Section(
-        heading=f"{label}: {comparisons.FIGURE_TITLES[figure]}, {setting}",
-        header=header,
-        rows=[_row_cells(r) for _, r in rows.iterrows()],
-    )
+    heading = f"{label}: {comparisons.FIGURE_TITLES[figure]}, {setting}"
+    if rows.empty:
+        return Section(heading, ["No ratings are left under this setting."])
+    return Section(heading, header=header, rows=[_row_cells(r) for _, r in rows.iterrows()])
 
 
 def _focus(table: pd.DataFrame, figure: str) -> str:

@@ -1,0 +1,366 @@
+"""Network Dissection: streaming thresholds, upsampling, IoU counts, tally.csv, end to end."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+from torch import nn
+
+from ibd import dissect as nd
+from ibd.errors import UserError
+
+# ------------------------------------------------------------------------------------------------
+# Streaming quantile
+
+
+@pytest.mark.parametrize("q", [0.005, 0.01, 0.137, 0.5, 0.95])
+def test_top_quantile_equals_numpy_quantile(q: float) -> None:
+    rng = np.random.default_rng(1)
+    d, n = 6, 3001
+    values = rng.normal(size=(d, n)).astype(np.float32)
+    values[2] = rng.integers(0, 4, size=n)  # heavy ties
+    values[3] = 0.0  # constant
+    values[4, : n // 2] = -values[4, n // 2 : 2 * (n // 2)]  # symmetric
+    tq = nd.TopQuantile(d, q, total=n + 500)  # announced more than arrive
+    cuts = [0, 1, 7, 400, 401, 1999, n]
+    for a, b in itertools.pairwise(cuts):
+        tq.update(torch.from_numpy(values[:, a:b]))
+    expected = np.quantile(values.astype(np.float64), 1 - q, axis=1)
+    np.testing.assert_array_equal(tq.thresholds().numpy(), expected)
+    assert tq.top.shape == (d, min(n, nd.top_count(q, n + 500)))
+
+
+def test_top_quantile_keeps_only_the_top_half_percent() -> None:
+    n = 200_000
+    assert nd.top_count(0.005, n) == n - int(np.floor(0.995 * (n - 1))) == 1001
+    tq = nd.TopQuantile(3, 0.005, total=n)
+    rng = np.random.default_rng(2)
+    for _ in range(4):
+        tq.update(torch.from_numpy(rng.random((3, n // 4), dtype=np.float32)))
+        assert tq.top.shape[1] <= 1001
+    assert tq.seen == n
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.integers(-5, 5), min_size=1, max_size=60),
+    st.floats(0.001, 0.999),
+    st.integers(1, 7),
+)
+def test_top_quantile_property(raw: list[int], q: float, block: int) -> None:
+    values = np.array(raw, dtype=np.float32)[None, :] / 4
+    tq = nd.TopQuantile(1, q, total=len(raw))
+    for a in range(0, len(raw), block):
+        tq.update(torch.from_numpy(values[:, a : a + block]))
+    assert tq.thresholds().item() == np.quantile(values.astype(np.float64), 1 - q)
+
+
+def test_top_quantile_rejects_bad_input() -> None:
+    with pytest.raises(UserError, match="between 0 and 1"):
+        nd.TopQuantile(2, 1.0, total=10)
+    tq = nd.TopQuantile(2, 0.5, total=3)
+    with pytest.raises(ValueError, match="more than the announced 3"):
+        tq.update(torch.zeros(2, 4))
+
+
+# ------------------------------------------------------------------------------------------------
+# Upsampling and binarising
+
+
+def test_activation_masks_are_bilinear_with_half_pixel_centres() -> None:
+    # 2 -> 4 with align_corners=False samples at -0.25 (clamped), 0.25, 0.75, 1.25 (clamped):
+    # the row [0, 1] becomes [0, 0.25, 0.75, 1].
+    f = torch.tensor([[0.0, 1.0], [0.0, 1.0]]).reshape(1, 1, 2, 2)
+    above_07 = nd.activation_masks(f, torch.tensor([0.7]), (4, 4))[0, 0]
+    above_02 = nd.activation_masks(f, torch.tensor([0.2]), (4, 4))[0, 0]
+    assert above_07.tolist() == [[False, False, True, True]] * 4  # align_corners=True: 1 column
+    assert above_02.tolist() == [[False, True, True, True]] * 4  # nearest: 2 columns
+
+
+def test_upsampling_matches_netdissect_lites_pil_resize() -> None:
+    rng = np.random.default_rng(3)
+    a = rng.random((7, 7)).astype(np.float32)
+    for size in (112, 113):
+        pil = np.asarray(Image.fromarray(a, mode="F").resize((size, size), Image.BILINEAR))
+        for t in (0.3, 0.8):
+            ours = nd.activation_masks(
+                torch.from_numpy(a)[None, None], torch.tensor([t]), (size,) * 2
+            )
+            # equal except where PIL's float rounding lands within 1e-6 of the threshold
+            differ = ours[0, 0].numpy() != (pil > t)
+            assert np.all(np.abs(pil[differ] - t) < 1e-6)
+
+
+# ------------------------------------------------------------------------------------------------
+# Known-answer tally: 2 images of 4 x 4, features at segmentation size (identity upsampling)
+
+SQUARE, ABSENT, HANDLE = 0, 1, 2  # concepts: square (object), absent (object), handle (part)
+CATEGORIES = ["object", "part"]
+
+
+def _grid(*cells: tuple[int, int]) -> np.ndarray:
+    g = np.zeros((4, 4), dtype=np.float32)
+    for r, c in cells:
+        g[r, c] = 1
+    return g
+
+
+def _rows(*rows: int, cols: range = range(4)) -> list[tuple[int, int]]:
+    return [(r, c) for r in rows for c in cols]
+
+
+def known_case() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """features 2 x 5 x 4 x 4 (0/1, threshold 0.5), masks 2 x 3 x 4 x 4, present 2 x 2.
+
+    image 0: square = rows 0-1 x cols 0-1, handle = row 3; object and part present.
+    image 1: square = rows 2-3 x cols 2-3; object present, part absent.
+    unit 0 fires exactly on the square; unit 1 on half of image 0's square (row 0, cols 0-1);
+    unit 2 on image 0's handle and on image 1's unlabelled row 0; unit 3 on image 0's square +
+    handle cols 0-1 and on image 1's row 0; unit 4 never.
+    """
+    sq0, sq1 = _rows(0, 1, cols=range(2)), _rows(2, 3, cols=range(2, 4))
+    masks = np.zeros((2, 3, 4, 4), dtype=bool)
+    masks[0, SQUARE], masks[1, SQUARE] = _grid(*sq0), _grid(*sq1)
+    masks[0, HANDLE] = _grid(*_rows(3))
+    units = [
+        (_grid(*sq0), _grid(*sq1)),
+        (_grid(*_rows(0, cols=range(2))), _grid()),
+        (_grid(*_rows(3)), _grid(*_rows(0))),
+        (_grid(*sq0, *_rows(3, cols=range(2))), _grid(*_rows(0))),
+        (_grid(), _grid()),
+    ]
+    features = np.stack([np.stack([u[i] for u in units]) for i in range(2)])
+    present = np.array([[True, True], [True, False]])
+    return torch.from_numpy(features), torch.from_numpy(masks), torch.from_numpy(present)
+
+
+def tally_of(rule: str, blocks: list[slice] | None = None) -> nd.Tally:
+    features, masks, present = known_case()
+    acc = nd.IoUAccumulator(5, [0, 0, 1], CATEGORIES, rule=rule)
+    for sl in blocks or [slice(0, 2)]:
+        acc.add(features[sl], torch.full((5,), 0.5, dtype=torch.float64), masks[sl], present[sl])
+    return acc.result()
+
+
+def test_known_counts_under_the_image_rule() -> None:
+    t = tally_of("image")
+    assert t.truth.tolist() == [8, 0, 4]
+    # activation per category: image 1 counts for object only
+    assert t.activation.tolist() == [[8, 4], [2, 2], [8, 4], [10, 6], [0, 0]]
+    assert t.intersection.tolist() == [[8, 0, 0], [2, 0, 0], [0, 0, 4], [4, 0, 2], [0, 0, 0]]
+    iou = t.iou().numpy()
+    expected = [
+        [1.0, 0.0, 0.0],  # exactly the square
+        [2 / 8, 0.0, 0.0],  # half of one square: 2 / (2 + 8 - 2)
+        [0.0, 0.0, 1.0],  # image 1 lacks part: its 4 firing pixels do not count against handle
+        [4 / 14, 0.0, 2 / 8],  # square 4 / (10 + 8 - 4); handle 2 / (6 + 4 - 2)
+        [0.0, 0.0, 0.0],  # never fires; empty union for the absent concept gives 0, not NaN
+    ]
+    np.testing.assert_allclose(iou, expected, rtol=0, atol=1e-15)
+
+
+def test_known_counts_under_the_overlap_and_all_rules() -> None:
+    overlap = tally_of("overlap")
+    # unit 2 on image 0 touches only part pixels; image 1's row 0 touches nothing
+    assert overlap.activation.tolist() == [[8, 0], [2, 0], [0, 4], [6, 6], [0, 0]]
+    np.testing.assert_allclose(overlap.iou()[3].numpy(), [4 / 10, 0, 2 / 8], atol=1e-15)
+    everything = tally_of("all")
+    assert everything.activation.tolist() == [[8, 8], [2, 2], [8, 8], [10, 10], [0, 0]]
+    np.testing.assert_allclose(everything.iou()[2].numpy(), [0, 0, 4 / 8], atol=1e-15)
+
+
+def test_tally_does_not_depend_on_batching(monkeypatch: pytest.MonkeyPatch) -> None:
+    whole = tally_of("overlap")
+    monkeypatch.setattr(nd, "_BLOCK_ELEMENTS", 1)  # one image per block
+    split = tally_of("overlap", [slice(0, 1), slice(1, 2)])
+    for a, b in [(whole.intersection, split.intersection), (whole.activation, split.activation)]:
+        assert torch.equal(a, b)
+
+
+def test_best_labels_pick_the_top_concept_per_category_and_overall() -> None:
+    results = nd.best_labels(tally_of("image"), ["square", "absent", "handle"])
+    assert [(r.unit, r.label, r.category) for r in results] == [
+        (0, "square", "object"),
+        (1, "square", "object"),
+        (2, "handle", "part"),
+        (3, "square", "object"),
+        (4, "square", "object"),  # all zero: first concept of the first category
+    ]
+    assert [r.score for r in results] == pytest.approx([1.0, 0.25, 1.0, 4 / 14, 0.0], abs=1e-15)
+    part = results[3].per_category["part"]
+    assert (part.label, part.truth, part.activation, part.intersect) == ("handle", 4, 6, 2)
+    assert part.iou == pytest.approx(0.25)
+
+
+# ------------------------------------------------------------------------------------------------
+# tally.csv
+
+
+def test_tally_csv_header_rows_and_read_tally_round_trip(tmp_path: Path) -> None:
+    results = nd.best_labels(tally_of("image"), ["square", "absent", "handle"])
+    path = tmp_path / "tally.csv"
+    nd.write_tally(path, results, CATEGORIES)
+    with path.open(newline="") as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0] == [
+        "unit", "category", "label", "score",
+        "object-label", "object-truth", "object-activation", "object-intersect", "object-iou",
+        "part-label", "part-truth", "part-activation", "part-intersect", "part-iou",
+    ]  # fmt: skip
+    # best score first (ties by unit), 1-based units
+    assert [r[0] for r in rows[1:]] == ["1", "3", "4", "2", "5"]
+    assert rows[3] == [
+        "4", "object", "square", repr(4 / 14),
+        "square", "8", "10", "4", repr(4 / 14), "handle", "4", "6", "2", "0.25",
+    ]  # fmt: skip
+    labels = nd.read_tally(path)
+    assert labels == [
+        nd.UnitLabel(0, "square", "object", 1.0),
+        nd.UnitLabel(1, "square", "object", 0.25),
+        nd.UnitLabel(2, "handle", "part", 1.0),
+        nd.UnitLabel(3, "square", "object", 4 / 14),
+        nd.UnitLabel(4, "square", "object", 0.0),
+    ]
+
+
+def test_read_tally_accepts_netdissect_lite_files_and_rejects_bad_ones(tmp_path: Path) -> None:
+    lite = tmp_path / "lite.csv"
+    lite.write_text(
+        "unit,category,label,score,color-label,color-truth,color-activation,color-intersect,"
+        "color-iou\n2,color,red-c,0.0812,red-c,100.0,50.0,20.0,0.0812\n1,color,blue-c,0.01,"
+        "blue-c,3.0,4.0,0.0,0.01\n"
+    )
+    assert nd.read_tally(lite) == [
+        nd.UnitLabel(0, "blue-c", "color", 0.01),
+        nd.UnitLabel(1, "red-c", "color", 0.0812),
+    ]
+    with pytest.raises(UserError, match="tally file not found"):
+        nd.read_tally(tmp_path / "nope.csv")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("unit,label,score\n1,x,0.1\n")
+    with pytest.raises(UserError, match="no column.*category"):
+        nd.read_tally(bad)
+    bad.write_text("unit,category,label,score\none,object,x,0.1\n")
+    with pytest.raises(UserError, match="line 2: unit must be an integer"):
+        nd.read_tally(bad)
+    bad.write_text("unit,category,label,score\n1,object,x,0.1\n1,object,y,0.2\n")
+    with pytest.raises(UserError, match="line 3: unit 1 appears twice"):
+        nd.read_tally(bad)
+    bad.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(UserError, match="not a text CSV"):
+        nd.read_tally(bad)
+
+
+# ------------------------------------------------------------------------------------------------
+# End to end through a real network on an in-memory concept dataset
+
+
+@dataclass(frozen=True)
+class Concept:
+    index: int
+    number: int
+    name: str
+    category: str
+    image_count: int
+
+
+class ListDataset:
+    """Items in the BrodenDataset format, from arrays."""
+
+    def __init__(self, images: np.ndarray, masks: np.ndarray, concepts: list[Concept]) -> None:
+        self.images, self.masks, self.concepts = images, masks, concepts
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {
+            "image": torch.from_numpy(self.images[i]),
+            "mask": torch.from_numpy(self.masks[i]),
+            "index": i,
+            "path": f"{i}.png",
+        }
+
+    def category_present(self, i: int) -> set[str]:
+        return {c.category for c in self.concepts if self.masks[i, c.index].any()}
+
+
+class ColourUnits(nn.Module):
+    """features: 1x1 conv + ReLU with units (R, G, B, R + G, -R): unit k is a fixed function of
+    the input colours; then GAP -> linear (a classifier head for hooks.run)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 5, kernel_size=1, bias=False), nn.ReLU())
+        weights = [[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [-1, 0, 0]]
+        with torch.no_grad():
+            self.features[0].weight.copy_(
+                torch.tensor(weights, dtype=torch.float32)[..., None, None]
+            )
+        self.fc = nn.Linear(5, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x).mean(dim=(2, 3)))
+
+
+def colour_world(n: int = 12, size: int = 16) -> ListDataset:
+    """Each image: a red and a green 4 x 4 square (objects), in even images a blue 4 x 4 square
+    (a part); the masks are exactly the squares."""
+    rng = np.random.default_rng(0)
+    images = np.zeros((n, 3, size, size), dtype=np.float32)
+    masks = np.zeros((n, 3, size, size), dtype=bool)
+    for i in range(n):
+        corners = rng.choice(size // 4 * (size // 4), size=3, replace=False)
+        for channel, corner in enumerate(corners):
+            if channel == 2 and i % 2:
+                continue
+            r, c = divmod(int(corner), size // 4)
+            images[i, channel, 4 * r : 4 * r + 4, 4 * c : 4 * c + 4] = 0.5 + rng.random((4, 4))
+            masks[i, channel, 4 * r : 4 * r + 4, 4 * c : 4 * c + 4] = True
+    concepts = [
+        Concept(0, 10, "red-thing", "object", n),
+        Concept(1, 11, "green-thing", "object", n),
+        Concept(2, 12, "blue-thing", "part", n // 2),
+    ]
+    return ListDataset(images, masks, concepts)
+
+
+def test_dissect_end_to_end_on_a_colour_network(tmp_path: Path) -> None:
+    data = colour_world()
+    model = ColourUnits().eval()
+    # q = 0.2 exceeds the firing fraction of every unit (at most 2 of 16 cells: 12.5%), so
+    # T_u = 0 and each unit fires exactly where its colours are
+    result = nd.dissect(model, "features", data, quantile=0.2, batch_size=5, progress=False)
+    assert result.thresholds.tolist() == [0.0] * 5
+    iou = result.tally.iou().numpy()
+    np.testing.assert_array_equal(iou[0], [1, 0, 0])
+    np.testing.assert_array_equal(iou[3], [0.5, 0.5, 0])
+    assert [(r.label, r.score) for r in result.results[:4]] == [
+        ("red-thing", 1.0),
+        ("green-thing", 1.0),
+        ("blue-thing", 1.0),
+        ("red-thing", 0.5),  # R + G: red is half its firing, with equal squares 16 / (32)
+    ]
+    assert result.results[4].score == 0.0  # -R never fires
+
+    # with the default top 0.5% quantile the thresholds equal numpy's over all positions
+    result = nd.dissect(model, "features", data, progress=False)
+    with torch.no_grad():
+        a = model.features(torch.from_numpy(data.images)).numpy()
+    expected = np.quantile(a.transpose(1, 0, 2, 3).reshape(5, -1).astype(np.float64), 0.995, axis=1)
+    np.testing.assert_array_equal(result.thresholds.numpy(), expected)
+
+    files = nd.write_outputs(tmp_path / "out", result, 0.04, {"model": "colour"})
+    assert nd.read_tally(files["tally"]) == [
+        nd.UnitLabel(r.unit, r.label, r.category, r.score) for r in result.results
+    ]

@@ -259,7 +259,7 @@ def build(
         reasons = "; ".join(sorted({s.reason for s in skipped})[:3]) or "no images"
         raise UserError(f"no image has a shared decision of {names[0]} and {names[1]} ({reasons})")
     plans = plan_items(
-        pairs, firsts, spec.experiment, spec.n, spec.catch_rate, spec.catch_types, spec.seed
+        pairs, seconds, spec.experiment, spec.n, spec.catch_rate, spec.catch_types, spec.seed
     )
 
     batch = spec.batch or default_batch_name(

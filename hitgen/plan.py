@@ -4,7 +4,8 @@
 - Catch trials: `floor(n * rate / (1 - rate) + 0.5)` more items, so that a fraction `rate` of the
   batch is catch trials, cycling through the requested types. "identical" shows the first
   explanation on both sides (expected answer 3); "wrong" shows, as `second`, the concepts and
-  heatmaps of another image with a different predicted class (expected: the other robot).
+  heatmaps that the second side's model and method gave another image with a different predicted
+  class, so that it looks like a regular item (expected: the other robot).
   Catch trials use images not drawn for regular items first.
 - Left/right: within the regular items, and within each catch type, exactly floor(m/2) or
   ceil(m/2) of the m items show `first` as Robot A, in a seeded random arrangement.
@@ -85,11 +86,11 @@ def _wrong_side(base: Pair, donors: list[Explanation], rng: random.Random) -> Sh
     candidates = [d for d in donors if d.class_name != base.first.class_name]
     if not candidates:
         raise UserError(
-            f"cannot make a 'wrong' catch trial: every {base.first.model}/{base.first.method} "
+            f"cannot make a 'wrong' catch trial: every {base.second.model}/{base.second.method} "
             f"explanation predicts {base.first.class_name!r} (use --catch-types identical)"
         )
     donor = rng.choice(candidates)
-    return Shown(base.first.model, base.first.method, donor.shown, wrong_from=donor.image)
+    return Shown(base.second.model, base.second.method, donor.shown, wrong_from=donor.image)
 
 
 def plan_items(
@@ -104,7 +105,7 @@ def plan_items(
     """The batch's items in presentation order.
 
     `pairs` are the shared decisions in a fixed order; `donors` are the explanations (same model
-    and method as `first`) that wrong catch trials borrow from.
+    and method as `second`) that wrong catch trials borrow from.
     """
     if not pairs:
         raise UserError("no image has a shared decision to compare")

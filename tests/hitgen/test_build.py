@@ -163,41 +163,59 @@ def test_catch_trials_make_up_the_requested_fraction(
 
 def test_catch_trials_have_expected_answers_and_stay_off_the_pages(world, tmp_path: Path) -> None:
     out = tmp_path / "b"
-    assert build("--models", "ref,other", "--method", "ibd", "--n", "6", "--catch-rate", "0.5",
+    assert build("--pair", "ibd,cam", "--model", "ref", "--n", "6", "--catch-rate", "0.5",
                  "--out", str(out)) == 0  # fmt: skip
     items = manifest(out)["items"]
     catches = [it for it in items if it["catch"]]
-    assert len(catches) == 6
+    assert Counter(it["catch"]["type"] for it in catches) == {"identical": 3, "wrong": 3}
     for item in catches:
         first, second, catch = item["first"], item["second"], item["catch"]
         cls = item["class_name"]
-        assert first["concepts"] == world.ranked(cls)[:4] and first["model"] == "ref"
+        assert first["concepts"] == world.ranked(cls)[:4]
+        assert (first["model"], first["method"]) == ("ref", "ibd")
         if catch["type"] == "identical":
             assert catch["expected_choices"] == [3]
-            assert second["concepts"] == first["concepts"]
+            assert second == {**first, "masks": second["masks"]}
             a_masks = [pixels(out / p) for p in first["masks"]]
             assert all(
                 (x == pixels(out / p)).all() for x, p in zip(a_masks, second["masks"], strict=True)
             )
         else:
             assert catch["wrong_side"] == "second"
-            donor = int(Path(second["wrong_from"]).stem[3:])
-            assert world.ref_class(donor) != cls
-            assert second["concepts"] == world.ranked(world.ref_class(donor))[:4]
             assert catch["expected_choices"] == ([1, 2] if item["robot_a"] == "first" else [4, 5])
-            # the wrong side's masks are the donor's heatmaps drawn on this item's photo
-            unchanged = (pixels(out / second["masks"][0]) == world.photo(source_index(item))).all(
-                axis=2
-            )
-            assert unchanged[:, 32:].all() and unchanged.mean() == pytest.approx(0.2)
+            # looks like a regular item: a CAM explanation, but of another image and class ...
+            donor = int(Path(second["wrong_from"]).stem[3:])
+            assert (second["model"], second["method"]) == ("ref", "cam")
+            assert world.ref_class(donor) != cls and second["concepts"] == [world.ref_class(donor)]
+            # ... whose heatmap (the left ramp) is drawn on this item's photo
+            shown = pixels(out / second["masks"][0])
+            unchanged = (shown == world.photo(source_index(item))).all(axis=2)
+            assert unchanged[:, :8].all() and unchanged.mean() == pytest.approx(0.2)
     scripts = set()
     for page in (out / "pages").iterdir():
         before, script = page.read_text().split("<script>")
         scripts.add(script)  # the same static script on every page
         text = before.lower().replace("refer", "")
-        for secret in ("catch", "identical", "wrong", "first", "second", "ref", "other", "ibd"):
+        for secret in ("catch", "identical", "wrong", "first", "second", "ref", "ibd", "cam"):
             assert secret not in text, (page.name, secret)
     assert len(scripts) == 1
+
+
+def test_wrong_catch_trials_of_model_vs_model_borrow_from_the_second_model(
+    world, tmp_path: Path
+) -> None:
+    out = tmp_path / "b"
+    assert build("--models", "ref,other", "--method", "ibd", "--n", "4", "--catch-rate", "0.5",
+                 "--catch-types", "wrong", "--out", str(out)) == 0  # fmt: skip
+    catches = [it for it in manifest(out)["items"] if it["catch"]]
+    assert len(catches) == 4
+    for item in catches:
+        second = item["second"]
+        donor = int(Path(second["wrong_from"]).stem[3:])  # written absolute by `other`
+        assert Path(second["wrong_from"]).is_absolute()
+        assert (second["model"], second["method"]) == ("other", "ibd")
+        assert world.other_class(donor) != item["class_name"]
+        assert second["concepts"] == world.ranked(world.other_class(donor))[:4]
 
 
 def test_model_vs_model_keeps_only_shared_decisions(world, tmp_path: Path) -> None:

@@ -189,6 +189,6 @@ def test_wrong_catch_trials_need_a_second_class(world, tmp_path: Path, capsys) -
         dirs.append(str(target))
     args = ["--pair", "ibd,cam", "--explanations", *dirs, "--catch-rate", "0.5"]
     assert run(*args) == 2
-    assert "every ref/ibd explanation predicts 'harbor'" in capsys.readouterr().err
+    assert "every ref/cam explanation predicts 'harbor'" in capsys.readouterr().err
     assert run(*args, "--catch-types", "identical", "--out", str(tmp_path / "b")) == 0
     assert len(manifest(tmp_path / "b")["items"]) == 16  # 8 harbor images + 8 catch trials

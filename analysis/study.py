@@ -90,11 +90,13 @@ def _no_answers(selection: ratings.Selection, scored: scoring.Scored) -> str:
 
 
 def load(sources: Sources, rule: catch.ExclusionRule) -> Study:
-    manifest_paths = (
-        manifests.find_manifests(sources.manifests)
-        if sources.manifests
-        else paths.default_manifests()
-    )
+    if sources.manifests:
+        manifest_paths = manifests.find_manifests(sources.manifests)
+    else:
+        manifest_paths = paths.default_manifests()
+        if not manifest_paths:
+            where = paths.ibd_home() / "batches"
+            raise UserError(f"no batch manifests in {where}/*/ (give --manifest PATH)")
     batches, items = manifests.read_manifests(manifest_paths)
     raw, source = _read_ratings(sources)
     selection = ratings.select(raw, sources.include_simulated, sources.include_rejected)

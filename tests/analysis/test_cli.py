@@ -133,3 +133,13 @@ def test_bad_input_is_one_line_without_traceback(files, tmp_path) -> None:
     assert res.returncode == 2
     assert res.stderr.startswith(f"analysis plot: error: {bad}: not valid JSON")
     assert res.stderr.count("\n") == 1 and "Traceback" not in res.stderr
+
+
+def test_no_manifest_at_the_default_place(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("IBD_HOME", str(tmp_path))
+    assert main(["plot"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err == f"analysis plot: error: no batch manifests in {tmp_path}/batches/*/ "
+        "(give --manifest PATH)\n"
+    )

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from tqdm import tqdm
 
@@ -235,7 +235,7 @@ class BuildResult:
 
 
 def build(
-    spec: BatchSpec, home: Path, force: bool = False, workers: int = 1, log: Any = None
+    spec: BatchSpec, home: Path, force: bool = False, workers: int = 1, log: TextIO | None = None
 ) -> BuildResult:
     """Build the batch `spec` describes; `log` (a file) receives one-line notes."""
     firsts = _load_side(spec.first)

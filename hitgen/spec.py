@@ -75,8 +75,8 @@ class BatchSpec:
 
 
 def read_config(path: Path) -> list[dict[str, Any]]:
-    """The settings of each batch a study config file describes (paths made absolute-or-relative
-    to the current directory)."""
+    """The settings of each batch a study config file describes, each batch's own keys over the
+    top-level ones, with relative paths rebased onto the file's directory."""
     try:
         text = path.read_bytes()
     except OSError as exc:

@@ -32,7 +32,7 @@ def study(files, make_item):
         # Robot A alternates first/second, so choices 1, 5, 1, 5 all favour `first` clearly.
         rows += [("cam", f"cam-{k}", w, (1, 5)[k % 2]) for k in range(4)]
         rows += [("cam", f"cam-c{k}", w, 1 if w == "bad" else 3) for k in range(2)]
-        rows += [("grad", f"grad-{k}", w, 3) for k in range(3)]
+        rows += [("grad", f"grad-{k}", w, 3 if k < 2 or w == "bad" else 1) for k in range(3)]
         rows += [("mirror", f"mir-{k}", w, 2 if w == "bad" else 4) for k in range(3)]
     return files.ratings(rows), files.root / "batches"
 
@@ -57,10 +57,11 @@ def test_stats(study, tmp_path, capsys) -> None:
     assert (cam["n_clearly_more"], cam["preference_rate"]) == (8, 1.0)
     assert cam["sign_p"] == pytest.approx(2 / 2**8)
     grad = after.loc["world_resnet: IBD vs Grad-CAM"]
-    assert (grad["ties"], grad["tie_rate"]) == (6, 1.0)
-    assert pd.isna(grad["preference_rate"]) and pd.isna(grad["sign_p"])
-    # Holm over the two Fig. 8 comparisons with a defined sign test: only CAM's, so unchanged.
-    assert cam["sign_p_holm"] == pytest.approx(cam["sign_p"])
+    assert (grad["ties"], grad["tie_rate"], grad["prefer_first"]) == (4, 4 / 6, 2)
+    assert grad["sign_p"] == pytest.approx(0.5)
+    # Holm over Fig. 8's two comparisons: 2 * 2/256, then max(that, 1 * 0.5).
+    assert cam["sign_p_holm"] == pytest.approx(4 / 256)
+    assert grad["sign_p_holm"] == pytest.approx(0.5)
     mirror = after.loc["IBD: world_resnet vs world_resnet*"]
     assert (mirror["n_slightly_less"], mirror["preference_rate"]) == (6, 0.0)
     everyone = table[table["setting"] == "all workers"].set_index("comparison")

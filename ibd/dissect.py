@@ -65,14 +65,16 @@ class ConceptLike(Protocol):
 
 class ConceptDataset(Protocol):
     """What dissection needs of a dataset (ibd.broden.BrodenDataset provides it): items
-    `{"image": 3 x H x W, "mask": bool C x h x w, "index": i, ...}`, the C concepts in mask
-    order, and the categories labelled anywhere in image i."""
+    `{"image": 3 x H x W, "mask": bool C x h x w, "index": i, ...}`, the image alone (pass 1
+    needs no masks), the C concepts in mask order, and the categories labelled in image i."""
 
     concepts: Sequence[ConceptLike]
 
     def __len__(self) -> int: ...
 
     def __getitem__(self, i: int) -> dict[str, Any]: ...
+
+    def load_image(self, i: int) -> torch.Tensor: ...
 
     def category_present(self, i: int) -> set[str]: ...
 
@@ -444,16 +446,29 @@ def category_order(categories: Sequence[str]) -> list[str]:
     ]
 
 
+class _Images(Dataset):
+    """The images of a concept dataset without decoding their masks."""
+
+    def __init__(self, dataset: ConceptDataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {"image": self.dataset.load_image(i), "index": i}
+
+
 def _collate(items: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "image": torch.stack([it["image"] for it in items]),
-        "mask": [it["mask"] for it in items],
+        "mask": [it.get("mask") for it in items],
         "index": [int(it["index"]) for it in items],
     }
 
 
 def _batches(
-    dataset: Dataset, batch_size: int, workers: int, desc: str, progress: bool
+    dataset: Any, batch_size: int, workers: int, desc: str, progress: bool
 ) -> Iterator[dict[str, Any]]:
     loader = DataLoader(
         dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=_collate
@@ -498,7 +513,7 @@ def dissect(
     started = time.perf_counter()
     quantiles: TopQuantile | None = None
     feature_size = (0, 0)
-    for batch in _batches(dataset, batch_size, workers, "dissect: thresholds", progress):
+    for batch in _batches(_Images(dataset), batch_size, workers, "dissect: thresholds", progress):
         features = _features(model, layer, batch["image"])
         n, units, h, w = features.shape
         if quantiles is None:

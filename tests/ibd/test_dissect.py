@@ -291,6 +291,9 @@ class ListDataset:
             "path": f"{i}.png",
         }
 
+    def load_image(self, i: int) -> torch.Tensor:
+        return torch.from_numpy(self.images[i])
+
     def category_present(self, i: int) -> set[str]:
         return {c.category for c in self.concepts if self.masks[i, c.index].any()}
 
@@ -364,3 +367,218 @@ def test_dissect_end_to_end_on_a_colour_network(tmp_path: Path) -> None:
     assert nd.read_tally(files["tally"]) == [
         nd.UnitLabel(r.unit, r.label, r.category, r.score) for r in result.results
     ]
+
+
+# ------------------------------------------------------------------------------------------------
+# Through the Broden reader and the command line
+
+BRODEN_LABELS = [  # number, name, category
+    (1, "red-thing", "object"),
+    (2, "green-thing", "object"),
+    (3, "blue-thing", "part"),
+    (4, "indoor-s", "scene"),
+]
+
+
+def _csv(path: Path, header: list[str], rows: list[list[object]]) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def write_broden(root: Path, n: int = 12) -> Path:
+    """The colour world in Broden's format: 32 x 32 PNG images with 16 x 16 label planes (half
+    size, as Broden). Image i has a red and a green 8 x 8 square (objects), a blue one (a part)
+    when i is even, and the whole-image scene label `indoor-s` when i % 3 == 0."""
+    from ibd.broden import encode_plane
+
+    images = root / "images"
+    images.mkdir(parents=True)
+    rng = np.random.default_rng(5)
+    rows, counts = [], {number: 0 for number, _, _ in BRODEN_LABELS}
+    for i in range(n):
+        pixels = np.zeros((32, 32, 3), dtype=np.uint8)
+        planes = {"object": np.zeros((16, 16), int), "part": np.zeros((16, 16), int)}
+        for channel, cell in enumerate(rng.choice(16, size=3, replace=False)):
+            if channel == 2 and i % 2:
+                continue
+            r, c = divmod(int(cell), 4)
+            pixels[8 * r : 8 * r + 8, 8 * c : 8 * c + 8, channel] = rng.integers(128, 256, (8, 8))
+            planes["part" if channel == 2 else "object"][4 * r : 4 * r + 4, 4 * c : 4 * c + 4] = (
+                channel + 1
+            )
+            counts[channel + 1] += 1
+        Image.fromarray(pixels).save(images / f"{i:02d}.png")
+        encode_plane(planes["object"]).save(images / f"{i:02d}_object.png")
+        part = ""
+        if i % 2 == 0:
+            encode_plane(planes["part"]).save(images / f"{i:02d}_part.png")
+            part = f"{i:02d}_part.png"
+        scene = "4" if i % 3 == 0 else ""
+        counts[4] += i % 3 == 0
+        split = "train" if i < n - 2 else "val"
+        rows.append([f"{i:02d}.png", split, 32, 32, 16, 16, f"{i:02d}_object.png", part, scene])
+    categories = ["object", "part", "scene"]
+    _csv(root / "index.csv", ["image", "split", "ih", "iw", "sh", "sw", *categories], rows)
+    _csv(
+        root / "label.csv",
+        ["number", "name", "category", "frequency", "coverage", "syns"],
+        [[0, "-", "-", 0, 0.0, ""]]
+        + [[k, name, f"{cat}({counts[k]})", counts[k], 1.0, ""] for k, name, cat in BRODEN_LABELS],
+    )
+    _csv(
+        root / "category.csv",
+        ["name", "first", "last", "count", "frequency"],
+        [[c, 1, 1, 1, n] for c in categories],
+    )
+    for cat in categories:
+        members = [(k, name) for k, name, c in BRODEN_LABELS if c == cat]
+        _csv(
+            root / f"c_{cat}.csv",
+            ["code", "number", "name", "frequency", "coverage"],
+            [[code, k, name, counts[k], 1.0] for code, (k, name) in enumerate(members, start=1)],
+        )
+    return root
+
+
+@pytest.fixture(scope="module")
+def broden_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_broden(tmp_path_factory.mktemp("dissect") / "broden")
+
+
+class PooledColourUnits(ColourUnits):
+    """ColourUnits followed by 2 x 2 average pooling: 32 x 32 images give 16 x 16 features, the
+    label planes' size, so the squares (aligned to the 8-pixel grid) stay exact."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features.append(nn.AvgPool2d(2))
+
+
+def test_dissect_through_the_broden_reader_with_scalar_labels(broden_dir: Path) -> None:
+    from ibd.broden import BrodenDataset
+
+    data = BrodenDataset(
+        broden_dir,
+        categories=("object", "part", "scene"),
+        min_images=1,
+        image_size=(32, 32),
+        mean=(0, 0, 0),
+        std=(1, 1, 1),
+    )
+    assert [c.name for c in data.concepts] == [name for _, name, _ in BRODEN_LABELS]
+    result = nd.dissect(PooledColourUnits().eval(), "features", data, quantile=0.2, progress=False)
+    assert result.thresholds.tolist() == [0.0] * 5
+    assert result.tally.categories == ["object", "part", "scene"]
+    # 12 images x 16 pixels per square; the scene fills 16 x 16 pixels of 4 images
+    assert result.tally.truth.tolist() == [192, 192, 96, 1024]
+    iou = result.tally.iou().numpy()
+    # unit 0 on the scene: its 4 x 16 red pixels in scene images, against 1024 scene pixels
+    np.testing.assert_allclose(iou[0], [1, 0, 0, 64 / 1024], atol=1e-15)
+    np.testing.assert_allclose(iou[2], [0, 0, 1, 32 / 1024], atol=1e-15)  # blue: images 0, 6
+    np.testing.assert_allclose(iou[3], [0.5, 0.5, 0, 128 / 1024], atol=1e-15)
+    assert [(r.label, r.category, r.score) for r in result.results] == [
+        ("red-thing", "object", 1.0),
+        ("green-thing", "object", 1.0),
+        ("blue-thing", "part", 1.0),
+        ("red-thing", "object", 0.5),
+        ("red-thing", "object", 0.0),
+    ]
+
+
+def brute_force(model: nn.Module, data: Any, layer: str, q: float) -> dict[str, np.ndarray]:
+    """The counts by a plain loop over images and units, with numpy sets of pixels."""
+    from ibd import hooks
+
+    images = torch.stack([data.load_image(i) for i in range(len(data))])
+    with torch.no_grad():
+        a = hooks.run(model, layer, images).features
+    d = a.shape[1]
+    t = np.quantile(a.transpose(0, 1).reshape(d, -1).double().numpy(), 1 - q, axis=1)
+    cats = nd.category_order([c.category for c in data.concepts])
+    inter = np.zeros((d, len(data.concepts)))
+    act = np.zeros((d, len(cats)))
+    truth = np.zeros(len(data.concepts))
+    for i in range(len(data)):
+        mask = data[i]["mask"].numpy()
+        up = torch.nn.functional.interpolate(
+            a[i : i + 1], size=mask.shape[1:], mode="bilinear", align_corners=False
+        )[0].numpy()
+        present = data.category_present(i)
+        truth += mask.sum(axis=(1, 2))
+        for u in range(d):
+            fire = {tuple(p) for p in np.argwhere(up[u] > np.float32(t[u]))}
+            for c in range(len(data.concepts)):
+                inter[u, c] += len(fire & {tuple(p) for p in np.argwhere(mask[c])})
+            for g, cat in enumerate(cats):
+                act[u, g] += len(fire) * (cat in present)
+    return {"thresholds": t, "intersection": inter, "activation": act, "truth": truth}
+
+
+@pytest.mark.slow
+def test_ibd_dissect_command_matches_a_brute_force_count(
+    broden_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    import torchvision
+
+    from ibd.broden import BrodenDataset
+    from ibd.cli import main
+    from ibd.models import save_checkpoint
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=2).eval()
+    mean, std = (0.4, 0.4, 0.4), (0.3, 0.3, 0.3)
+    weights = save_checkpoint(
+        tmp_path / "r18.pt", model, arch="resnet18", classes=["a", "b"], layer="layer3",
+        input_size=(64, 64), mean=mean, std=std,
+    )  # fmt: skip
+    out = tmp_path / "out"
+    argv = ["dissect", "--weights", str(weights), "--dataset", str(broden_dir), "--out", str(out)]
+    assert main([*argv, "--quantile", "0.05", "--batch-size", "5", "--quiet"]) == 0
+    said = capsys.readouterr().out
+    assert "of 256 units of r18/layer3 interpretable (IoU >= 0.04)" in said
+
+    data = BrodenDataset(broden_dir, ("object", "part", "scene"), min_images=1,
+                         image_size=(64, 64), mean=mean, std=std)  # fmt: skip
+    expected = brute_force(model, data, "layer3", 0.05)
+    with np.load(out / "tally.npz") as npz:
+        for key, value in expected.items():
+            np.testing.assert_array_equal(npz[key], value, err_msg=key)
+        iou = npz["iou"]
+    document = json.loads((out / "dissect.json").read_text())
+    assert document["settings"]["category_rule"] == "image"
+    assert document["settings"]["upsampling"] == "bilinear, align_corners=False"
+    assert document["num_images"] == 12 and document["feature_size"] == [4, 4]
+    names = [name for _, name, _ in BRODEN_LABELS]
+    labels = nd.read_tally(out / "tally.csv")
+    assert [x.unit for x in labels] == list(range(256))
+    for x in labels:
+        assert x.label == names[int(iou[x.unit].argmax())]
+        assert x.iou == pytest.approx(float(iou[x.unit].max()), abs=1e-6)
+    good = sum(x.iou >= 0.04 for x in labels)
+    assert document["summary"]["interpretable_units"] == good
+    assert f"{good} of 256 units" in said
+
+
+def test_ibd_dissect_command_errors_are_one_line(
+    broden_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ibd.cli import main
+
+    base = ["dissect", "--arch", "resnet18", "--num-classes", "2", "--dataset", str(broden_dir)]
+    cases = [
+        (["--quantile", "1.5"], "--quantile must be between 0 and 1, got 1.5"),
+        (["--dataset", str(tmp_path / "none")], "dataset directory not found"),
+        (["--categories", "object,material"], "has no category material"),
+        (["--iou-threshold", "-1"], "--iou-threshold must be between 0 and 1"),
+        (["--batch-size", "0"], "--batch-size must be at least 1"),
+    ]
+    for args, message in cases:
+        assert main([*base, *args, "--out", str(tmp_path / "out")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("ibd dissect: error: ") and message in err, err
+        assert err.count("\n") == 1
+    assert not (tmp_path / "out").exists()

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import getpass
+import ipaddress
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from hitserver import __version__
+from hitserver.errors import UserError
 
 SUBCOMMANDS: dict[str, str] = {
     "load": "import a task batch into the database",
@@ -14,6 +18,330 @@ SUBCOMMANDS: dict[str, str] = {
     "export": "write every rating as CSV (tidy or MTurk wide format)",
     "mturk": "MTurk: publish | sync | approve | reject | expire | balance (sandbox by default)",
     "simulate": "answer tasks over HTTP with simulated raters (flagged; demos and tests)",
+    "hash-password": "print a hash of an admin password for HITSERVER_ADMIN_PASSWORD_HASH",
+}
+NOT_BUILT = {"simulate"}
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--db",
+        metavar="URL",
+        help="database URL (default $HITSERVER_DATABASE_URL, else sqlite:///$IBD_HOME/"
+        "hitserver.sqlite)",
+    )
+    parser.add_argument("--config", metavar="FILE", help="TOML settings file")
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from hitserver.config import load_settings
+
+    return load_settings(config_file=args.config, database_url=args.db)
+
+
+def _engine(args: argparse.Namespace) -> Any:
+    from hitserver.database import make_engine, upgrade
+
+    engine = make_engine(_settings(args).database_url)
+    upgrade(engine)
+    return engine
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} must be at least 1")
+    return value
+
+
+# --- load ---------------------------------------------------------------------------------
+
+
+def _configure_load(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("batches", nargs="+", metavar="BATCH", help="hitgen batch directory")
+    parser.add_argument(
+        "--assignments",
+        type=_positive,
+        required=True,
+        metavar="N",
+        help="distinct workers per item",
+    )
+    parser.add_argument(
+        "--max-per-worker", type=_positive, metavar="K", help="at most K items per worker"
+    )
+    _common(parser)
+
+
+def _run_load(args: argparse.Namespace) -> int:
+    from hitserver.loading import load_batch
+
+    engine = _engine(args)
+    for batch_dir in args.batches:
+        result = load_batch(
+            engine,
+            batch_dir,
+            assignments_per_item=args.assignments,
+            max_items_per_worker=args.max_per_worker,
+        )
+        if result.added:
+            print(
+                f"loaded {result.batch}: {result.items} items x {result.assignments_per_item} "
+                "workers"
+            )
+        else:
+            print(f"{result.batch}: already loaded, nothing added")
+    return 0
+
+
+# --- run ----------------------------------------------------------------------------------
+
+
+def _configure_run(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    parser.add_argument("--workers", type=_positive, default=2, help="gunicorn processes")
+    parser.add_argument("--threads", type=_positive, default=8, help="threads per process")
+    parser.add_argument("--access-log", action="store_true", help="log every request")
+    _common(parser)
+
+
+def _run_run(args: argparse.Namespace) -> int:
+    import dataclasses
+    import secrets
+
+    from hitserver.database import make_engine, upgrade
+    from hitserver.serve import serve
+
+    settings = _settings(args).with_dev_secrets()
+    settings.check_can_serve()
+    upgrade(make_engine(settings.database_url))
+    if not settings.production and not settings.admin_token:
+        settings = dataclasses.replace(settings, admin_token=secrets.token_urlsafe(24))
+    url = f"http://{args.host}:{args.port}"
+    mode = "PRODUCTION" if settings.production else "development (set HITSERVER_ENV=production)"
+    print(f"hitserver: {mode}; database {settings.database_url}", file=sys.stderr)
+    print(f"hitserver: workers open {url}/work", file=sys.stderr)
+    print(f"hitserver: admin at {url}/admin/", file=sys.stderr)
+    if not settings.production:
+        print(f"hitserver: admin bearer token (this run): {settings.admin_token}", file=sys.stderr)
+        try:
+            loopback = ipaddress.ip_address(args.host).is_loopback
+        except ValueError:
+            loopback = args.host == "localhost"
+        if not loopback:
+            print(
+                "hitserver: warning: development mode on a non-loopback address",
+                file=sys.stderr,
+            )
+    serve(
+        settings,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        threads=args.threads,
+        access_log=args.access_log,
+    )
+    return 0
+
+
+# --- export -------------------------------------------------------------------------------
+
+
+def _configure_export(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--format", choices=("tidy", "wide"), default="tidy")
+    parser.add_argument("--batch", help="only this batch")
+    parser.add_argument("--out", metavar="FILE", help="write here instead of standard output")
+    _common(parser)
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from hitserver.export import export
+
+    engine = _engine(args)
+    with engine.connect() as conn:
+        if args.out:
+            try:
+                with open(args.out, "w", newline="", encoding="utf-8") as handle:
+                    count = export(conn, handle, args.format, args.batch)
+            except OSError as exc:
+                raise UserError(f"cannot write {args.out}: {exc.strerror}") from exc
+            print(f"wrote {count} ratings to {args.out}", file=sys.stderr)
+        else:
+            export(conn, sys.stdout, args.format, args.batch)
+    return 0
+
+
+# --- hash-password ------------------------------------------------------------------------
+
+
+def _configure_hash(parser: argparse.ArgumentParser) -> None:
+    parser.description = "Reads the password (twice on a terminal, once from a pipe)."
+
+
+def _run_hash(_args: argparse.Namespace) -> int:
+    from werkzeug.security import generate_password_hash
+
+    if sys.stdin.isatty():
+        password = getpass.getpass("admin password: ")
+        if getpass.getpass("again: ") != password:
+            raise UserError("the two passwords differ")
+    else:
+        password = sys.stdin.readline().rstrip("\n")
+    if len(password) < 12:
+        raise UserError("use at least 12 characters")
+    print(generate_password_hash(password))
+    return 0
+
+
+# --- mturk --------------------------------------------------------------------------------
+
+
+def _configure_mturk(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    def action(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument(
+            "--production",
+            action="store_true",
+            help="the real marketplace (asks you to type 'production'); default: sandbox",
+        )
+        _common(p)
+        return p
+
+    p = action("publish", "create one HIT per item of a loaded batch")
+    p.add_argument("batch", help="batch name (as loaded)")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument(
+        "--external-url", metavar="URL", help="ExternalQuestion: https://your-server (public)"
+    )
+    where.add_argument(
+        "--image-base-url",
+        metavar="URL",
+        help="HTMLQuestion: https://... where the batch directory is published",
+    )
+    p.add_argument("--reward", required=True, help="USD per assignment, e.g. 0.10")
+    p.add_argument("--title", default="Which robot's explanation is more reasonable?")
+    p.add_argument(
+        "--description",
+        default="Look at a picture and two robots' explanations; say which is more reasonable.",
+    )
+    p.add_argument("--keywords", default="image, explanation, survey, robot")
+    p.add_argument("--duration", type=_positive, default=1800, metavar="S")
+    p.add_argument("--lifetime", type=_positive, default=7 * 24 * 3600, metavar="S")
+    p.add_argument("--auto-approve", type=_positive, default=3 * 24 * 3600, metavar="S")
+    p.add_argument("--min-approval-rate", type=int, default=95, metavar="PCT")
+    p.add_argument("--min-approved", type=int, default=100, metavar="N")
+    p.add_argument("--locale", default="US", help="comma-separated country codes, or 'any'")
+    p.add_argument("--exclude-qualification", metavar="QUAL_ID")
+    p.add_argument("--no-qualifications", action="store_true", help="sandbox tests")
+
+    p = action("sync", "fetch submitted answers into the database")
+    p.add_argument("batch")
+    p = action("approve", "approve the batch's submitted assignments")
+    p.add_argument("batch")
+    p.add_argument("--feedback")
+    p.add_argument(
+        "--skip-failed-catch",
+        action="store_true",
+        help="leave workers who failed more than catch_fail_fraction of catch trials",
+    )
+    p = action("reject", "reject one assignment")
+    p.add_argument("assignment", metavar="MTURK_ASSIGNMENT_ID")
+    p.add_argument("--feedback", required=True)
+    p = action("expire", "expire every HIT of the batch now")
+    p.add_argument("batch")
+    action("balance", "show the account balance (checks credentials)")
+
+
+def _run_mturk(args: argparse.Namespace) -> int:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        return _mturk_action(args)
+    except (BotoCoreError, ClientError) as exc:
+        raise UserError(f"MTurk: {exc}") from exc
+
+
+def _mturk_action(args: argparse.Namespace) -> int:
+    from hitserver.mturk import client as mturk_client
+    from hitserver.mturk import publish, review, sync
+
+    if args.production:
+        mturk_client.confirm_production(args.action, sys.stdin, sys.stderr)
+    settings = _settings(args)
+    client = mturk_client.make_client(args.production)
+    market = "production" if args.production else "sandbox"
+    if args.action == "balance":
+        print(f"{market} balance: ${review.balance(client)}")
+        return 0
+    engine = _engine(args)
+    if args.action == "publish":
+        no_quals = args.no_qualifications
+        hit = publish.HitSettings(
+            title=args.title,
+            description=args.description,
+            reward=args.reward,
+            keywords=args.keywords,
+            assignment_duration_s=args.duration,
+            lifetime_s=args.lifetime,
+            auto_approval_delay_s=args.auto_approve,
+            min_approval_rate=None if no_quals else args.min_approval_rate,
+            min_approved=None if no_quals else args.min_approved,
+            locales=()
+            if no_quals or args.locale == "any"
+            else tuple(c.strip() for c in args.locale.split(",") if c.strip()),
+            exclude_qualification=args.exclude_qualification,
+            external_url=args.external_url,
+            image_base_url=args.image_base_url,
+        )
+        done = publish.publish(engine, client, args.batch, hit, production=args.production)
+        print(
+            f"{market}: HIT type {done.hit_type_id}; {done.created} HITs created, "
+            f"{done.existing} already published"
+        )
+    elif args.action == "sync":
+        report = sync.sync(engine, client, args.batch, production=args.production)
+        print(
+            f"{market}: {report.fetched} assignments fetched: {report.added} added, "
+            f"{report.updated} updated, {report.unchanged} unchanged"
+        )
+        for problem in report.problems:
+            print(f"hitserver mturk sync: warning: {problem}", file=sys.stderr)
+    elif args.action == "approve":
+        outcome = review.approve(
+            engine,
+            client,
+            args.batch,
+            feedback=args.feedback,
+            skip_failed_catch=settings.catch_fail_fraction if args.skip_failed_catch else None,
+        )
+        print(
+            f"{market}: {len(outcome.done)} approved, {len(outcome.skipped)} left for review, "
+            f"{len(outcome.failed)} failed"
+        )
+        for failure in outcome.failed:
+            print(f"hitserver mturk approve: warning: {failure}", file=sys.stderr)
+    elif args.action == "reject":
+        review.reject(engine, client, args.assignment, args.feedback)
+        print(f"{market}: rejected {args.assignment}")
+    elif args.action == "expire":
+        outcome = review.expire(engine, client, args.batch, production=args.production)
+        print(f"{market}: {len(outcome.done)} HITs expired, {len(outcome.failed)} failed")
+        for failure in outcome.failed:
+            print(f"hitserver mturk expire: warning: {failure}", file=sys.stderr)
+    return 0
+
+
+COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[..., int]]] = {
+    "load": (_configure_load, _run_load),
+    "run": (_configure_run, _run_run),
+    "export": (_configure_export, _run_export),
+    "mturk": (_configure_mturk, _run_mturk),
+    "hash-password": (_configure_hash, _run_hash),
 }
 
 
@@ -23,7 +351,10 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, help_text in SUBCOMMANDS.items():
         sp = sub.add_parser(name, help=help_text, description=help_text)
-        sp.add_argument("rest", nargs=argparse.REMAINDER)
+        if name in NOT_BUILT:
+            sp.add_argument("rest", nargs=argparse.REMAINDER)
+        else:
+            COMMANDS[name][0](sp)
     return parser
 
 
@@ -33,8 +364,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    print(f"hitserver {args.command}: not built yet (see the open issues)", file=sys.stderr)
-    return 3
+    if args.command in NOT_BUILT:
+        print(f"hitserver {args.command}: not built yet (see the open issues)", file=sys.stderr)
+        return 3
+    try:
+        return COMMANDS[args.command][1](args)
+    except UserError as exc:
+        print(f"hitserver {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

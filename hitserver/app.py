@@ -1,0 +1,113 @@
+"""The Flask app factory: `create_app()` for gunicorn, `create_app(settings)` for tests."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+from flask import Flask, Response, jsonify, request
+from sqlalchemy.exc import OperationalError
+from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from hitserver.config import Settings, load_settings
+from hitserver.csrf import csrf_token
+from hitserver.database import Busy, make_engine, upgrade
+from hitserver.pages import DamagedPage
+from hitserver.state import ServerState, utc_now
+
+MAX_REQUEST_BYTES = 64 * 1024
+
+
+def create_app(
+    settings: Settings | None = None, *, clock: Callable[[], datetime] = utc_now
+) -> Flask:
+    """Build the app: check the secrets, open the database, migrate it, register blueprints."""
+    settings = (settings or load_settings()).with_dev_secrets()
+    settings.check_can_serve()
+    engine = make_engine(settings.database_url)
+    upgrade(engine)
+
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY=settings.secret_key,
+        MAX_CONTENT_LENGTH=MAX_REQUEST_BYTES,
+        SESSION_COOKIE_NAME="hitserver_session",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.production,
+        TEMPLATES_AUTO_RELOAD=False,
+    )
+    app.extensions["hitserver"] = ServerState(settings=settings, engine=engine, clock=clock)
+    app.jinja_env.globals["csrf_token"] = csrf_token
+    if settings.proxies:
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app,
+            x_for=settings.proxies,
+            x_proto=settings.proxies,
+            x_host=settings.proxies,
+            x_prefix=settings.proxies,
+        )
+
+    from hitserver.blueprints import admin, api, worker
+
+    app.register_blueprint(api.blueprint)
+    app.register_blueprint(worker.blueprint)
+    app.register_blueprint(admin.blueprint)
+    _register_errors(app)
+    app.after_request(_security_headers)
+    return app
+
+
+def _wants_json() -> bool:
+    return request.path.startswith("/api/") or request.path.endswith(".json")
+
+
+def _register_errors(app: Flask) -> None:
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response | HTTPException:
+        if _wants_json():
+            response = jsonify({"error": exc.description, "field": None})
+            response.status_code = exc.code or 500
+            return response
+        return exc
+
+    def unavailable(message: str) -> tuple[Response, int]:
+        response = jsonify({"error": message, "field": None})
+        response.headers["Retry-After"] = "1"
+        return response, 503
+
+    @app.errorhandler(Busy)
+    def busy(_exc: Busy) -> tuple[Response, int]:
+        return unavailable("the database is busy; try again")
+
+    @app.errorhandler(OperationalError)
+    def db_down(_exc: OperationalError) -> tuple[Response, int]:
+        app.logger.exception("database error")
+        return unavailable("the database is unavailable; try again")
+
+    @app.errorhandler(DamagedPage)
+    def damaged(_exc: DamagedPage) -> tuple[Response, int]:
+        app.logger.error("task page damaged on disk: %s", request.path)
+        return unavailable("this task page is damaged on the server; the study admin is told")
+
+
+def _security_headers(response: Response) -> Response:
+    headers = response.headers
+    headers.setdefault("X-Content-Type-Options", "nosniff")
+    headers.setdefault("Referrer-Policy", "same-origin")
+    if request.path.startswith("/mturk/"):
+        # MTurk shows ExternalQuestion pages in an iframe on its own sites.
+        headers.setdefault(
+            "Content-Security-Policy",
+            "frame-ancestors https://www.mturk.com https://workersandbox.mturk.com",
+        )
+    elif request.path.startswith("/admin"):
+        headers.setdefault(
+            "Content-Security-Policy",
+            "default-src 'self'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'",
+        )
+        headers.setdefault("Cache-Control", "no-store")
+    else:
+        headers.setdefault("X-Frame-Options", "SAMEORIGIN")
+    return response

@@ -1,0 +1,1 @@
+"""The three faces of the server: `api` (JSON), `worker` (task pages), `admin`."""

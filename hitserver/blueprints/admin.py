@@ -1,0 +1,182 @@
+"""Admin pages: dashboard per batch, workers with catch-trial pass rates, block/unblock,
+open/close a batch, CSV exports.
+
+Authentication: `Authorization: Bearer $HITSERVER_ADMIN_TOKEN` (constant-time compare), or a
+login form checked against `HITSERVER_ADMIN_PASSWORD_HASH` that sets a signed session cookie.
+Forms carry a CSRF token; bearer requests need none (a browser never adds that header by
+itself). No credentials: 401; a wrong token: 403.
+"""
+
+from __future__ import annotations
+
+import io
+
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    g,
+    jsonify,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from sqlalchemy import select, update
+from werkzeug.security import check_password_hash
+from werkzeug.wrappers import Response as WerkzeugResponse
+
+from hitserver.csrf import check_csrf, csrf_token
+from hitserver.export import FORMATS, export
+from hitserver.models import Batch, Worker
+from hitserver.security import secret_equals
+from hitserver.state import state
+from hitserver.stats import batch_summaries, recent_answers, worker_summaries
+
+blueprint = Blueprint("admin", __name__, url_prefix="/admin")
+PUBLIC = ("admin.login", "admin.login_form")
+
+Reply = Response | WerkzeugResponse | tuple[str, int]
+
+
+def _refuse(status: int, text: str) -> Response:
+    response = make_response(render_template("message.html", title="Admin", text=text), status)
+    if status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="hitserver admin"'
+    return response
+
+
+@blueprint.before_request
+def authenticate() -> Response | None:
+    if request.endpoint in PUBLIC:
+        return None
+    header = request.headers.get("Authorization")
+    if header is not None:
+        scheme, _, given = header.partition(" ")
+        expected = state().settings.admin_token
+        if scheme.lower() != "bearer" or not given.strip():
+            return _refuse(401, "Send Authorization: Bearer <admin token>.")
+        if not expected or not secret_equals(given.strip(), expected):
+            return _refuse(403, "Wrong admin token.")
+        g.admin_bearer = True
+        return None
+    if session.get("admin") is True:
+        g.admin_bearer = False
+        if request.method == "POST":
+            check_csrf()
+        return None
+    return _refuse(401, "Log in at /admin/login or send a bearer token.")
+
+
+@blueprint.get("/login")
+def login_form() -> Reply:
+    enabled = state().settings.admin_password_hash is not None
+    return render_template("admin_login.html", enabled=enabled, failed=False)
+
+
+@blueprint.post("/login")
+def login() -> Reply:
+    check_csrf()
+    password_hash = state().settings.admin_password_hash
+    password = request.form.get("password", "")
+    if not password_hash or not check_password_hash(password_hash, password):
+        return render_template("admin_login.html", enabled=bool(password_hash), failed=True), 403
+    # A fresh session on login: a cookie planted before it is worth nothing afterwards.
+    session.clear()
+    session["admin"] = True
+    csrf_token()
+    return redirect(url_for("admin.dashboard"))
+
+
+@blueprint.post("/logout")
+def logout() -> WerkzeugResponse:
+    session.clear()
+    return redirect(url_for("admin.login_form"))
+
+
+@blueprint.get("/")
+def dashboard() -> Reply:
+    with state().engine.connect() as conn:
+        summaries = batch_summaries(conn)
+    if request.accept_mimetypes.best == "application/json":
+        return jsonify(
+            [
+                {
+                    "batch": s.name,
+                    "items": s.items,
+                    "needed": s.needed,
+                    "ratings": s.ratings,
+                    "complete_items": s.complete_items,
+                    "open_assignments": s.open_assignments,
+                    "workers": s.workers,
+                    "median_s": s.median_s,
+                }
+                for s in summaries
+            ]
+        )
+    return render_template("admin_dashboard.html", batches=summaries)
+
+
+@blueprint.get("/batches/<name>")
+def batch(name: str) -> Reply:
+    with state().engine.connect() as conn:
+        summary = next((s for s in batch_summaries(conn) if s.name == name), None)
+        if summary is None:
+            abort(404)
+        workers = worker_summaries(conn, summary.id)
+        answers = recent_answers(conn, summary.id)
+    return render_template("admin_batch.html", batch=summary, workers=workers, answers=answers)
+
+
+def _done(payload: dict[str, object], back: str) -> Reply:
+    if g.admin_bearer:
+        return jsonify(payload)
+    return redirect(back)
+
+
+@blueprint.post("/workers/<int:worker_id>/<any(block, unblock):action>")
+def block(worker_id: int, action: str) -> Reply:
+    blocked = action == "block"
+    with state().engine.begin() as conn:
+        changed = conn.execute(
+            update(Worker).where(Worker.id == worker_id).values(blocked=blocked)
+        ).rowcount
+    if changed == 0:
+        abort(404)
+    back = request.form.get("batch")
+    target = url_for("admin.batch", name=back) if back else url_for("admin.dashboard")
+    return _done({"worker": worker_id, "blocked": blocked}, target)
+
+
+@blueprint.post("/batches/<name>/<any(open, close):action>")
+def open_close(name: str, action: str) -> Reply:
+    is_open = action == "open"
+    with state().engine.begin() as conn:
+        changed = conn.execute(
+            update(Batch).where(Batch.name == name).values(is_open=is_open)
+        ).rowcount
+    if changed == 0:
+        abort(404)
+    return _done({"batch": name, "open": is_open}, url_for("admin.batch", name=name))
+
+
+@blueprint.get("/export.csv")
+def export_csv() -> Reply:
+    fmt = request.args.get("format", "tidy")
+    if fmt not in FORMATS:
+        abort(400, f"format must be one of {', '.join(FORMATS)}")
+    batch_name = request.args.get("batch") or None
+    out = io.StringIO()
+    with state().engine.connect() as conn:
+        if batch_name is not None:
+            known = conn.execute(select(Batch.id).where(Batch.name == batch_name)).scalar()
+            if known is None:
+                abort(404)
+        export(conn, out, fmt, batch_name)
+    response = make_response(out.getvalue())
+    response.headers["Content-Type"] = "text/csv; charset=utf-8"
+    filename = f"ratings-{batch_name or 'all'}-{fmt}.csv"
+    response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response

@@ -1,0 +1,136 @@
+"""Database engines (SQLite file or PostgreSQL), schema migrations, and retried transactions.
+
+SQLite runs in WAL mode with `synchronous=FULL` (an acknowledged answer survives a crash or a
+power cut), a busy timeout, foreign keys on, and `BEGIN IMMEDIATE` for every transaction so
+that writers queue on the lock instead of failing on a read-to-write upgrade.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, OperationalError
+
+from hitserver.errors import UserError
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+# Any constant works; it only has to be the same in every process migrating this database.
+PG_MIGRATION_LOCK = 0x68697473
+# PostgreSQL error codes worth retrying: serialization failure, deadlock.
+RETRYABLE_PGCODES = {"40001", "40P01"}
+
+T = TypeVar("T")
+
+
+class Busy(Exception):
+    """The database stayed locked or kept conflicting past the retry budget (answer 503)."""
+
+
+def make_engine(url: str, *, pool_size: int = 5) -> Engine:
+    """An engine for a `sqlite:///FILE` or `postgresql+psycopg://...` URL."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise UserError(f"database URL {url!r} is not a valid SQLAlchemy URL") from exc
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        database = parsed.database or ""
+        if database in ("", ":memory:") or database.startswith("file:"):
+            raise UserError("SQLite needs a file (sqlite:///path/hitserver.sqlite), not memory")
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size)
+        event.listen(engine, "connect", _sqlite_on_connect)
+        event.listen(engine, "begin", _sqlite_on_begin)
+        return engine
+    if backend == "postgresql":
+        if parsed.get_driver_name() not in ("psycopg", "psycopg2"):
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        return create_engine(
+            parsed, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+        )
+    raise UserError(f"database URL {url!r}: only sqlite and postgresql are supported")
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    # Hand transaction control to the "begin" listener (the pysqlite driver would otherwise
+    # open deferred transactions by itself).
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA journal_mode = WAL")
+    cursor.execute("PRAGMA synchronous = FULL")
+    cursor.execute("PRAGMA foreign_keys = ON")
+    cursor.close()
+
+
+def _sqlite_on_begin(conn: Connection) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return config
+
+
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade(engine: Engine) -> None:
+    """Bring the schema to the newest revision; safe when several processes start at once."""
+    try:
+        if current_revision(engine) == head_revision():
+            return
+        with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PG_MIGRATION_LOCK})
+            # SQLite: BEGIN IMMEDIATE already holds the write lock for the whole upgrade.
+            config = _alembic_config()
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
+    except OperationalError as exc:
+        raise UserError(f"cannot open the database: {exc.orig}") from exc
+
+
+def _retryable(exc: DBAPIError) -> bool:
+    if isinstance(exc, IntegrityError):
+        return True
+    code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    if code in RETRYABLE_PGCODES:
+        return True
+    return isinstance(exc, OperationalError) and "locked" in str(exc.orig).lower()
+
+
+def in_transaction(engine: Engine, work: Callable[[Connection], T], *, attempts: int = 8) -> T:
+    """Run `work` in a transaction; when it loses a race (a unique constraint, a deadlock, a lock
+    timeout) run it again from the start, at most `attempts` times, then raise `Busy`.
+
+    The database constraints decide every race; retrying re-reads the state the winner left.
+    """
+    for attempt in range(attempts):
+        try:
+            with engine.begin() as conn:
+                return work(conn)
+        except DBAPIError as exc:
+            if not _retryable(exc):
+                raise
+            time.sleep(min(0.001 * 2**attempt, 0.05))
+    raise Busy("the database is busy; try again")

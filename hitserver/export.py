@@ -1,0 +1,121 @@
+"""CSV exports: the tidy table (exactly the `ratings` view, docs/contracts.md 8) and an
+MTurk-compatible table (the column names of MTurk's "Download results" CSV: one row per
+assignment, HIT inputs as `Input.*`, answers as `Answer.*`)."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+from typing import TextIO
+
+from sqlalchemy import Connection, select, text
+
+from hitserver.models import Batch, Item, MturkHit
+
+TIDY_COLUMNS = (
+    "batch",
+    "item_id",
+    "worker_id",
+    "platform",
+    "assignment_id",
+    "platform_assignment_id",
+    "choice",
+    "reason",
+    "accepted_at",
+    "submitted_at",
+    "duration_s",
+    "status",
+    "simulated",
+)
+WIDE_COLUMNS = (
+    "HITId",
+    "HITTypeId",
+    "AssignmentId",
+    "WorkerId",
+    "AssignmentStatus",
+    "AcceptTime",
+    "SubmitTime",
+    "WorkTimeInSeconds",
+    "Input.batch",
+    "Input.item_id",
+    "Input.image",
+    "Input.class_name",
+    "Answer.choice",
+    "Answer.reason",
+)
+FORMATS = ("tidy", "wide")
+
+
+def tidy_rows(conn: Connection, batch: str | None = None) -> list[dict[str, object]]:
+    """Every rating from the `ratings` view, ordered by batch, item, submission time."""
+    query = "SELECT * FROM ratings"
+    params: dict[str, str] = {}
+    if batch is not None:
+        query += " WHERE batch = :batch"
+        params["batch"] = batch
+    query += " ORDER BY batch, item_id, submitted_at, assignment_id"
+    result = conn.execute(text(query), params)
+    return [dict(row) for row in result.mappings()]
+
+
+def _mturk_time(iso: str) -> str:
+    """MTurk's results-file time format, in UTC."""
+    moment = datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    return moment.strftime("%a %b %d %H:%M:%S UTC %Y")
+
+
+def wide_rows(conn: Connection, batch: str | None = None) -> Iterator[dict[str, object]]:
+    items = {
+        row.key: row
+        for row in conn.execute(
+            select(Item.key, Item.image, Item.class_name, Item.id, Batch.name).join(
+                Batch, Batch.id == Item.batch_id
+            )
+        )
+    }
+    hits: dict[int, tuple[str, str]] = {}
+    for hit in conn.execute(
+        select(MturkHit.item_id, MturkHit.hit_id, MturkHit.hit_type_id).order_by(
+            MturkHit.production
+        )
+    ):
+        hits[hit.item_id] = (hit.hit_id, hit.hit_type_id)  # production wins over sandbox
+    for row in tidy_rows(conn, batch):
+        item = items[str(row["item_id"])]
+        hit_id, hit_type = hits.get(item.id, ("", ""))
+        yield {
+            "HITId": hit_id,
+            "HITTypeId": hit_type,
+            "AssignmentId": row["platform_assignment_id"] or row["assignment_id"],
+            "WorkerId": row["worker_id"],
+            "AssignmentStatus": str(row["status"]).capitalize(),
+            "AcceptTime": _mturk_time(str(row["accepted_at"])),
+            "SubmitTime": _mturk_time(str(row["submitted_at"])),
+            "WorkTimeInSeconds": round(float(str(row["duration_s"]))),
+            "Input.batch": row["batch"],
+            "Input.item_id": row["item_id"],
+            "Input.image": item.image,
+            "Input.class_name": item.class_name,
+            "Answer.choice": row["choice"],
+            "Answer.reason": row["reason"],
+        }
+
+
+def write_csv(rows: Iterable[dict[str, object]], columns: tuple[str, ...], out: TextIO) -> int:
+    writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    count = 0
+    for row in rows:
+        writer.writerow(row)
+        count += 1
+    return count
+
+
+def export(conn: Connection, out: TextIO, fmt: str = "tidy", batch: str | None = None) -> int:
+    """Write the CSV; returns the number of ratings written."""
+    if fmt == "tidy":
+        return write_csv(tidy_rows(conn, batch), TIDY_COLUMNS, out)
+    if fmt == "wide":
+        return write_csv(wide_rows(conn, batch), WIDE_COLUMNS, out)
+    raise ValueError(f"unknown export format {fmt!r}; use {' or '.join(FORMATS)}")

@@ -53,7 +53,7 @@ DEFAULT_QUANTILE = 0.005
 DEFAULT_IOU_THRESHOLD = 0.04
 UPSAMPLING = "bilinear, align_corners=False"
 TALLY_FIELDS_PER_CATEGORY = ("label", "truth", "activation", "intersect", "iou")
-# Upper bound on the elements of one float32 (images x units x pixels) block in pass 2.
+# Elements of one float32 (images x units x pixels) block in pass 2: 64 MB.
 _BLOCK_ELEMENTS = 1 << 24
 
 
@@ -240,10 +240,15 @@ class IoUAccumulator:
         units_on = fires.any(dim=0).nonzero().flatten()
         if units_on.numel() == 0:
             return
-        step = max(1, _BLOCK_ELEMENTS // (units_on.numel() * pixels))
-        for start in range(0, b, step):
-            sl = slice(start, start + step)
-            self._add_block(features[sl], thresholds, masks[sl], present[sl], units_on, size)
+        # blocks of images x units x pixels of at most _BLOCK_ELEMENTS (one image and one unit
+        # at least), which also keeps every float32 count below 2^24, where it is exact
+        unit_step = max(1, _BLOCK_ELEMENTS // pixels)
+        for u0 in range(0, units_on.numel(), unit_step):
+            units = units_on[u0 : u0 + unit_step]
+            step = max(1, _BLOCK_ELEMENTS // (units.numel() * pixels))
+            for start in range(0, b, step):
+                sl = slice(start, start + step)
+                self._add_block(features[sl], thresholds, masks[sl], present[sl], units, size)
 
     def _add_block(
         self,

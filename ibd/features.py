@@ -1,0 +1,401 @@
+"""The feature store: a layer's activations over a concept dataset, on disk, with the concept
+labels at feature resolution (paper 3.1: one feature vector a(i,j) in R^D per position of the
+H x W grid; its labels are the concept masks downsampled to H x W by nearest neighbour).
+
+A store is a directory:
+
+    header.json    format, model identity, layer, dataset (root, fingerprint), dtype, shapes, key
+    features.npy   N x H x W x D float32 or float16, memory-mappable `.npy`
+    labels.npy     N x H x W x ceil(C/8) uint8: concept labels bit-packed along the concept axis
+                   (numpy `packbits`, little bit order: concept c is bit c % 8 of byte c // 8)
+    images.csv     index, path, split (one row per image, in store order)
+    concepts.json  the kept concepts (index, number, name, category, image_count) and the dropped
+    progress.json  {"images_done": n, "complete": bool}, rewritten after every flushed batch
+
+Positions are the fastest-varying after images and the vector the slowest, so the (N*H*W) x D
+view `vectors` reads a(i,j) rows contiguously, which is what basis learning samples; the labels
+share the same row order. Extraction streams the dataset through a DataLoader, never holding
+it in memory. It resumes from the last flushed batch after a crash; re-running with the same
+settings (the header's `key`) skips; different settings rebuild.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Subset
+from tqdm import tqdm
+
+from ibd import hooks
+from ibd.broden import nearest_indices
+from ibd.errors import UserError
+
+FORMAT = "ibd-feature-store-1"
+DTYPES = ("float32", "float16")
+FILES = (
+    "header.json",
+    "features.npy",
+    "labels.npy",
+    "images.csv",
+    "concepts.json",
+    "progress.json",
+)
+_FLOAT16_MAX = float(np.finfo(np.float16).max)
+
+
+class ConceptDataset(Protocol):
+    """What extraction needs from a concept dataset (`ibd.broden.BrodenDataset` is one): items
+    `{"image": 3 x H x W, "mask": bool C x h x w, ...}`, the kept concepts, and per image its
+    path and split, known without decoding it."""
+
+    concepts: Sequence[Any]
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, i: int) -> dict[str, Any]: ...
+
+    def image_path(self, i: int) -> Path: ...
+
+    def split_of(self, i: int) -> str: ...
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def broden_fingerprint(root: str | Path, categories: Iterable[str], min_images: int) -> str:
+    """sha256 over the Broden metadata files that decide the images, the kept concepts and the
+    split (`index.csv`, `label.csv`, `category.csv`, the selected `c_<category>.csv`), plus the
+    selection settings. The image and plane files themselves are not hashed."""
+    root = Path(root)
+    digest = hashlib.sha256()
+    cats = list(categories)
+    digest.update(json.dumps({"categories": cats, "min_images": int(min_images)}).encode())
+    for name in ("index.csv", "label.csv", "category.csv", *(f"c_{c}.csv" for c in cats)):
+        path = root / name
+        digest.update(name.encode())
+        digest.update(file_sha256(path).encode() if path.is_file() else b"absent")
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class StoreSpec:
+    """What a store's contents depend on. `model` identifies the network and its input
+    (name, arch, weights + sha256, mirrored, input size, normalisation), `dataset` the concept
+    data (root, fingerprint, categories, min_images). Equal specs give equal stores."""
+
+    model: dict[str, Any]
+    layer: str
+    dataset: dict[str, Any]
+    dtype: str = "float32"
+
+    def key(self) -> str:
+        text = json.dumps(
+            {"format": FORMAT, **dataclasses.asdict(self)}, sort_keys=True, default=str
+        )
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _concept_dict(concept: Any) -> dict[str, Any]:
+    fields = ("index", "number", "name", "category", "image_count")
+    return {f: getattr(concept, f) for f in fields if hasattr(concept, f)}
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    tmp.replace(path)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"feature store file missing: {path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise UserError(f"feature store file is corrupt (not JSON): {path}") from None
+
+
+def downsample_labels(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Nearest-neighbour downsampling of bool N x C x h x w masks to N x C x H x W: output cell
+    (i, j) takes source pixel (floor((i + 0.5) h / H), floor((j + 0.5) w / W)), the pixel under
+    the cell's centre (the rule of `ibd.broden.nearest_indices`)."""
+    h, w = mask.shape[-2:]
+    if (h, w) == tuple(size):
+        return mask
+    ys = torch.from_numpy(nearest_indices(h, size[0]))
+    xs = torch.from_numpy(nearest_indices(w, size[1]))
+    return mask[..., ys, :][..., xs]
+
+
+def pack_labels(mask: np.ndarray) -> np.ndarray:
+    """bool N x C x H x W -> uint8 N x H x W x ceil(C/8), bits along the concept axis."""
+    return np.packbits(np.moveaxis(mask, 1, -1), axis=-1, bitorder="little")
+
+
+def unpack_labels(packed: np.ndarray, num_concepts: int) -> np.ndarray:
+    """uint8 ... x ceil(C/8) -> bool ... x C (inverse of the packing of `pack_labels`)."""
+    bits = np.unpackbits(packed, axis=-1, count=num_concepts, bitorder="little")
+    return bits.astype(bool)
+
+
+class FeatureStore:
+    """A complete store opened read-only; arrays are memory-mapped, nothing is loaded whole."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not (self.path / "header.json").is_file():
+            raise UserError(f"no feature store at {self.path} (run `ibd features`)")
+        self.header: dict[str, Any] = _read_json(self.path / "header.json")
+        if not isinstance(self.header, dict) or self.header.get("format") != FORMAT:
+            raise UserError(f"{self.path / 'header.json'} is not a {FORMAT} header")
+        progress = _read_json(self.path / "progress.json")
+        if not (isinstance(progress, dict) and progress.get("complete")):
+            raise UserError(
+                f"feature store {self.path} is incomplete ({progress.get('images_done', 0)} of "
+                f"{self.header.get('num_images')} images): re-run `ibd features` to finish it"
+            )
+        n, h, w, d = (self.header[k] for k in ("num_images", "height", "width", "dim"))
+        self.num_concepts = int(self.header["num_concepts"])
+        self.features = self._memmap("features.npy", (n, h, w, d), np.dtype(self.header["dtype"]))
+        self.labels = self._memmap("labels.npy", (n, h, w, (self.num_concepts + 7) // 8), "u1")
+        self.paths, self.splits = self._read_images(n)
+        document = _read_json(self.path / "concepts.json")
+        self.concepts: list[dict[str, Any]] = document["concepts"]
+        self.dropped: list[dict[str, Any]] = document.get("dropped", [])
+        if len(self.concepts) != self.num_concepts:
+            raise UserError(
+                f"{self.path / 'concepts.json'} lists {len(self.concepts)} concepts but the "
+                f"header says {self.num_concepts}"
+            )
+
+    def _memmap(self, name: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+        path = self.path / name
+        try:
+            array = np.load(path, mmap_mode="r", allow_pickle=False)
+        except FileNotFoundError:
+            raise UserError(f"feature store file missing: {path}") from None
+        except (OSError, ValueError) as exc:
+            raise UserError(f"feature store file is corrupt: {path} ({exc})") from None
+        if array.shape != tuple(shape) or array.dtype != np.dtype(dtype):
+            raise UserError(
+                f"{path} is {array.dtype} {array.shape}, the header says {np.dtype(dtype)} {shape}"
+            )
+        return array
+
+    def _read_images(self, n: int) -> tuple[list[str], np.ndarray]:
+        path = self.path / "images.csv"
+        try:
+            with path.open(newline="", encoding="utf-8") as handle:
+                rows = list(csv.DictReader(handle))
+        except FileNotFoundError:
+            raise UserError(f"feature store file missing: {path}") from None
+        if len(rows) != n or any(set(r) != {"index", "path", "split"} for r in rows):
+            raise UserError(f"{path} must hold index,path,split rows for {n} images")
+        return [r["path"] for r in rows], np.array([r["split"] for r in rows])
+
+    @property
+    def num_images(self) -> int:
+        return int(self.header["num_images"])
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return int(self.header["height"]), int(self.header["width"])
+
+    @property
+    def dim(self) -> int:
+        return int(self.header["dim"])
+
+    @property
+    def concept_names(self) -> list[str]:
+        return [str(c["name"]) for c in self.concepts]
+
+    @property
+    def vectors(self) -> np.ndarray:
+        """(N*H*W) x D view: row n*H*W + i*W + j is a(i,j) of image n."""
+        return self.features.reshape(-1, self.dim)
+
+    @property
+    def packed_rows(self) -> np.ndarray:
+        """(N*H*W) x ceil(C/8) view of the packed labels, rows as in `vectors`."""
+        return self.labels.reshape(-1, self.labels.shape[-1])
+
+    def images_in(self, split: str) -> np.ndarray:
+        return np.flatnonzero(self.splits == split)
+
+    def rows_of(self, images: np.ndarray) -> np.ndarray:
+        """Flat position rows of the given images, image by image."""
+        per = self.grid[0] * self.grid[1]
+        return (np.asarray(images, dtype=np.int64)[:, None] * per + np.arange(per)).reshape(-1)
+
+    def read_vectors(self, rows: np.ndarray) -> np.ndarray:
+        """float32 len(rows) x D (rows sorted ascending read fastest)."""
+        return np.asarray(self.vectors[rows], dtype=np.float32)
+
+    def read_labels(self, rows: np.ndarray) -> np.ndarray:
+        """bool len(rows) x C."""
+        return unpack_labels(self.packed_rows[rows], self.num_concepts)
+
+    def concept_masks(self, image: int) -> np.ndarray:
+        """bool C x H x W labels of one image at feature resolution."""
+        return np.moveaxis(unpack_labels(self.labels[image], self.num_concepts), -1, 0)
+
+
+def _progress(path: Path) -> dict[str, Any] | None:
+    try:
+        value = json.loads((path / "progress.json").read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _existing_header(path: Path) -> dict[str, Any] | None:
+    try:
+        value = json.loads((path / "header.json").read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _remove_store_files(path: Path) -> None:
+    for name in FILES:
+        (path / name).unlink(missing_ok=True)
+
+
+def _write_metadata(out: Path, dataset: ConceptDataset) -> None:
+    with (out / "images.csv").open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["index", "path", "split"])
+        for i in range(len(dataset)):
+            writer.writerow([i, str(dataset.image_path(i)), dataset.split_of(i)])
+    document = {
+        "concepts": [_concept_dict(c) for c in dataset.concepts],
+        "dropped": [_concept_dict(c) for c in getattr(dataset, "dropped", [])],
+    }
+    _atomic_write(out / "concepts.json", json.dumps(document, indent=1) + "\n")
+
+
+def _to_store_dtype(features: torch.Tensor, dtype: str) -> np.ndarray:
+    array = features.permute(0, 2, 3, 1).float().cpu().numpy()
+    if dtype == "float16":
+        if np.abs(array).max(initial=0.0) > _FLOAT16_MAX:
+            raise UserError(
+                f"activations exceed float16's range ({_FLOAT16_MAX:g}): drop --float16"
+            )
+        return array.astype(np.float16)
+    return array
+
+
+def build(
+    model: nn.Module,
+    dataset: ConceptDataset,
+    out: str | Path,
+    spec: StoreSpec,
+    *,
+    batch_size: int = 32,
+    workers: int = 0,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> FeatureStore:
+    """Extract `spec.layer` of `model` over `dataset` into the store at `out`; returns it opened.
+
+    Complete store with the same `spec.key()`: nothing to do. Incomplete one with the same key:
+    continue after its last flushed batch. Anything else there: rebuild from scratch.
+    """
+    if spec.dtype not in DTYPES:
+        raise UserError(f"feature dtype must be one of {', '.join(DTYPES)}, not {spec.dtype}")
+    if batch_size < 1:
+        raise UserError(f"batch size must be at least 1, got {batch_size}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    key = spec.key()
+    header = _existing_header(out)
+    state = _progress(out) if header and header.get("key") == key else None
+    if state is not None and state.get("complete"):
+        return FeatureStore(out)
+    start = int(state["images_done"]) if state is not None else 0
+    if state is None:
+        _remove_store_files(out)
+    n = len(dataset)
+    if n == 0:
+        raise UserError("the concept dataset has no images")
+    num_concepts = len(dataset.concepts)
+    if num_concepts == 0:
+        raise UserError("the concept dataset keeps no concepts (lower --min-images?)")
+
+    loader = DataLoader(
+        Subset(dataset, range(start, n)), batch_size=batch_size, num_workers=workers
+    )
+    model = model.eval().to(device)
+    features = labels = None
+    if start > 0:
+        features = np.load(out / "features.npy", mmap_mode="r+")
+        labels = np.load(out / "labels.npy", mmap_mode="r+")
+    done = start
+    bar = tqdm(total=n, initial=start, unit="img", desc="features", disable=not progress)
+    try:
+        for batch in loader:
+            with torch.no_grad():
+                forward = hooks.run(model, spec.layer, batch["image"].to(device))
+            if features is None or labels is None:
+                _, d, h, w = forward.features.shape
+                header = {
+                    "format": FORMAT,
+                    "key": key,
+                    **dataclasses.asdict(spec),
+                    "layout": "NHWD",
+                    "num_images": n,
+                    "height": h,
+                    "width": w,
+                    "dim": d,
+                    "num_concepts": num_concepts,
+                }
+                _write_metadata(out, dataset)
+                features = np.lib.format.open_memmap(
+                    out / "features.npy", mode="w+", dtype=spec.dtype, shape=(n, h, w, d)
+                )
+                labels = np.lib.format.open_memmap(
+                    out / "labels.npy",
+                    mode="w+",
+                    dtype=np.uint8,
+                    shape=(n, h, w, (num_concepts + 7) // 8),
+                )
+                _atomic_write(out / "header.json", json.dumps(header, indent=1) + "\n")
+            size = features.shape[1:3]
+            mask = batch["mask"]
+            if mask.ndim != 4 or mask.shape[1] != num_concepts:
+                raise UserError(
+                    f"dataset masks are {tuple(mask.shape)}, expected N x {num_concepts} x h x w"
+                )
+            k = forward.features.shape[0]
+            features[done : done + k] = _to_store_dtype(forward.features, spec.dtype)
+            labels[done : done + k] = pack_labels(downsample_labels(mask.bool(), size).numpy())
+            features.flush()
+            labels.flush()
+            done += k
+            _atomic_write(
+                out / "progress.json", json.dumps({"images_done": done, "complete": done == n})
+            )
+            bar.update(k)
+    finally:
+        bar.close()
+        del features, labels
+    return FeatureStore(out)

@@ -1,0 +1,286 @@
+"""The feature store: exact round trip of the hooked activations, labels at feature resolution by
+the centre nearest-neighbour rule, resume after a crash byte for byte, skip and rebuild, and the
+`ibd features` command on a small Broden directory written here in the real format."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from ibd import features, hooks
+from ibd.broden import BrodenDataset, encode_plane
+from ibd.cli import main
+from ibd.errors import UserError
+from ibd.models import save_checkpoint
+
+
+@dataclass(frozen=True)
+class Concept:
+    index: int
+    number: int
+    name: str
+    category: str
+    image_count: int
+
+
+class Pooled(nn.Module):
+    """features: 3x3 conv 3 -> 5 channels + ReLU + 4x4 average pooling (8 x 8 -> 2 x 2)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.features = nn.Sequential(nn.Conv2d(3, 5, 3, padding=1), nn.ReLU(), nn.AvgPool2d(4))
+        self.fc = nn.Linear(5, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x).mean(dim=(2, 3)))
+
+
+class Images(torch.utils.data.Dataset):
+    """Random 3 x 8 x 8 images with random 11-concept 8 x 8 masks; `fail_at` raises there."""
+
+    def __init__(self, n: int = 10, concepts: int = 11, fail_at: int | None = None) -> None:
+        rng = np.random.default_rng(1)
+        self.images = torch.from_numpy(rng.normal(size=(n, 3, 8, 8)).astype(np.float32))
+        self.masks = torch.from_numpy(rng.random((n, concepts, 8, 8)) < 0.3)
+        self.concepts = [Concept(c, c + 1, f"c{c}", "object", n) for c in range(concepts)]
+        self.fail_at = fail_at
+        self.loaded = 0
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        if i == self.fail_at:
+            raise RuntimeError("simulated crash")
+        self.loaded += 1
+        return {"image": self.images[i], "mask": self.masks[i], "index": i, "path": f"im{i}.png"}
+
+    def image_path(self, i: int) -> Path:
+        return Path(f"im{i}.png")
+
+    def split_of(self, i: int) -> str:
+        return "val" if i % 3 == 2 else "train"
+
+
+def spec(dtype: str = "float32") -> features.StoreSpec:
+    return features.StoreSpec(
+        model={"name": "pooled"}, layer="features", dataset={"fingerprint": "x"}, dtype=dtype
+    )
+
+
+def test_store_round_trips_the_hooked_activations_exactly(tmp_path: Path) -> None:
+    model, data = Pooled().eval(), Images()
+    store = features.build(model, data, tmp_path / "s", spec(), batch_size=4, progress=False)
+    assert (store.num_images, store.grid, store.dim, store.num_concepts) == (10, (2, 2), 5, 11)
+    for lo in range(0, 10, 4):
+        with torch.no_grad():
+            expected = hooks.run(model, "features", data.images[lo : lo + 4]).features
+        got = torch.from_numpy(np.array(store.features[lo : lo + 4])).permute(0, 3, 1, 2)
+        assert torch.equal(got, expected)
+    # one position's vector in the flat view is a(i, j) of its image (image 7 in batch 4..7)
+    with torch.no_grad():
+        a = hooks.run(model, "features", data.images[4:8]).features[3]
+    assert torch.equal(
+        torch.from_numpy(store.read_vectors(np.array([7 * 4 + 1 * 2 + 0]))[0]), a[:, 1, 0]
+    )
+    assert store.paths == [f"im{i}.png" for i in range(10)]
+    assert store.splits.tolist() == [data.split_of(i) for i in range(10)]
+    assert [c["name"] for c in store.concepts] == [f"c{c}" for c in range(11)]
+    half = features.build(
+        model, data, tmp_path / "h", spec("float16"), batch_size=4, progress=False
+    )
+    assert half.features.dtype == np.float16
+    assert np.array_equal(half.features, np.asarray(store.features).astype(np.float16))
+
+
+def test_labels_are_the_centre_pixel_of_each_feature_cell(tmp_path: Path) -> None:
+    data = Images()
+    store = features.build(Pooled(), data, tmp_path / "s", spec(), batch_size=3, progress=False)
+    # 8 -> 2 cells: cell i covers pixels 4i..4i+3, its centre pixel is floor((i + 0.5) * 4) = 4i + 2
+    for n in range(10):
+        expected = data.masks[n][:, [2, 6]][:, :, [2, 6]].numpy()
+        assert np.array_equal(store.concept_masks(n), expected)
+    rows = store.rows_of(np.array([4]))
+    assert np.array_equal(
+        store.read_labels(rows), data.masks[4][:, [2, 6]][:, :, [2, 6]].reshape(11, 4).T.numpy()
+    )
+    assert store.labels.shape == (10, 2, 2, 2)  # 11 concepts in 2 bytes
+
+
+def test_bit_packing_puts_concept_c_in_bit_c_mod_8_of_byte_c_div_8() -> None:
+    mask = np.zeros((1, 11, 1, 1), dtype=bool)
+    mask[0, [0, 3, 9], 0, 0] = True
+    packed = features.pack_labels(mask)
+    assert packed[0, 0, 0].tolist() == [0b00001001, 0b00000010]
+    assert np.array_equal(features.unpack_labels(packed, 11)[0, 0, 0], mask[0, :, 0, 0])
+
+
+def test_resume_after_a_crash_gives_identical_files(tmp_path: Path) -> None:
+    model = Pooled().eval()
+    features.build(model, Images(), tmp_path / "whole", spec(), batch_size=3, progress=False)
+    crashing = Images(fail_at=7)  # batches [0-2], [3-5] flushed; crash inside [6-8]
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        features.build(model, crashing, tmp_path / "cut", spec(), batch_size=3, progress=False)
+    progress = json.loads((tmp_path / "cut" / "progress.json").read_text())
+    assert progress == {"images_done": 6, "complete": False}
+    with pytest.raises(UserError, match="incomplete"):
+        features.FeatureStore(tmp_path / "cut")
+    resumed = Images()
+    features.build(model, resumed, tmp_path / "cut", spec(), batch_size=3, progress=False)
+    assert resumed.loaded == 4  # only images 6..9
+    for name in ("features.npy", "labels.npy", "images.csv", "concepts.json", "header.json"):
+        assert (tmp_path / "cut" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes()
+
+
+def test_same_settings_skip_and_different_settings_rebuild(tmp_path: Path) -> None:
+    model = Pooled().eval()
+    features.build(model, Images(), tmp_path / "s", spec(), batch_size=4, progress=False)
+    again = Images()
+    features.build(model, again, tmp_path / "s", spec(), batch_size=4, progress=False)
+    assert again.loaded == 0
+    other = Images()
+    store = features.build(
+        model, other, tmp_path / "s", spec("float16"), batch_size=4, progress=False
+    )
+    assert other.loaded == 10 and store.header["dtype"] == "float16"
+    assert not (tmp_path / "s" / "features.npy.tmp").exists()
+
+
+def test_float16_overflow_is_a_user_error(tmp_path: Path) -> None:
+    data = Images()
+    data.images *= 1e6
+    with pytest.raises(UserError, match="float16"):
+        features.build(Pooled(), data, tmp_path / "s", spec("float16"), progress=False)
+
+
+def test_corrupt_store_is_a_user_error(tmp_path: Path) -> None:
+    features.build(Pooled(), Images(), tmp_path / "s", spec(), progress=False)
+    (tmp_path / "s" / "labels.npy").write_bytes(b"garbage")
+    with pytest.raises(UserError, match="labels.npy"):
+        features.FeatureStore(tmp_path / "s")
+    with pytest.raises(UserError, match="no feature store"):
+        features.FeatureStore(tmp_path / "missing")
+
+
+# -- a small Broden directory and the command --------------------------------------------
+
+LABELS = [(1, "sky", "object"), (2, "grass", "object"), (3, "house", "object"), (4, "door", "part")]
+COLOURS = {1: (90, 160, 250), 2: (40, 170, 40), 3: (200, 60, 50), 4: (90, 50, 20)}
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list[object]]) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def write_broden(root: Path, n: int = 12, size: int = 64, seed: int = 0) -> Path:
+    """n images (size x size) of sky over grass with a house (with a door) at a random place;
+    segmentations at half size; every third image is in the val split."""
+    images = root / "images"
+    images.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    seg = size // 2
+    rows = []
+    for i in range(n):
+        obj = np.ones((seg, seg), dtype=np.int64)
+        obj[seg // 2 :] = 2
+        top, left = rng.integers(0, seg - 12, size=2)
+        obj[top : top + 12, left : left + 12] = 3
+        part = np.zeros_like(obj)
+        part[top + 6 : top + 12, left + 4 : left + 8] = 4
+        pixels = np.where(part > 0, part, obj)
+        rgb = np.array([COLOURS[int(v)] for v in pixels.reshape(-1)], dtype=np.uint8)
+        big = rgb.reshape(seg, seg, 3).repeat(2, axis=0).repeat(2, axis=1)
+        noise = rng.integers(-20, 20, size=big.shape)
+        Image.fromarray(np.clip(big + noise, 0, 255).astype(np.uint8)).save(images / f"{i}.png")
+        encode_plane(obj).save(images / f"{i}_object.png")
+        encode_plane(part).save(images / f"{i}_part.png")
+        split = "val" if i % 3 == 2 else "train"
+        rows.append([f"{i}.png", split, size, size, seg, seg, f"{i}_object.png", f"{i}_part.png"])
+    _write_csv(
+        root / "index.csv", ["image", "split", "ih", "iw", "sh", "sw", "object", "part"], rows
+    )
+    _write_csv(
+        root / "label.csv",
+        ["number", "name", "category", "frequency", "coverage", "syns"],
+        [[0, "-", "-", 0, 0, ""]] + [[k, nm, f"{c}({n})", n, 1.0, ""] for k, nm, c in LABELS],
+    )
+    _write_csv(
+        root / "category.csv",
+        ["name", "first", "last", "count", "frequency"],
+        [["object", 1, 3, 3, n], ["part", 4, 4, 1, n]],
+    )
+    return root
+
+
+def write_model(path: Path) -> Path:
+    """A randomly initialised resnet18 checkpoint fed 64 x 64 images: layer4 is 512 x 2 x 2."""
+    import torchvision
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=3)
+    return save_checkpoint(
+        path,
+        model,
+        arch="resnet18",
+        classes=["a", "b", "c"],
+        layer="layer4",
+        input_size=(64, 64),
+        mean=(0.5, 0.5, 0.5),
+        std=(0.25, 0.25, 0.25),
+    )
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("world")
+    write_broden(root / "broden")
+    write_model(root / "model.pt")
+    return root
+
+
+def test_features_command_builds_the_store_from_broden(
+    world: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = world / "store"
+    argv = ["features", "--weights", str(world / "model.pt"), "--dataset", str(world / "broden")]
+    assert main([*argv, "--out", str(out), "--min-images", "1", "--batch-size", "5"]) == 0
+    assert "12 images (train 8, val 4)" in capsys.readouterr().out
+    store = features.FeatureStore(out)
+    assert store.header["model"]["name"] == "model"
+    assert store.header["layer"] == "layer4"
+    assert store.concept_names == ["sky", "grass", "house", "door"]
+    # labels: the broden masks at full segmentation size, sampled at the centre of each cell
+    full = BrodenDataset(world / "broden", min_images=1)
+    for n in (0, 5):
+        mask = full[n]["mask"].numpy()  # 4 x 32 x 32; cell i of 2 covers 16 pixels, centre 16i+8
+        assert np.array_equal(store.concept_masks(n), mask[:, [8, 24]][:, :, [8, 24]])
+    mtime = (out / "features.npy").stat().st_mtime_ns
+    assert main([*argv, "--out", str(out), "--min-images", "1"]) == 0  # same settings: reused
+    assert (out / "features.npy").stat().st_mtime_ns == mtime
+
+
+def test_features_command_errors_are_one_line(world: Path, capsys: pytest.CaptureFixture) -> None:
+    weights = ["--weights", str(world / "model.pt")]
+    assert main(["features", *weights, "--dataset", str(world / "nowhere")]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.startswith("ibd features: error: concept dataset directory not found")
+        and err.count("\n") == 1
+    )
+    assert (
+        main(["features", *weights, "--dataset", str(world / "broden"), "--batch-size", "0"]) == 2
+    )
+    assert "--batch-size must be at least 1" in capsys.readouterr().err

@@ -11,9 +11,9 @@ from PIL import Image, UnidentifiedImageError
 
 from hitgen.errors import UserError
 
-# zlib level 6 makes files ~10% smaller but encodes 1.5-3x slower; level 3 keeps rendering
-# well above the speed target (benchmarks/render_speed.py)
-PNG_COMPRESS_LEVEL = 3
+# zlib level 1: ~10% larger files than level 3 at two thirds of the encoding time (level 6: 1.5-3x
+# slower again); encoding is most of the rendering time (benchmarks/render_speed.py)
+PNG_COMPRESS_LEVEL = 1
 
 
 def load_photo(path: Path, max_side: int | None) -> np.ndarray:

@@ -1,0 +1,703 @@
+"""`ibd evaluate [--world DIR] [--decomposition FILE] [--explanations DIR ...] [model flags]
+[--out DIR] [--k 3]`: score explanations against the concept world's ground truth.
+
+1. Each class's top-k decomposed concepts against its defining concepts (precision@k, recall@k;
+   `ibd.evaluate`).
+2. Per explanation: is the top concept in the image, does the top 20% of its heatmap overlap the
+   concept's mask (CAM / Grad-CAM: the class's defining concepts), plus a seeded random-heatmap
+   control.
+3. Deletion / insertion curves for every method and the random control (`ibd.faithfulness`),
+   with each explanation's own model: the one given by the model flags, else
+   $IBD_HOME/models/<model>.pt for every model the explanations name.
+
+Writes OUT/report.md (printed too), summary.csv, decomposition.csv, explanations.csv (one row
+per explanation), curves.csv (mean curves) and evaluate.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ibd import evaluate as ev
+from ibd import explanations, paths
+from ibd.errors import UserError
+from ibd.modelargs import add_model_flags, device_from, load_from_args
+
+METHOD_ORDER = ("ibd", "netdissect", "cam", "gradcam", "random")
+PRECISION_TARGET = 0.8
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--world", help="concept world directory (default: $IBD_HOME/world)")
+    parser.add_argument(
+        "--decomposition",
+        help="decompose.json to check against the rules "
+        "(default: $IBD_HOME/decompose/world_resnet.json, skipped if absent)",
+    )
+    parser.add_argument(
+        "--explanations",
+        nargs="+",
+        metavar="DIR",
+        help="explanation directories (default: every $IBD_HOME/explanations/<model>/<method>/)",
+    )
+    parser.add_argument("--out", help="output directory (default: $IBD_HOME/evaluate)")
+    parser.add_argument("--k", type=int, default=3, help="top-k concepts per class (default 3)")
+    parser.add_argument(
+        "--fraction",
+        type=float,
+        default=ev.POINTING_FRACTION,
+        help="pointing: the heatmap's top fraction that must overlap the mask (default 0.2)",
+    )
+    parser.add_argument("--limit", type=int, help="evaluate only the first N explanations per DIR")
+    faith = parser.add_argument_group("faithfulness (deletion / insertion)")
+    faith.add_argument("--steps", type=int, default=20, help="pixel steps per curve (default 20)")
+    faith.add_argument(
+        "--saliency",
+        choices=("sum", "top"),
+        default="sum",
+        help="ibd/netdissect map: contribution-weighted sum of the components' normalised "
+        "heatmaps (default) or the top component's heatmap",
+    )
+    faith.add_argument(
+        "--score",
+        choices=("probability", "logit"),
+        default="probability",
+        help="the class score the curves record (default: softmax probability, as RISE)",
+    )
+    faith.add_argument("--seed", type=int, default=0, help="seed of the random-heatmap control")
+    faith.add_argument("--batch-size", type=int, default=64, help="inputs per forward pass")
+    faith.add_argument(
+        "--no-faithfulness", action="store_true", help="skip the deletion / insertion curves"
+    )
+    add_model_flags(parser)
+
+
+@dataclass
+class Item:
+    """One explanation (or random-control entry) to score."""
+
+    model: str
+    method: str
+    image: Path
+    dataset_index: int
+    class_index: int
+    class_name: str
+    heatmap: np.ndarray  # the map pointing is scored on (feature resolution)
+    saliency: np.ndarray  # the map deletion / insertion order pixels by
+    top_label: str | None
+    true_class: str | None
+    scores: dict[str, Any] = field(default_factory=dict)
+
+
+# -- inputs ---------------------------------------------------------------------------------
+
+
+def _explanation_dirs(given: Sequence[str] | None) -> list[Path]:
+    if given:
+        return [Path(d) for d in given]
+    root = paths.home() / "explanations"
+    return sorted(p.parent for p in root.glob("*/*/explanations.json"))
+
+
+def _categories(world: Path) -> list[str]:
+    """Every category of the world's category.csv: masks for all of them, so any label a
+    method gives (object, part, colour, ...) is looked up."""
+    path = world / "category.csv"
+    if not path.is_file():
+        raise UserError(f"{world} is not a Broden directory: {path} is missing")
+    with path.open(newline="") as handle:
+        return [row["name"] for row in csv.DictReader(handle) if row.get("name")]
+
+
+def _true_classes(world: Path) -> dict[Path, str]:
+    path = world / "scenes.csv"
+    if not path.is_file():
+        return {}
+    with path.open(newline="") as handle:
+        return {(world / r["image"]).resolve(): r["class_name"] for r in csv.DictReader(handle)}
+
+
+def _resolve(image: str, directory: Path) -> Path:
+    """contracts.md 4: relative to the current directory first, then to the directory."""
+    path = Path(image)
+    if path.exists() or path.is_absolute():
+        return path.resolve()
+    return (directory / path).resolve()
+
+
+def _items(
+    directory: Path,
+    limit: int | None,
+    lookup: dict[Path, int],
+    true_classes: dict[Path, str],
+    saliency: str,
+) -> tuple[list[Item], int]:
+    """The scorable explanations of one directory and how many were not world images."""
+    records, heatmaps = explanations.read(directory)
+    if not isinstance(records, list):
+        raise UserError(f"{directory / 'explanations.json'} is not a list of explanations")
+    items, foreign = [], 0
+    for n, rec in enumerate(records[:limit] if limit is not None else records):
+        where = f"{directory / 'explanations.json'} record {n}"
+        try:
+            method = str(rec["method"])
+            image = _resolve(str(rec["image"]), directory)
+            components = list(rec["components"])
+            maps = [heatmaps[str(c["heatmap"])] for c in components]
+            contributions = [float(c["contribution"]) for c in components]
+            item = dict(
+                model=str(rec["model"]),
+                class_index=int(rec["class_index"]),
+                class_name=str(rec["class_name"]),
+            )
+        except KeyError as exc:
+            raise UserError(f"{where}: missing {exc} (heatmap key or field)") from None
+        except (TypeError, ValueError) as exc:
+            raise UserError(f"{where}: malformed ({exc})") from None
+        if image not in lookup:
+            foreign += 1
+            continue
+        if not maps:
+            raise UserError(f"{where} has no components")
+        if method in ("ibd", "netdissect") and saliency == "sum":
+            from ibd.faithfulness import combine
+
+            faith_map = combine(maps, contributions)
+        else:
+            faith_map = maps[0]
+        items.append(
+            Item(
+                method=method,
+                image=image,
+                dataset_index=lookup[image],
+                heatmap=np.asarray(maps[0], dtype=np.float32),
+                saliency=np.asarray(faith_map, dtype=np.float32),
+                top_label=str(components[0]["label"]),
+                true_class=true_classes.get(image),
+                **item,
+            )
+        )
+    return items, foreign
+
+
+def _random_controls(items: Iterable[Item], seed: int) -> list[Item]:
+    """One random-heatmap entry per (model, image), for the class that model explained; seeded
+    by (seed, dataset index) so it does not depend on which directories were read."""
+    from ibd.faithfulness import random_heatmap
+
+    seen: dict[tuple[str, int], Item] = {}
+    for item in items:
+        seen.setdefault((item.model, item.dataset_index), item)
+    controls = []
+    for (model, index), item in sorted(seen.items(), key=lambda kv: kv[0]):
+        heat = random_heatmap(item.heatmap.shape, seed, index)
+        controls.append(
+            Item(
+                model=model,
+                method="random",
+                image=item.image,
+                dataset_index=index,
+                class_index=item.class_index,
+                class_name=item.class_name,
+                heatmap=heat,
+                saliency=heat,
+                top_label=None,
+                true_class=item.true_class,
+            )
+        )
+    return controls
+
+
+# -- scoring --------------------------------------------------------------------------------
+
+
+def _decomposition_rows(
+    path: Path, world: ev.World, k: int
+) -> list[tuple[ev.WorldClass, ev.RuleMatch]]:
+    ranked = ev.read_decomposition(path)
+    unknown = sorted(set(ranked) - {c.name for c in world.classes})
+    if unknown:
+        raise UserError(f"{path}: class(es) {', '.join(unknown[:5])} are not in world.json")
+    rows = []
+    for cls in world.classes:
+        if cls.name not in ranked:
+            raise UserError(f"{path} has no class '{cls.name}' of world.json")
+        names = [name for name, _ in ranked[cls.name]]
+        rows.append((cls, ev.match_rules(names, cls.defining, world.parts, k)))
+    return rows
+
+
+def _ground_truth(items: list[Item], dataset: Any, world: ev.World, fraction: float) -> None:
+    concept_index = {c.name: c.index for c in dataset.concepts}
+    by_image: dict[int, list[Item]] = defaultdict(list)
+    for item in items:
+        by_image[item.dataset_index].append(item)
+    for index in tqdm(sorted(by_image), desc="ground truth", unit="img"):
+        masks = dataset.load_mask(index)
+        for item in by_image[index]:
+            result = ev.score_explanation(
+                item.method,
+                item.top_label,
+                item.class_name,
+                torch.as_tensor(item.heatmap),
+                masks,
+                concept_index,
+                world,
+                fraction,
+            )
+            item.scores.update(
+                target=result.target,
+                present=result.present,
+                hit=result.hit,
+                region_precision=result.precision,
+            )
+
+
+def _models(args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]:
+    """The networks for the curves: the model flags' one, else each named model's checkpoint
+    under $IBD_HOME/models (missing ones are reported and skipped)."""
+    if args.arch or args.weights:
+        loaded = load_from_args(args)
+        if loaded.name not in names:
+            raise UserError(
+                f"the explanations are of {', '.join(names)}, not {loaded.name}: pass --name "
+                "to say which model the weights are"
+            )
+        return {loaded.name: loaded}
+    from ibd.models import load_model
+
+    device = device_from(args.device)
+    found = {}
+    for name in names:
+        path = paths.model_path(name)
+        if path.is_file():
+            found[name] = load_model(None, path, device=device, name=name)
+        else:
+            print(f"ibd evaluate: no checkpoint {path}; no deletion/insertion curves for {name}")
+    return found
+
+
+def _faithfulness(
+    items: list[Item], loaded: Any, args: argparse.Namespace
+) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Curves for every item of one model; returns per method (fractions, mean deletion, mean
+    insertion) and stores each item's AUCs."""
+    from ibd import faithfulness as fa
+    from ibd.cam import upsample
+    from ibd.images import load_batch
+
+    score = fa.class_score(loaded.model, args.score)
+    by_method: dict[str, list[Item]] = defaultdict(list)
+    for item in items:
+        by_method[item.method].append(item)
+    means = {}
+    chunk = max(1, args.batch_size // 4)
+    for method in sorted(by_method, key=_method_rank):
+        group = by_method[method]
+        for item in group:
+            if not (
+                0 <= item.class_index < len(loaded.classes)
+                and loaded.classes[item.class_index] == item.class_name
+            ):
+                raise UserError(
+                    f"{method} explanation of {item.image}: class {item.class_index} "
+                    f"'{item.class_name}' is not that class of model {loaded.name}"
+                )
+        deletion, insertion, fractions = [], [], np.zeros(0)
+        bar = tqdm(total=len(group), desc=f"curves {loaded.name} {method}", unit="img")
+        for start in range(0, len(group), chunk):
+            part = group[start : start + chunk]
+            images, _ = load_batch(
+                [i.image for i in part], loaded.input_size, loaded.mean, loaded.std
+            )
+            images = images.to(loaded.device)
+            maps = torch.as_tensor(np.stack([i.saliency for i in part]), device=loaded.device)
+            saliency = upsample(maps.float(), loaded.input_size)
+            targets = torch.as_tensor([i.class_index for i in part], device=loaded.device)
+            result = fa.curves(
+                score, images, saliency, targets, steps=args.steps, batch_size=args.batch_size
+            )
+            for item, d, ins in zip(part, result.deletion_auc, result.insertion_auc, strict=True):
+                item.scores.update(deletion_auc=float(d), insertion_auc=float(ins))
+            deletion.append(result.deletion)
+            insertion.append(result.insertion)
+            fractions = result.fractions
+            bar.update(len(part))
+        bar.close()
+        means[method] = (
+            fractions,
+            np.concatenate(deletion).mean(axis=0),
+            np.concatenate(insertion).mean(axis=0),
+        )
+    return means
+
+
+# -- reporting ------------------------------------------------------------------------------
+
+
+def _method_rank(method: str) -> tuple[int, str]:
+    return (METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER), method)
+
+
+def _mean(values: Iterable[Any]) -> float:
+    kept = [float(v) for v in values if v is not None and not _isnan(v)]
+    return sum(kept) / len(kept) if kept else math.nan
+
+
+def _isnan(value: Any) -> bool:
+    return isinstance(value, float) and math.isnan(value)
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None or _isnan(value):
+        return "n/a"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
+    return lines
+
+
+def _summaries(items: list[Item]) -> list[dict[str, Any]]:
+    groups: dict[tuple[str, str], list[Item]] = defaultdict(list)
+    for item in items:
+        groups[(item.model, item.method)].append(item)
+    out = []
+    for (model, method), group in sorted(
+        groups.items(), key=lambda kv: (kv[0][0], _method_rank(kv[0][1]))
+    ):
+        known = [i for i in group if i.true_class is not None]
+        out.append(
+            {
+                "model": model,
+                "method": method,
+                "explanations": len(group),
+                "accuracy": _mean(i.class_name == i.true_class for i in known) if known else None,
+                "present": None
+                if method in ev.CLASS_MAP_METHODS
+                else _mean(i.scores["present"] for i in group),
+                "pointing": _mean(i.scores["hit"] for i in group),
+                "region_precision": _mean(i.scores["region_precision"] for i in group),
+                "deletion_auc": _mean(i.scores.get("deletion_auc") for i in group),
+                "insertion_auc": _mean(i.scores.get("insertion_auc") for i in group),
+            }
+        )
+    return out
+
+
+def _write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        for row in rows:
+            writer.writerow(["" if v is None or _isnan(v) else v for v in row])
+
+
+def _json_safe(value: Any) -> Any:
+    return None if _isnan(value) else value
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.k < 1:
+        raise UserError(f"--k must be at least 1, got {args.k}")
+    if not 0 < args.fraction <= 1:
+        raise UserError(f"--fraction must lie in (0, 1], got {args.fraction}")
+    if args.steps < 1 or args.batch_size < 1:
+        raise UserError("--steps and --batch-size must be at least 1")
+    if args.limit is not None and args.limit < 1:
+        raise UserError("--limit must be at least 1")
+    world_dir = Path(args.world) if args.world else paths.world_dir()
+    world = ev.read_world(world_dir / "world.json")
+    out = Path(args.out) if args.out else paths.home() / "evaluate"
+
+    decomposition = Path(args.decomposition) if args.decomposition else paths.decompose_path()
+    rule_rows = []
+    if args.decomposition or decomposition.exists():
+        rule_rows = _decomposition_rows(decomposition, world, args.k)
+
+    dirs = _explanation_dirs(args.explanations)
+    if not dirs and not rule_rows:
+        raise UserError(
+            f"nothing to evaluate: no {decomposition} and no explanation directories under "
+            f"{paths.home() / 'explanations'} (run `ibd decompose` / `ibd explain`)"
+        )
+    items: list[Item] = []
+    notes: list[str] = []
+    models: dict[str, Any] = {}
+    if dirs:
+        from ibd.broden import BrodenDataset
+
+        dataset = BrodenDataset(world_dir, categories=_categories(world_dir), min_images=1)
+        lookup = {dataset.image_path(i).resolve(): i for i in range(len(dataset))}
+        true_classes = _true_classes(world_dir)
+        for directory in dirs:
+            found, foreign = _items(directory, args.limit, lookup, true_classes, args.saliency)
+            if foreign:
+                notes.append(f"{directory}: {foreign} explanation(s) of images not in {world_dir}")
+            items += found
+        if not items:
+            raise UserError(f"no explanation in {', '.join(map(str, dirs))} is of a world image")
+        items += _random_controls(items, args.seed)
+        # load the networks first, so a wrong model flag fails before any long work
+        if not args.no_faithfulness:
+            models = _models(args, sorted({i.model for i in items}))
+        _ground_truth(items, dataset, world, args.fraction)
+
+    curves: dict[tuple[str, str], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    if items and not args.no_faithfulness:
+        for name, loaded in models.items():
+            for method, mean in _faithfulness(
+                [i for i in items if i.model == name], loaded, args
+            ).items():
+                curves[(name, method)] = mean
+
+    out.mkdir(parents=True, exist_ok=True)
+    summary = _summaries(items)
+    report = _report(rule_rows, summary, args, notes)
+    _write_outputs(out, rule_rows, items, summary, curves, args, report)
+    print("\n".join(report))
+    print(f"\nwritten to {out}")
+    return 0
+
+
+def _report(
+    rule_rows: list[tuple[ev.WorldClass, ev.RuleMatch]],
+    summary: list[dict[str, Any]],
+    args: argparse.Namespace,
+    notes: list[str],
+) -> list[str]:
+    k = args.k
+    lines = ["# Explanations against the concept world's ground truth", ""]
+    if rule_rows:
+        lines += [
+            f"## Class decomposition vs world rules (top {k} concepts by coefficient)",
+            "",
+            "Lenient: a part of a defining object (sail for boat) counts as correct.",
+            "",
+        ]
+        lines += _table(
+            [
+                "class",
+                "defining",
+                f"top {k}",
+                f"P@{k} lenient",
+                f"R@{k} lenient",
+                f"P@{k} strict",
+                f"R@{k} strict",
+            ],
+            [
+                (
+                    c.name,
+                    ", ".join(c.defining),
+                    ", ".join(m.top),
+                    m.precision_lenient,
+                    m.recall_lenient,
+                    m.precision_strict,
+                    m.recall_strict,
+                )
+                for c, m in rule_rows
+            ],
+        )
+        means = _rule_means(rule_rows)
+        precision = means["precision_lenient"]
+        verdict = "met" if precision >= PRECISION_TARGET else "not met"
+        lines += [
+            "| **mean** | | | " + " | ".join(_fmt(value) for value in means.values()) + " |",
+            "",
+            f"Target precision@{k} (lenient) >= {PRECISION_TARGET}: {_fmt(precision)} ({verdict}).",
+            "",
+        ]
+    if summary:
+        saliency = "contribution-weighted sum" if args.saliency == "sum" else "top component"
+        lines += [
+            "## Explanations per model and method",
+            "",
+            f"present: the top component's concept is labelled in the image (n/a for class maps). "
+            f"pointing: the top {args.fraction:.0%} of the upsampled heatmap overlaps the "
+            "concept's mask (CAM, Grad-CAM, random: the union of the class's defining concepts). "
+            f"Deletion (lower is better) / insertion (higher) AUC of the class {args.score}, "
+            f"{args.steps} steps, deletion to the mean colour, insertion from a blurred image; "
+            f"ibd/netdissect maps: {saliency}. random: seeded control (seed {args.seed}).",
+            "",
+        ]
+        lines += _table(
+            [
+                "model",
+                "method",
+                "n",
+                "accuracy",
+                "present",
+                "pointing",
+                "in mask",
+                "deletion AUC",
+                "insertion AUC",
+            ],
+            [
+                (
+                    s["model"],
+                    s["method"],
+                    s["explanations"],
+                    s["accuracy"],
+                    s["present"],
+                    s["pointing"],
+                    s["region_precision"],
+                    s["deletion_auc"],
+                    s["insertion_auc"],
+                )
+                for s in summary
+            ],
+        )
+        lines.append("")
+        by_key = {(s["model"], s["method"]): s for s in summary}
+        for model in sorted({s["model"] for s in summary}):
+            if (model, "ibd") in by_key and (model, "cam") in by_key:
+                ibd_p, cam_p = (
+                    by_key[(model, "ibd")]["pointing"],
+                    by_key[(model, "cam")]["pointing"],
+                )
+                verdict = "met" if ibd_p > cam_p else "not met"
+                lines.append(
+                    f"Target IBD pointing above CAM's on {model}: "
+                    f"{_fmt(ibd_p)} vs {_fmt(cam_p)} ({verdict})."
+                )
+        lines.append("")
+    lines += [f"Note: {n}" for n in notes]
+    return lines
+
+
+def _rule_means(rule_rows: list[tuple[ev.WorldClass, ev.RuleMatch]]) -> dict[str, float]:
+    return {
+        key: _mean(getattr(m, key) for _, m in rule_rows)
+        for key in ("precision_lenient", "recall_lenient", "precision_strict", "recall_strict")
+    }
+
+
+def _write_outputs(
+    out: Path,
+    rule_rows: list[tuple[ev.WorldClass, ev.RuleMatch]],
+    items: list[Item],
+    summary: list[dict[str, Any]],
+    curves: dict[tuple[str, str], tuple[np.ndarray, np.ndarray, np.ndarray]],
+    args: argparse.Namespace,
+    report: list[str],
+) -> None:
+    (out / "report.md").write_text("\n".join(report) + "\n")
+    if rule_rows:
+        _write_csv(
+            out / "decomposition.csv",
+            [
+                "class",
+                "defining",
+                "top",
+                "precision_lenient",
+                "recall_lenient",
+                "precision_strict",
+                "recall_strict",
+            ],
+            [
+                (
+                    c.name,
+                    ";".join(c.defining),
+                    ";".join(m.top),
+                    m.precision_lenient,
+                    m.recall_lenient,
+                    m.precision_strict,
+                    m.recall_strict,
+                )
+                for c, m in rule_rows
+            ],
+        )
+    if items:
+        header = [
+            "model",
+            "method",
+            "image",
+            "class_index",
+            "class_name",
+            "true_class",
+            "top_label",
+            "target",
+            "present",
+            "hit",
+            "region_precision",
+            "deletion_auc",
+            "insertion_auc",
+        ]
+        _write_csv(
+            out / "explanations.csv",
+            header,
+            [
+                (
+                    i.model,
+                    i.method,
+                    str(i.image),
+                    i.class_index,
+                    i.class_name,
+                    i.true_class,
+                    i.top_label,
+                    i.scores["target"],
+                    i.scores["present"],
+                    i.scores["hit"],
+                    i.scores["region_precision"],
+                    i.scores.get("deletion_auc"),
+                    i.scores.get("insertion_auc"),
+                )
+                for i in items
+            ],
+        )
+        _write_csv(out / "summary.csv", list(summary[0]), [list(s.values()) for s in summary])
+    if curves:
+        _write_csv(
+            out / "curves.csv",
+            ["model", "method", "fraction", "deletion", "insertion"],
+            [
+                (model, method, float(f), float(d), float(i))
+                for (model, method), (fr, de, ins) in sorted(curves.items())
+                for f, d, i in zip(fr, de, ins, strict=True)
+            ],
+        )
+    document = {
+        "settings": {
+            "k": args.k,
+            "fraction": args.fraction,
+            "steps": args.steps,
+            "saliency": args.saliency,
+            "score": args.score,
+            "seed": args.seed,
+            "deletion_baseline": "mean colour",
+            "insertion_baseline": "gaussian blur 11/5",
+        },
+        "decomposition": {
+            "classes": [
+                {
+                    "class": c.name,
+                    "top": list(m.top),
+                    **{k: _json_safe(v) for k, v in vars(m).items() if k != "top"},
+                }
+                for c, m in rule_rows
+            ],
+            "mean": {k: _json_safe(v) for k, v in _rule_means(rule_rows).items()}
+            if rule_rows
+            else None,
+        },
+        "explanations": [{k: _json_safe(v) for k, v in s.items()} for s in summary],
+    }
+    (out / "evaluate.json").write_text(json.dumps(document, indent=1) + "\n")

@@ -351,16 +351,16 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, help_text in SUBCOMMANDS.items():
         sp = sub.add_parser(name, help=help_text, description=help_text)
-        if name in NOT_BUILT:
-            sp.add_argument("rest", nargs=argparse.REMAINDER)
-        else:
+        if name not in NOT_BUILT:
             COMMANDS[name][0](sp)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and args.command not in NOT_BUILT:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.command is None:
         parser.print_help()
         return 2

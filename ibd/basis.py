@@ -1,0 +1,680 @@
+"""The interpretable basis: one logistic classifier per concept on per-position features
+(paper 2.2 and 3.1), all concepts trained at once.
+
+Concept c's classifier is h_c(a) = sigmoid(w_c . a + b_c) on the feature vector a = a(i,j) of one
+position of the feature grid; its label is the concept mask downsampled to the grid (the store
+holds both, see `ibd.features`). The basis vector is the standardised weight
+
+    q_c = (w_c - mean(w_c)) / ||w_c - mean(w_c)||                         (paper 2.2)
+
+with the mean over the D components of w_c; the bias is not part of the basis.
+
+Training never treats concepts one after another. The C classifiers form one linear layer
+W (C x D), b (C); every concept has its own training set, given as a sample mask over a shared
+bank of positions held in memory (a random pool of training positions plus each concept's
+positives). A step scores a block of bank rows for all concepts with one matrix product and
+lets each concept learn only from the rows in its own set. Concepts do not interact: concept c's
+weights after training are what training it alone on the same steps would give.
+
+Procedures (REFERENCE.md 2):
+
+- `paper` (default): per concept a training set of its positives and ratio x as many negatives
+  (1:20), drawn at random from the pool; logistic loss. Then five rounds of hard-negative mining:
+  score every bank position, replace c's negatives by the ratio x n_pos highest-scoring
+  negatives, retrain. Optimiser (the paper does not name one): Adam on features standardised
+  per dimension, L2 penalty `l2`, `epochs` passes per round; the weights are mapped back to the
+  raw features, w = w~ / sigma, b = b~ - w . mu.
+- `authors` (CSAILVision/IBD's code): the 1:20 negatives are a pool of candidates; each of 15
+  epochs trains on all positives and 2 x n_pos negatives, the highest-scoring of the pool under
+  the previous epoch's classifier (random in the first epoch); plain SGD, lr 0.01, 128 samples
+  per concept per step, loss (sigmoid(w . a + b) - y)^2, no weight decay, raw features.
+
+Evaluation: average precision of each classifier over every position of the held-out images
+(the store's `val` split; no training image is ever scored), and the mAP (paper Table 1).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ibd.errors import UserError
+from ibd.features import FeatureStore
+
+PROCEDURES = ("paper", "authors")
+BASIS_FORMAT = "ibd-basis-1"
+TRAIN_SPLIT = "train"
+HELD_OUT_SPLIT = "val"
+_CHUNK_ROWS = 1 << 16
+_SCORE_BUDGET = 1 << 28  # bytes of float32 scores held at once when scoring many positions
+_GATHER_BUDGET = 1 << 24  # floats gathered at once by the per-concept SGD step
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Training settings; `for_procedure` fills the defaults of each procedure."""
+
+    procedure: str = "paper"
+    ratio: int = 20  # negatives per positive: training set (paper), candidate pool (authors)
+    rounds: int = 5  # hard-negative mining rounds after the first training (paper)
+    epochs: int = 10  # passes per round (paper) / in all (authors)
+    lr: float = 0.01
+    batch_size: int = 4096  # bank rows per step (paper) / samples per concept per step (authors)
+    l2: float = 1e-4
+    hard_ratio: int = 2  # negatives per positive in each epoch (authors)
+    max_positives: int = 4000  # per concept, subsampled beyond this
+    pool_size: int = 200_000  # random training positions in the bank
+    min_positives: int = 10  # positions, in the training and in the held-out images
+    seed: int = 0
+
+    @classmethod
+    def for_procedure(cls, procedure: str, **overrides: Any) -> Settings:
+        if procedure not in PROCEDURES:
+            raise UserError(f"unknown procedure '{procedure}' (choose {', '.join(PROCEDURES)})")
+        base: dict[str, Any] = {"procedure": procedure}
+        if procedure == "authors":
+            base.update(epochs=15, lr=0.01, batch_size=128, l2=0.0, rounds=0)
+        base.update({k: v for k, v in overrides.items() if v is not None})
+        settings = cls(**base)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        positive = ("ratio", "epochs", "batch_size", "hard_ratio", "max_positives", "pool_size")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise UserError(f"{name.replace('_', '-')} must be at least 1")
+        if self.rounds < 0 or self.min_positives < 1:
+            raise UserError("rounds must be >= 0 and min-positives >= 1")
+        if not (self.lr > 0 and self.l2 >= 0):
+            raise UserError("lr must be > 0 and l2 >= 0")
+
+
+# -- small pieces ------------------------------------------------------------------------
+
+
+def standardize(weight: np.ndarray) -> np.ndarray:
+    """q_c = (w_c - mean(w_c)) / ||w_c - mean(w_c)|| row by row (paper 2.2); a constant row,
+    which has no direction, gives a zero row."""
+    centred = weight - weight.mean(axis=1, keepdims=True)
+    norm = np.linalg.norm(centred, axis=1, keepdims=True)
+    return np.divide(centred, norm, out=np.zeros_like(centred), where=norm > 0)
+
+
+def average_precision(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Average precision of each column, AP = sum_n (R_n - R_{n-1}) P_n over the distinct
+    score thresholds from high to low (R recall, P precision at the threshold; tied scores form
+    one threshold), as scikit-learn's `average_precision_score`. NaN for a column without
+    positives. scores, labels: P x G; returns G float64."""
+    ordered, order = torch.sort(scores, dim=0, descending=True, stable=True)
+    hits = labels.gather(0, order).double()
+    tp = hits.cumsum(0)
+    rank = torch.arange(1, len(scores) + 1, dtype=torch.float64)[:, None]
+    last_of_tie = torch.ones_like(ordered, dtype=torch.bool)
+    last_of_tie[:-1] = ordered[:-1] != ordered[1:]
+    tp_at_ends = torch.where(last_of_tie, tp, 0.0)
+    previous = torch.cat([torch.zeros_like(tp[:1]), tp_at_ends.cummax(0).values[:-1]])
+    gain = torch.where(last_of_tie, (tp - previous) * tp / rank, 0.0)
+    return gain.sum(0) / tp[-1]
+
+
+def _chunks(n: int, size: int) -> Iterator[slice]:
+    for start in range(0, n, size):
+        yield slice(start, min(start + size, n))
+
+
+def _concept_rng(seed: int, concept: int, *stage: int) -> np.random.Generator:
+    """Per-concept random stream keyed by the concept's store index, so that a concept's
+    samples do not depend on which other concepts are trained with it."""
+    return np.random.default_rng([seed, concept, *stage])
+
+
+# -- the bank of training positions -----------------------------------------------------
+
+
+@dataclass
+class Bank:
+    """Training positions held in memory. `x` B x D float32 features, `y` B x C true labels,
+    `positive` B x C the positives each concept trains on (all, or `max_positives` of them),
+    `pool` B: the row belongs to the uniform random pool that random negatives come from."""
+
+    rows: np.ndarray
+    x: torch.Tensor
+    y: torch.Tensor
+    positive: torch.Tensor
+    pool: torch.Tensor
+
+    @property
+    def num_positives(self) -> torch.Tensor:
+        return self.positive.sum(0)
+
+
+def count_positives(store: FeatureStore, images: np.ndarray, concepts: np.ndarray) -> np.ndarray:
+    """Positive positions of each concept over the given images."""
+    rows = store.rows_of(images)
+    counts = np.zeros(len(concepts), dtype=np.int64)
+    for part in _chunks(len(rows), _CHUNK_ROWS):
+        counts += store.read_labels(rows[part])[:, concepts].sum(0)
+    return counts
+
+
+def build_bank(
+    store: FeatureStore,
+    images: np.ndarray,
+    concepts: np.ndarray,
+    settings: Settings,
+    progress: bool = False,
+) -> Bank:
+    """The pool (`pool_size` training positions drawn uniformly) plus every concept's positives
+    (at most `max_positives`, drawn uniformly), their features read in row order."""
+    rows = store.rows_of(images)
+    shared = np.random.default_rng([settings.seed, 0])
+    pool_rows = (
+        rows
+        if len(rows) <= settings.pool_size
+        else np.sort(shared.choice(rows, settings.pool_size, replace=False))
+    )
+    hits_r: list[np.ndarray] = []
+    hits_c: list[np.ndarray] = []
+    for part in _chunks(len(rows), _CHUNK_ROWS):
+        r, c = np.nonzero(store.read_labels(rows[part])[:, concepts])
+        hits_r.append(rows[part][r])
+        hits_c.append(c)
+    hit_rows, hit_concepts = np.concatenate(hits_r), np.concatenate(hits_c)
+    order = np.argsort(hit_concepts, kind="stable")
+    bounds = np.searchsorted(hit_concepts[order], np.arange(len(concepts) + 1))
+    chosen: list[np.ndarray] = []
+    for k, concept in enumerate(concepts):
+        mine = hit_rows[order[bounds[k] : bounds[k + 1]]]
+        if len(mine) > settings.max_positives:
+            pick = _concept_rng(settings.seed, int(concept), 0).choice(
+                len(mine), settings.max_positives, replace=False
+            )
+            mine = np.sort(mine[pick])
+        chosen.append(mine)
+    bank_rows = np.union1d(pool_rows, np.concatenate(chosen))
+    x = torch.empty(len(bank_rows), store.dim, dtype=torch.float32)
+    y = torch.empty(len(bank_rows), len(concepts), dtype=torch.bool)
+    parts = list(_chunks(len(bank_rows), _CHUNK_ROWS))
+    for part in tqdm(parts, desc="reading bank", unit="chunk", disable=not progress):
+        x[part] = torch.from_numpy(store.read_vectors(bank_rows[part]))
+        y[part] = torch.from_numpy(store.read_labels(bank_rows[part])[:, concepts])
+    positive = torch.zeros_like(y)
+    for k, mine in enumerate(chosen):
+        positive[torch.from_numpy(np.searchsorted(bank_rows, mine)), k] = True
+    pool = torch.from_numpy(np.isin(bank_rows, pool_rows))
+    return Bank(bank_rows, x, y, positive, pool)
+
+
+def random_negatives(bank: Bank, counts: torch.Tensor, seed: int) -> torch.Tensor:
+    """B x C mask: for concept c, `counts[c]` pool rows negative for c, drawn uniformly (fewer
+    when the pool has fewer). Every concept ranks the pool by one shared random priority and
+    takes its first negatives, so the sets overlap as much as the sampling allows."""
+    priority = torch.from_numpy(np.random.default_rng([seed, 1]).random(len(bank.rows)))
+    order = torch.argsort(torch.where(bank.pool, priority, 2.0))[: int(bank.pool.sum())]
+    chosen = torch.zeros_like(bank.y)
+    group = max(1, _SCORE_BUDGET // (8 * max(1, len(order))))
+    for part in _chunks(bank.y.shape[1], group):
+        negative = ~bank.y[order, part]
+        chosen[order, part] = negative & (negative.cumsum(0) <= counts[part])
+    return chosen
+
+
+def scores_by_group(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
+) -> Iterator[tuple[slice, torch.Tensor]]:
+    """(concept slice, B x G scores x W_g^T + b_g) for groups of concepts that fit the budget."""
+    group = max(1, _SCORE_BUDGET // (4 * max(1, len(x))))
+    for part in _chunks(len(weight), group):
+        yield part, torch.addmm(bias[part], x, weight[part].T)
+
+
+def hardest_negatives(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    candidates: torch.Tensor,
+    counts: torch.Tensor,
+) -> torch.Tensor:
+    """B x C mask: for concept c, the `counts[c]` candidate rows (candidates[:, c]) with the
+    highest scores w_c . x + b_c (all candidates when there are fewer)."""
+    chosen = torch.zeros_like(candidates)
+    for part, scores in scores_by_group(x, weight, bias):
+        masked = torch.where(candidates[:, part], scores, -torch.inf)
+        for j, c in enumerate(range(part.start, part.stop)):
+            k = int(min(int(counts[c]), int(candidates[:, c].sum())))
+            if k:
+                chosen[masked[:, j].topk(k).indices, c] = True
+    return chosen
+
+
+# -- the two trainers -------------------------------------------------------------------
+
+
+@dataclass
+class Adam:
+    """Adam (Kingma & Ba) with a step count per concept: a concept absent from a step's rows
+    takes no step, exactly as if it were trained alone. Gradient of the L2 penalty (l2/2)||w||^2
+    is added to w's gradient (torch.optim.Adam's `weight_decay`); the bias is not penalised."""
+
+    lr: float
+    l2: float
+    shape: tuple[int, int]
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    state: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        c, d = self.shape
+        self.state = {
+            "t": torch.zeros(c, dtype=torch.float64),
+            "mw": torch.zeros(c, d),
+            "vw": torch.zeros(c, d),
+            "mb": torch.zeros(c),
+            "vb": torch.zeros(c),
+        }
+
+    def step(
+        self,
+        weight: torch.Tensor,
+        bias: torch.Tensor,
+        grad_w: torch.Tensor,
+        grad_b: torch.Tensor,
+        active: torch.Tensor,
+    ) -> None:
+        s = self.state
+        s["t"][active] += 1
+        t = s["t"][active]
+        c1 = (1 - self.beta1**t).float()
+        c2 = (1 - self.beta2**t).float()
+        for p, g, m, v, cw, cb in (
+            (weight, grad_w + self.l2 * weight, s["mw"], s["vw"], c1[:, None], c2[:, None]),
+            (bias, grad_b, s["mb"], s["vb"], c1, c2),
+        ):
+            ma = m[active].mul_(self.beta1).add_(g[active], alpha=1 - self.beta1)
+            va = v[active].mul_(self.beta2).addcmul_(g[active], g[active], value=1 - self.beta2)
+            m[active], v[active] = ma, va
+            p[active] -= self.lr * (ma / cw) / ((va / cb).sqrt() + self.eps)
+
+
+def epoch_blocks(
+    num_rows: int, active: torch.Tensor, block: int, rng: np.random.Generator
+) -> list[torch.Tensor]:
+    """One epoch's steps for the shared-bank trainer: the rows in some concept's set, in a
+    random order, cut into blocks of `block` rows."""
+    order = torch.from_numpy(rng.permutation(num_rows))
+    return list(order[active[order]].split(block))
+
+
+def fit_masked(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    member: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    *,
+    epochs: int,
+    block: int,
+    lr: float,
+    l2: float,
+    seed: tuple[int, ...],
+    on_epoch: Callable[[], None] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logistic regression of every concept on its own rows of a shared bank, all at once.
+
+    Each step takes a block X_s of bank rows and minimises, for every concept c with rows in the
+    block, the mean logistic loss over its rows M_c = {r in block : member[r, c]}:
+        L_c = 1/|M_c| sum_{r in M_c} [log(1 + exp(z_rc)) - y_rc z_rc] + l2/2 ||w_c||^2,
+        z = X_s W^T + b,  dL_c/dz_rc = sigmoid(z_rc) - y_rc,
+    so the gradient of all C classifiers is one product G^T X_s (G = masked residuals / |M_c|).
+    Returns new (weight, bias); the inputs are not modified."""
+    weight, bias = weight.clone(), bias.clone()
+    adam = Adam(lr=lr, l2=l2, shape=tuple(weight.shape))
+    active_rows = member.any(1)
+    targets = y.float()
+    for epoch in range(epochs):
+        rng = np.random.default_rng([*seed, epoch])
+        for rows in epoch_blocks(len(x), active_rows, block, rng):
+            xs, mask = x[rows], member[rows]
+            count = mask.sum(0)
+            residual = torch.sigmoid(torch.addmm(bias, xs, weight.T)) - targets[rows]
+            g = residual * mask / count.clamp(min=1)
+            adam.step(weight, bias, g.T @ xs, g.sum(0), count > 0)
+        if on_epoch is not None:
+            on_epoch()
+    return weight, bias
+
+
+def sgd_epoch_mse(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    sets: list[np.ndarray],
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    *,
+    batch: int,
+    lr: float,
+    rngs: list[np.random.Generator],
+) -> None:
+    """One epoch of the authors' trainer, in place: concept c runs plain SGD over its own rows
+    `sets[c]` (shuffled by `rngs[c]`) in batches of `batch`, on the loss
+        L_c = 1/m sum_r (sigmoid(w_c . x_r + b_c) - y_rc)^2,
+        dL_c/dz_r = 2/m (p_r - y_rc) p_r (1 - p_r).
+    Step t gathers batch t of every concept that still has one (a C x batch x D block)."""
+    width = max((len(s) for s in sets), default=0)
+    order = torch.full((len(sets), width), -1, dtype=torch.long)
+    for c, (rows, rng) in enumerate(zip(sets, rngs, strict=True)):
+        order[c, : len(rows)] = torch.from_numpy(rng.permutation(rows))
+    group = max(1, _GATHER_BUDGET // (batch * x.shape[1]))
+    for start in range(0, width, batch):
+        step = order[:, start : start + batch]
+        live = (step >= 0).any(1).nonzero().flatten()
+        for part in live.split(group):
+            idx = step[part]
+            valid = idx >= 0
+            safe = idx.clamp(min=0)
+            xs = x[safe]
+            p = torch.sigmoid(torch.einsum("cbd,cd->cb", xs, weight[part]) + bias[part, None])
+            target = y[safe, part[:, None]].float()
+            g = 2 * (p - target) * p * (1 - p) * valid / valid.sum(1, keepdim=True)
+            weight[part] -= lr * torch.einsum("cb,cbd->cd", g, xs)
+            bias[part] -= lr * g.sum(1)
+
+
+# -- procedures -------------------------------------------------------------------------
+
+
+@dataclass
+class Fit:
+    """Raw classifier weights (C x D), biases (C), and what the training saw."""
+
+    weight: np.ndarray
+    bias: np.ndarray
+    positives: np.ndarray
+    negatives: np.ndarray
+    seconds: float
+
+
+def train_paper(
+    bank: Bank, concepts: np.ndarray, settings: Settings, progress: bool = False
+) -> Fit:
+    """Paper procedure on standardised features (see the module docstring)."""
+    started = time.perf_counter()
+    mu = bank.x.mean(0)
+    sigma = bank.x.std(0)
+    sigma = torch.where(sigma > 1e-8, sigma, torch.ones_like(sigma))
+    xt = (bank.x - mu) / sigma
+    n_pos = bank.num_positives
+    counts = settings.ratio * n_pos
+    negative = random_negatives(bank, counts, settings.seed)
+    weight = torch.zeros(len(concepts), xt.shape[1])
+    bias = torch.zeros(len(concepts))
+    bar = tqdm(
+        total=(settings.rounds + 1) * settings.epochs,
+        desc="basis (paper)",
+        unit="epoch",
+        disable=not progress,
+    )
+    with bar:
+        for round_ in range(settings.rounds + 1):
+            if round_ > 0:
+                negative = hardest_negatives(xt, weight, bias, ~bank.y, counts)
+            weight, bias = fit_masked(
+                xt,
+                bank.y,
+                bank.positive | negative,
+                weight,
+                bias,
+                epochs=settings.epochs,
+                block=settings.batch_size,
+                lr=settings.lr,
+                l2=settings.l2,
+                seed=(settings.seed, 2, round_),
+                on_epoch=lambda: bar.update(1),
+            )
+    raw_w = weight / sigma
+    raw_b = bias - raw_w @ mu
+    return Fit(
+        raw_w.numpy(),
+        raw_b.numpy(),
+        n_pos.numpy(),
+        negative.sum(0).numpy(),
+        time.perf_counter() - started,
+    )
+
+
+def train_authors(
+    bank: Bank, concepts: np.ndarray, settings: Settings, progress: bool = False
+) -> Fit:
+    """The authors' procedure on raw features (see the module docstring)."""
+    started = time.perf_counter()
+    d = bank.x.shape[1]
+    n_pos = bank.num_positives
+    candidates = random_negatives(bank, settings.ratio * n_pos, settings.seed)
+    per_epoch = settings.hard_ratio * n_pos
+    bound = 1 / np.sqrt(d)
+    init = [_concept_rng(settings.seed, int(c), 1) for c in concepts]
+    weight = torch.from_numpy(np.stack([r.uniform(-bound, bound, d) for r in init])).float()
+    bias = torch.from_numpy(np.array([r.uniform(-bound, bound) for r in init])).float()
+    positives = [(bank.positive[:, k]).nonzero().flatten().numpy() for k in range(len(concepts))]
+    for epoch in tqdm(range(settings.epochs), desc="basis (authors)", disable=not progress):
+        if epoch == 0:
+            negative = torch.zeros_like(candidates)
+            for k, c in enumerate(concepts):
+                pool = (candidates[:, k]).nonzero().flatten().numpy()
+                pick = _concept_rng(settings.seed, int(c), 2).permutation(pool)
+                negative[torch.from_numpy(pick[: int(per_epoch[k])]), k] = True
+        else:
+            negative = hardest_negatives(bank.x, weight, bias, candidates, per_epoch)
+        sets = [
+            np.concatenate([positives[k], (negative[:, k]).nonzero().flatten().numpy()])
+            for k in range(len(concepts))
+        ]
+        rngs = [_concept_rng(settings.seed, int(c), 3, epoch) for c in concepts]
+        sgd_epoch_mse(
+            bank.x,
+            bank.y,
+            sets,
+            weight,
+            bias,
+            batch=settings.batch_size,
+            lr=settings.lr,
+            rngs=rngs,
+        )
+    return Fit(
+        weight.numpy(),
+        bias.numpy(),
+        n_pos.numpy(),
+        candidates.sum(0).numpy(),
+        time.perf_counter() - started,
+    )
+
+
+TRAINERS = {"paper": train_paper, "authors": train_authors}
+
+
+# -- evaluation and the whole pipeline --------------------------------------------------
+
+
+def held_out_ap(
+    store: FeatureStore,
+    images: np.ndarray,
+    concepts: np.ndarray,
+    weight: np.ndarray,
+    bias: np.ndarray,
+    progress: bool = False,
+) -> np.ndarray:
+    """AP of each classifier over every position of `images`, scored with the raw weights.
+    Concepts are taken in groups whose P x G scores fit the budget, one pass over the images'
+    features per group."""
+    rows = store.rows_of(images)
+    w = torch.from_numpy(np.ascontiguousarray(weight, dtype=np.float32))
+    b = torch.from_numpy(np.ascontiguousarray(bias, dtype=np.float32))
+    group = max(1, _SCORE_BUDGET // (4 * max(1, len(rows))))
+    ap = np.empty(len(concepts))
+    parts = list(_chunks(len(concepts), group))
+    for part in tqdm(parts, desc="held-out AP", unit="group", disable=not progress):
+        scores = torch.empty(len(rows), part.stop - part.start)
+        labels = torch.empty(len(rows), part.stop - part.start, dtype=torch.bool)
+        for chunk in _chunks(len(rows), _CHUNK_ROWS):
+            x = torch.from_numpy(store.read_vectors(rows[chunk]))
+            scores[chunk] = torch.addmm(b[part], x, w[part].T)
+            labels[chunk] = torch.from_numpy(store.read_labels(rows[chunk])[:, concepts[part]])
+        ap[part] = average_precision(scores, labels).numpy()
+    return ap
+
+
+@dataclass
+class Basis:
+    """A learned concept basis (docs/contracts.md 5)."""
+
+    names: list[str]
+    categories: list[str]
+    weight: np.ndarray
+    bias: np.ndarray
+    ap: np.ndarray
+    meta: dict[str, Any]
+
+    @property
+    def q(self) -> np.ndarray:
+        return standardize(self.weight.astype(np.float64)).astype(np.float32)
+
+    @property
+    def mean_ap(self) -> float:
+        return float(np.mean(self.ap)) if len(self.ap) else float("nan")
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {
+            "names": np.array(self.names, dtype=str),
+            "categories": np.array(self.categories, dtype=str),
+            "weight": self.weight.astype(np.float32),
+            "bias": self.bias.astype(np.float32),
+            "q": self.q,
+            "ap": self.ap.astype(np.float32),
+            "meta": np.array(json.dumps(self.meta)),
+        }
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez(tmp, **self.arrays())
+        tmp.replace(path)
+        return path
+
+
+@dataclass
+class Selection:
+    """Concepts kept for training (store indices) and those dropped, with their counts."""
+
+    kept: np.ndarray
+    train_positives: np.ndarray  # per store concept
+    held_out_positives: np.ndarray
+    dropped: list[dict[str, Any]]
+
+
+def select_concepts(store: FeatureStore, min_positives: int) -> Selection:
+    """Keep concepts with at least `min_positives` positive positions in the training images and
+    in the held-out images; report the others."""
+    train = store.images_in(TRAIN_SPLIT)
+    held = store.images_in(HELD_OUT_SPLIT)
+    if len(train) == 0 or len(held) == 0:
+        found = ", ".join(sorted(set(store.splits.tolist())))
+        raise UserError(
+            f"feature store {store.path} needs '{TRAIN_SPLIT}' and '{HELD_OUT_SPLIT}' images "
+            f"(the dataset's index.csv split column); it has: {found}"
+        )
+    everything = np.arange(store.num_concepts)
+    n_train = count_positives(store, train, everything)
+    n_held = count_positives(store, held, everything)
+    keep = (n_train >= min_positives) & (n_held >= min_positives)
+    dropped = [
+        {
+            "name": store.concepts[c]["name"],
+            "train_positives": int(n_train[c]),
+            "held_out_positives": int(n_held[c]),
+        }
+        for c in np.flatnonzero(~keep)
+    ]
+    return Selection(np.flatnonzero(keep), n_train, n_held, dropped)
+
+
+def learn(
+    store: FeatureStore,
+    settings: Settings,
+    *,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> Basis:
+    """Train, evaluate on held-out images, and assemble the basis."""
+    selection = select_concepts(store, settings.min_positives)
+    if selection.dropped:
+        log(
+            f"dropped {len(selection.dropped)} of {store.num_concepts} concepts with fewer than "
+            f"{settings.min_positives} positive positions in '{TRAIN_SPLIT}' or "
+            f"'{HELD_OUT_SPLIT}' images:"
+        )
+        for d in selection.dropped:
+            log(f"  {d['name']}: {d['train_positives']} train, {d['held_out_positives']} held-out")
+    kept = selection.kept
+    if len(kept) == 0:
+        raise UserError(
+            f"no concept has {settings.min_positives} positive positions in both splits"
+        )
+    train_images = store.images_in(TRAIN_SPLIT)
+    held_images = store.images_in(HELD_OUT_SPLIT)
+    bank = build_bank(store, train_images, kept, settings, progress)
+    log(
+        f"training {len(kept)} concept classifiers ({settings.procedure} procedure) on a bank of "
+        f"{len(bank.rows)} positions x D={store.dim} ({bank.x.numel() * 4 / 2**20:.0f} MiB)"
+    )
+    fit = TRAINERS[settings.procedure](bank, kept, settings, progress)
+    ap = held_out_ap(store, held_images, kept, fit.weight, fit.bias, progress)
+    concepts = [store.concepts[c] for c in kept]
+    h, w = store.grid
+    meta = {
+        "format": BASIS_FORMAT,
+        "model": store.header["model"].get("name"),
+        "layer": store.header["layer"],
+        "dataset": store.header["dataset"],
+        "features": str(store.path),
+        "feature_grid": [h, w],
+        "dim": store.dim,
+        "settings": dataclasses.asdict(settings),
+        "mAP": float(np.mean(ap)),
+        "train_images": len(train_images),
+        "held_out_images": len(held_images),
+        "held_out_positions": len(held_images) * h * w,
+        "bank_positions": len(bank.rows),
+        "train_seconds": fit.seconds,
+        "concepts": [
+            {
+                "name": c["name"],
+                "number": c.get("number"),
+                "train_positives": int(selection.train_positives[k]),
+                "trained_positives": int(fit.positives[i]),
+                "negatives": int(fit.negatives[i]),
+                "held_out_positives": int(selection.held_out_positives[k]),
+            }
+            for i, (k, c) in enumerate(zip(kept, concepts, strict=True))
+        ],
+        "dropped": selection.dropped,
+    }
+    return Basis(
+        names=[str(c["name"]) for c in concepts],
+        categories=[str(c.get("category", "")) for c in concepts],
+        weight=fit.weight,
+        bias=fit.bias,
+        ap=ap,
+        meta=meta,
+    )

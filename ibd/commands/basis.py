@@ -1,0 +1,94 @@
+"""`ibd basis learn [model flags] [--dataset DIR] [--out basis.npz] [--procedure paper|authors]`:
+learn one classifier per concept on the model's feature layer (paper 2.2, 3.1), evaluate them on
+held-out images (per-concept AP and mAP, paper Table 1) and write `basis.npz`
+(docs/contracts.md 5).
+
+The features come from the feature store of `ibd features` (built or reused here, cached under
+$IBD_HOME/features/<model>/). With no flags: the concept world's reference model.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ibd import paths
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    from ibd.basis import PROCEDURES
+    from ibd.commands.features import add_store_flags
+    from ibd.modelargs import add_model_flags
+
+    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    learn = sub.add_parser(
+        "learn", help="train the concept classifiers and write basis.npz", description=__doc__
+    )
+    learn.add_argument(
+        "--out", metavar="NPZ", help="basis file (default $IBD_HOME/basis/<model>.npz)"
+    )
+    train = learn.add_argument_group("training (defaults depend on --procedure)")
+    train.add_argument(
+        "--procedure",
+        choices=PROCEDURES,
+        default="paper",
+        help="paper: 1:20 resampling + 5 rounds of hard-negative mining, logistic loss (default); "
+        "authors: 15 epochs of 1:2 hardest negatives from a 1:20 pool, SGD, sigmoid + MSE",
+    )
+    train.add_argument("--ratio", type=int, help="negatives per positive (default 20)")
+    train.add_argument("--rounds", type=int, help="paper: hard-negative mining rounds (default 5)")
+    train.add_argument("--epochs", type=int, help="paper: per round (10); authors: in all (15)")
+    train.add_argument("--lr", type=float, help="learning rate (default 0.01)")
+    train.add_argument(
+        "--train-batch",
+        type=int,
+        dest="train_batch",
+        help="paper: bank rows per step (4096); authors: samples per concept per step (128)",
+    )
+    train.add_argument("--l2", type=float, help="paper: L2 penalty (default 1e-4); authors: 0")
+    train.add_argument(
+        "--max-positives", type=int, help="positive positions per concept, subsampled (4000)"
+    )
+    train.add_argument("--pool-size", type=int, help="random training positions in the bank")
+    train.add_argument(
+        "--min-positives",
+        type=int,
+        help="drop concepts with fewer positive positions in train or held-out images (10)",
+    )
+    train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    train.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_store_flags(learn)
+    add_model_flags(learn)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ibd.basis import Settings, learn
+    from ibd.commands.features import store_from_args
+    from ibd.modelargs import load_from_args
+
+    settings = Settings.for_procedure(
+        args.procedure,
+        ratio=args.ratio,
+        rounds=args.rounds,
+        epochs=args.epochs,
+        lr=args.lr,
+        batch_size=args.train_batch,
+        l2=args.l2,
+        max_positives=args.max_positives,
+        pool_size=args.pool_size,
+        min_positives=args.min_positives,
+        seed=args.seed,
+    )
+    loaded = load_from_args(args)
+    store = store_from_args(args, loaded, progress=not args.quiet)
+    basis = learn(store, settings, progress=not args.quiet)
+    out = Path(args.out) if args.out else paths.basis_path(loaded.name)
+    basis.save(out)
+    order = basis.ap.argsort()
+    worst = ", ".join(f"{basis.names[i]} {basis.ap[i]:.2f}" for i in order[:3])
+    best = ", ".join(f"{basis.names[i]} {basis.ap[i]:.2f}" for i in order[::-1][:3])
+    print(
+        f"{loaded.name}: mAP {basis.mean_ap:.3f} over {len(basis.names)} concepts on "
+        f"{basis.meta['held_out_images']} held-out images (best: {best}; worst: {worst}) -> {out}"
+    )
+    return 0

@@ -1,0 +1,365 @@
+"""Concept basis learning: recovery of known concept directions, the sampling and the hard
+negatives on hand cases, batched training equal to each concept trained alone with torch's own
+optimisers, AP and q by hand, the basis.npz contract, and `ibd basis learn` end to end."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from test_features import write_broden, write_model
+from torch import nn
+
+from ibd import basis, features
+from ibd.cli import main
+from ibd.commands.decompose import read_basis
+from ibd.errors import UserError
+
+
+@dataclass(frozen=True)
+class Concept:
+    index: int
+    number: int
+    name: str
+    category: str
+    image_count: int
+
+
+class Identity(nn.Module):
+    """The 'image' is the feature map: layer `features` passes it through."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x).mean(dim=(2, 3))
+
+
+class Planted(torch.utils.data.Dataset):
+    """Feature maps a(i,j) = noise + strength * sum_c [c at (i,j)] u_c, orthonormal u_c:
+    concept c's positives are exactly the positions where a has a large component along u_c.
+    Every fourth image is held out ('val'). `train_only` concepts never occur in val images."""
+
+    def __init__(
+        self,
+        n: int = 160,
+        dim: int = 16,
+        concepts: int = 4,
+        grid: int = 4,
+        strength: float = 6.0,
+        rate: float = 0.15,
+        train_only: tuple[int, ...] = (),
+    ) -> None:
+        rng = np.random.default_rng(3)
+        self.u = np.linalg.qr(rng.normal(size=(dim, concepts)))[0].T
+        self.masks = rng.random((n, concepts, grid, grid)) < rate
+        self.splits = np.where(np.arange(n) % 4 == 3, "val", "train")
+        self.masks[np.ix_(self.splits == "val", list(train_only))] = False
+        planted = np.einsum("nchw,cd->ndhw", self.masks, self.u)
+        self.x = (rng.normal(size=(n, dim, grid, grid)) + strength * planted).astype(np.float32)
+        self.concepts = [Concept(c, c + 1, f"c{c}", "object", n) for c in range(concepts)]
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {
+            "image": torch.from_numpy(self.x[i]),
+            "mask": torch.from_numpy(self.masks[i]),
+            "index": i,
+            "path": f"p{i}",
+        }
+
+    def image_path(self, i: int) -> Path:
+        return Path(f"p{i}")
+
+    def split_of(self, i: int) -> str:
+        return str(self.splits[i])
+
+
+def planted_store(tmp_path: Path, **kwargs: Any) -> tuple[features.FeatureStore, Planted]:
+    data = Planted(**kwargs)
+    spec = features.StoreSpec(
+        model={"name": "planted"}, layer="features", dataset={"fingerprint": repr(kwargs)}
+    )
+    store = features.build(Identity(), data, tmp_path / "store", spec, progress=False)
+    return store, data
+
+
+def quiet(**overrides: Any) -> dict[str, Any]:
+    return {"progress": False, "log": lambda _: None, **overrides}
+
+
+# -- formulas by hand ---------------------------------------------------------------------
+
+
+def test_average_precision_by_hand_with_ties() -> None:
+    scores = torch.tensor([[0.9, 0.5], [0.8, 0.5], [0.7, 0.9], [0.6, 0.1]])
+    labels = torch.tensor([[1, 1], [0, 0], [1, 0], [0, 1]], dtype=torch.bool)
+    ap = basis.average_precision(scores, labels)
+    # column 0: hits at ranks 1 and 3: (1/2)(1/1) + (1/2)(2/3)
+    # column 1: 0.9 (miss); the tie at 0.5 is one threshold: recall 1/2 at precision 1/3;
+    #           0.1 (hit): recall 1 at precision 2/4
+    assert ap.tolist() == pytest.approx([0.5 + 1 / 3, 1 / 6 + 1 / 4])
+    assert torch.isnan(basis.average_precision(scores[:, :1], torch.zeros(4, 1, dtype=torch.bool)))
+
+
+def test_q_standardisation_by_hand() -> None:
+    w = np.array([[1.0, 2.0, 3.0], [2.0, 2.0, 2.0], [0.0, 0.0, 4.0]])
+    q = basis.standardize(w)
+    # (w - mean) / norm: [-1, 0, 1] / sqrt(2); constant row -> 0; [-4, -4, 8]/3 / ||.||
+    assert q[0] == pytest.approx([-(0.5**0.5), 0.0, 0.5**0.5])
+    assert q[1].tolist() == [0.0, 0.0, 0.0]
+    assert q[2] == pytest.approx(np.array([-1.0, -1.0, 2.0]) / 6**0.5)
+
+
+def hand_bank(y: np.ndarray, pool: np.ndarray, x: np.ndarray | None = None) -> basis.Bank:
+    y_t = torch.from_numpy(y)
+    x_t = torch.from_numpy(x if x is not None else np.zeros((len(y), 1), np.float32))
+    return basis.Bank(np.arange(len(y)), x_t, y_t, y_t.clone(), torch.from_numpy(pool))
+
+
+def test_random_negatives_keep_the_ratio_and_come_from_the_pool() -> None:
+    y = np.zeros((200, 2), dtype=bool)
+    y[:2, 0] = True  # concept 0: 2 positives -> 40 negatives
+    y[:10, 1] = True  # concept 1: 20 positives -> 400 wanted; the pool (rows 0..194) holds
+    y[190:, 1] = True  # 195 - 15 of its negatives
+    pool = np.ones(200, dtype=bool)
+    pool[195:] = False  # rows 195..199 are positives kept outside the pool
+    bank = hand_bank(y, pool)
+    chosen = basis.random_negatives(bank, 20 * bank.num_positives, seed=0)
+    assert chosen.sum(0).tolist() == [40, 180]
+    assert not (chosen & bank.y).any()
+    assert not chosen[~bank.pool].any()
+    again = basis.random_negatives(bank, 20 * bank.num_positives, seed=0)
+    assert torch.equal(chosen, again)
+    other = basis.random_negatives(bank, 20 * bank.num_positives, seed=1)
+    assert not torch.equal(chosen[:, 0], other[:, 0])
+
+
+def test_hard_negatives_are_the_top_scoring_candidates() -> None:
+    x = torch.tensor([[5.0], [1.0], [4.0], [3.0], [2.0], [6.0]])
+    weight = torch.tensor([[1.0], [-1.0]])
+    bias = torch.zeros(2)
+    candidates = torch.ones(6, 2, dtype=torch.bool)
+    candidates[0, 0] = candidates[5, 0] = False  # concept 0's positives
+    candidates[1, 1] = False  # concept 1's positive
+    chosen = basis.hardest_negatives(x, weight, bias, candidates, torch.tensor([2, 3]))
+    # concept 0 scores x: best candidates 4.0 (row 2), 3.0 (row 3)
+    # concept 1 scores -x: best candidates -2 (row 4), -3 (row 3), -4 (row 2)
+    assert chosen[:, 0].nonzero().flatten().tolist() == [2, 3]
+    assert chosen[:, 1].nonzero().flatten().tolist() == [2, 3, 4]
+    few = basis.hardest_negatives(x, weight, bias, candidates, torch.tensor([10, 10]))
+    assert torch.equal(few, candidates)  # fewer candidates than asked: all of them
+
+
+# -- batched training equals each concept trained alone ---------------------------------------
+
+
+def test_batched_logistic_training_equals_torch_adam_per_concept() -> None:
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(300, 6, generator=gen)
+    y = torch.rand(300, 3, generator=gen) < 0.3
+    member = torch.rand(300, 3, generator=gen) < 0.4
+    member[:, 2] &= torch.arange(300) < 40  # a concept absent from most blocks
+    kw = {"epochs": 3, "block": 64, "lr": 0.05, "l2": 0.01}
+    w, b = basis.fit_masked(x, y, member, torch.zeros(3, 6), torch.zeros(3), seed=(7,), **kw)
+    active = member.any(1)
+    for c in range(3):
+        wc = torch.zeros(6, requires_grad=True)
+        bc = torch.zeros(1, requires_grad=True)
+        opt = torch.optim.Adam([{"params": [wc], "weight_decay": 0.01}, {"params": [bc]}], lr=0.05)
+        for epoch in range(3):
+            for rows in basis.epoch_blocks(300, active, 64, np.random.default_rng([7, epoch])):
+                mine = rows[member[rows, c]]
+                if len(mine) == 0:
+                    continue
+                loss = F.binary_cross_entropy_with_logits(x[mine] @ wc + bc, y[mine, c].float())
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        assert torch.allclose(w[c], wc.detach(), atol=2e-6), c
+        assert torch.allclose(b[c : c + 1], bc.detach(), atol=2e-6), c
+
+
+def test_batched_authors_sgd_equals_torch_sgd_per_concept() -> None:
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(100, 5, generator=gen)
+    y = torch.rand(100, 2, generator=gen) < 0.5
+    sets = [np.arange(0, 70), np.arange(50, 60)]  # 3 steps of 32 vs one short step
+    w0 = torch.randn(2, 5, generator=gen)
+    b0 = torch.randn(2, generator=gen)
+    w, b = w0.clone(), b0.clone()
+    rngs = [np.random.default_rng([0, c]) for c in range(2)]
+    basis.sgd_epoch_mse(x, y, sets, w, b, batch=32, lr=0.5, rngs=rngs)
+    for c in range(2):
+        wc = w0[c].clone().requires_grad_()
+        bc = b0[c : c + 1].clone().requires_grad_()
+        opt = torch.optim.SGD([wc, bc], lr=0.5)
+        order = np.random.default_rng([0, c]).permutation(sets[c])
+        for start in range(0, len(order), 32):
+            rows = torch.from_numpy(order[start : start + 32])
+            loss = F.mse_loss(torch.sigmoid(x[rows] @ wc + bc), y[rows, c].float())
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        assert torch.allclose(w[c], wc.detach(), atol=1e-6), c
+        assert torch.allclose(b[c : c + 1], bc.detach(), atol=1e-6), c
+
+
+# -- learning on planted concepts ---------------------------------------------------------
+
+
+def test_paper_procedure_recovers_the_planted_directions(tmp_path: Path) -> None:
+    store, data = planted_store(tmp_path, rate=0.03)
+    settings = basis.Settings.for_procedure("paper", batch_size=256)
+    learned = basis.learn(store, settings, **quiet())
+    cosine = (learned.q * basis.standardize(data.u)).sum(1)
+    assert cosine.min() > 0.95
+    assert learned.ap.min() > 0.99
+    # the training set is 1:20 (the pool, all 120 x 16 training positions, has enough)
+    for m in learned.meta["concepts"]:
+        assert m["trained_positives"] == m["train_positives"] < 1920 / 21
+        assert m["negatives"] == 20 * m["train_positives"]
+    # held-out AP is over every held-out position, recomputed here from the raw weights
+    rows = store.rows_of(store.images_in("val"))
+    scores = store.read_vectors(rows) @ learned.weight.T + learned.bias
+    expected = basis.average_precision(
+        torch.from_numpy(scores), torch.from_numpy(store.read_labels(rows))
+    )
+    assert learned.ap == pytest.approx(expected.numpy(), abs=1e-6)
+
+
+def test_authors_procedure_learns_the_planted_concepts(tmp_path: Path) -> None:
+    store, data = planted_store(tmp_path)
+    learned = basis.learn(store, basis.Settings.for_procedure("authors", lr=0.1), **quiet())
+    assert learned.meta["settings"]["procedure"] == "authors"
+    for m in learned.meta["concepts"]:  # the candidate pool
+        assert m["negatives"] == min(20 * m["train_positives"], 1920 - m["train_positives"])
+    assert learned.ap.min() > 0.9
+    assert (learned.q * basis.standardize(data.u)).sum(1).min() > 0.8
+
+
+def test_concepts_without_held_out_positives_are_dropped_with_a_report(tmp_path: Path) -> None:
+    store, _ = planted_store(tmp_path, train_only=(1,))
+    lines: list[str] = []
+    learned = basis.learn(
+        store,
+        basis.Settings.for_procedure("paper", epochs=2, rounds=1),
+        progress=False,
+        log=lines.append,
+    )
+    assert learned.names == ["c0", "c2", "c3"]
+    assert learned.meta["dropped"] == [
+        {
+            "name": "c1",
+            "train_positives": learned.meta["dropped"][0]["train_positives"],
+            "held_out_positives": 0,
+        }
+    ]
+    assert lines[0].startswith("dropped 1 of 4 concepts") and lines[1].startswith("  c1: ")
+
+
+def test_basis_npz_follows_the_contract(tmp_path: Path) -> None:
+    store, _ = planted_store(tmp_path)
+    learned = basis.learn(
+        store, basis.Settings.for_procedure("paper", epochs=2, rounds=1), **quiet()
+    )
+    path = learned.save(tmp_path / "out" / "basis.npz")
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    assert set(arrays) == {"names", "categories", "weight", "bias", "q", "ap", "meta"}
+    assert arrays["names"].dtype.kind == "U" and arrays["names"].tolist() == [
+        "c0",
+        "c1",
+        "c2",
+        "c3",
+    ]
+    assert arrays["categories"].tolist() == ["object"] * 4
+    assert (arrays["weight"].dtype, arrays["weight"].shape) == (np.float32, (4, 16))
+    assert (arrays["bias"].dtype, arrays["bias"].shape) == (np.float32, (4,))
+    assert (arrays["q"].dtype, arrays["ap"].dtype) == (np.float32, np.float32)
+    w0 = arrays["weight"][0].astype(np.float64)
+    centred = w0 - w0.mean()
+    assert arrays["q"][0] == pytest.approx(centred / np.linalg.norm(centred), abs=1e-6)
+    meta = json.loads(str(arrays["meta"]))
+    assert meta["model"] == "planted" and meta["layer"] == "features"
+    assert meta["dataset"] == {"fingerprint": "{}"}
+    assert meta["settings"]["procedure"] == "paper" and meta["settings"]["seed"] == 0
+    assert meta["mAP"] == pytest.approx(float(arrays["ap"].mean()), abs=1e-6)
+    q, names, _ = read_basis(path)  # what `ibd decompose` reads
+    assert names == ["c0", "c1", "c2", "c3"] and q.shape == (4, 16)
+
+
+def test_learning_is_reproducible_from_the_seed(tmp_path: Path) -> None:
+    store, _ = planted_store(tmp_path)
+    settings = basis.Settings.for_procedure("paper", epochs=2, rounds=1, pool_size=300)
+    a = basis.learn(store, settings, **quiet())
+    b = basis.learn(store, settings, **quiet())
+    c = basis.learn(
+        store,
+        basis.Settings.for_procedure("paper", epochs=2, rounds=1, pool_size=300, seed=1),
+        **quiet(),
+    )
+    assert np.array_equal(a.weight, b.weight)
+    assert not np.array_equal(a.weight, c.weight)
+
+
+def test_bad_settings_are_user_errors() -> None:
+    with pytest.raises(UserError, match="ratio must be at least 1"):
+        basis.Settings.for_procedure("paper", ratio=0)
+    with pytest.raises(UserError, match="unknown procedure"):
+        basis.Settings.for_procedure("other")
+
+
+# -- the command --------------------------------------------------------------------------
+
+
+def test_basis_learn_command_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    write_broden(tmp_path / "broden")
+    write_model(tmp_path / "model.pt")
+    out = tmp_path / "b.npz"
+    argv = [
+        "basis",
+        "learn",
+        "--weights",
+        str(tmp_path / "model.pt"),
+        "--dataset",
+        str(tmp_path / "broden"),
+        "--features",
+        str(tmp_path / "store"),
+        "--min-images",
+        "1",
+        "--min-positives",
+        "1",
+        "--epochs",
+        "3",
+        "--rounds",
+        "1",
+        "--quiet",
+        "--out",
+        str(out),
+    ]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    with np.load(out) as npz:
+        names, ap, meta = npz["names"].tolist(), npz["ap"], json.loads(str(npz["meta"]))
+        assert npz["weight"].shape == (len(names), 512)
+    assert names == ["sky", "grass", "house"]  # the small door misses every held-out cell centre
+    assert "dropped 1 of 4 concepts" in printed and "  door: 3 train, 0 held-out" in printed
+    assert f"mAP {meta['mAP']:.3f} over 3 concepts on 4 held-out images" in printed
+    assert meta["model"] == "model" and meta["layer"] == "layer4"
+    assert meta["held_out_positions"] == 4 * 2 * 2
+    assert np.all((ap >= 0) & (ap <= 1))
+    assert features.FeatureStore(tmp_path / "store").num_images == 12
+    assert (
+        main([*argv[:-1], str(tmp_path / "a.npz"), "--procedure", "authors", "--ratio", "0"]) == 2
+    )
+    assert capsys.readouterr().err.strip() == "ibd basis: error: ratio must be at least 1"

@@ -38,11 +38,18 @@ def _load(name: str) -> ModuleType:
 
 
 batchfixture = _load("batchfixture")
+liveserver = _load("liveserver")
 
 
 @pytest.fixture
 def write_batch() -> Callable[..., Path]:
     return batchfixture.write_batch
+
+
+@pytest.fixture
+def live() -> ModuleType:
+    """The live-server helpers (`running_server`, `Http`)."""
+    return liveserver
 
 
 def schema_url(base: str, schema: str) -> str:

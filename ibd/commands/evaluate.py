@@ -32,8 +32,13 @@ from tqdm import tqdm
 
 from ibd import evaluate as ev
 from ibd import explanations, paths
+from ibd import faithfulness as fa
+from ibd.broden import BrodenDataset
+from ibd.cam import upsample
 from ibd.errors import UserError
+from ibd.images import load_batch
 from ibd.modelargs import add_model_flags, device_from, load_from_args
+from ibd.models import load_model
 
 METHOD_ORDER = ("ibd", "netdissect", "cam", "gradcam", "random")
 PRECISION_TARGET = 0.8
@@ -172,9 +177,7 @@ def _items(
         if not maps:
             raise UserError(f"{where} has no components")
         if method in ("ibd", "netdissect") and saliency == "sum":
-            from ibd.faithfulness import combine
-
-            faith_map = combine(maps, contributions)
+            faith_map = fa.combine(maps, contributions)
         else:
             faith_map = maps[0]
         items.append(
@@ -195,14 +198,12 @@ def _items(
 def _random_controls(items: Iterable[Item], seed: int) -> list[Item]:
     """One random-heatmap entry per (model, image), for the class that model explained; seeded
     by (seed, dataset index) so it does not depend on which directories were read."""
-    from ibd.faithfulness import random_heatmap
-
     seen: dict[tuple[str, int], Item] = {}
     for item in items:
         seen.setdefault((item.model, item.dataset_index), item)
     controls = []
     for (model, index), item in sorted(seen.items(), key=lambda kv: kv[0]):
-        heat = random_heatmap(item.heatmap.shape, seed, index)
+        heat = fa.random_heatmap(item.heatmap.shape, seed, index)
         controls.append(
             Item(
                 model=model,
@@ -276,8 +277,6 @@ def _models(args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]:
                 "to say which model the weights are"
             )
         return {loaded.name: loaded}
-    from ibd.models import load_model
-
     device = device_from(args.device)
     found = {}
     for name in names:
@@ -294,10 +293,6 @@ def _faithfulness(
 ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Curves for every item of one model; returns per method (fractions, mean deletion, mean
     insertion) and stores each item's AUCs."""
-    from ibd import faithfulness as fa
-    from ibd.cam import upsample
-    from ibd.images import load_batch
-
     score = fa.class_score(loaded.model, args.score)
     by_method: dict[str, list[Item]] = defaultdict(list)
     for item in items:
@@ -443,8 +438,6 @@ def run(args: argparse.Namespace) -> int:
     notes: list[str] = []
     models: dict[str, Any] = {}
     if dirs:
-        from ibd.broden import BrodenDataset
-
         dataset = BrodenDataset(world_dir, categories=_categories(world_dir), min_images=1)
         lookup = {dataset.image_path(i).resolve(): i for i in range(len(dataset))}
         true_classes = _true_classes(world_dir)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
-from flask import Flask, Response, jsonify, request
-from sqlalchemy.exc import OperationalError
+from flask import Flask, Response, abort, jsonify, request
+from sqlalchemy.exc import DataError, OperationalError
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -55,8 +55,15 @@ def create_app(
     app.register_blueprint(worker.blueprint)
     app.register_blueprint(admin.blueprint)
     _register_errors(app)
+    app.before_request(_refuse_nul)
     app.after_request(_security_headers)
     return app
+
+
+def _refuse_nul() -> None:
+    """NUL cannot be stored in PostgreSQL text nor used in a file name: refuse it at the door."""
+    if "\x00" in request.path or any("\x00" in v for v in request.args.values()):
+        abort(400, "NUL characters are not allowed in URLs")
 
 
 def _wants_json() -> bool:
@@ -85,6 +92,11 @@ def _register_errors(app: Flask) -> None:
     def db_down(_exc: OperationalError) -> tuple[Response, int]:
         app.logger.exception("database error")
         return unavailable("the database is unavailable; try again")
+
+    @app.errorhandler(DataError)
+    def bad_value(_exc: DataError) -> tuple[Response, int]:
+        app.logger.warning("database refused a value from %s", request.path)
+        return jsonify({"error": "a value in the request cannot be stored", "field": None}), 400
 
     @app.errorhandler(DamagedPage)
     def damaged(_exc: DamagedPage) -> tuple[Response, int]:

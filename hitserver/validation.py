@@ -12,6 +12,9 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
+from hitserver.manifest import NAME_RE
+
+ASSIGNMENT_ID_RE = re.compile(r"^a[0-9a-f]{24}$")
 WORKER_ID_RE = re.compile(r"^[A-Za-z0-9_.@:-]{1,64}$")
 PROLIFIC_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MTURK_ID_RE = re.compile(r"^[A-Z0-9]{1,64}$")
@@ -121,6 +124,6 @@ def parse_claim(payload: Any) -> ClaimRequest:
             "through /mturk and /prolific)",
         )
     batch = body.get("batch")
-    if batch is not None and (not isinstance(batch, str) or not batch):
+    if batch is not None and (not isinstance(batch, str) or not NAME_RE.match(batch)):
         raise FieldError(400, "batch", "must be a batch name")
     return ClaimRequest(clean_worker_id(body["worker_id"]), platform, batch)

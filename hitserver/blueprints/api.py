@@ -10,10 +10,15 @@ from flask import Blueprint, Response, jsonify, request, url_for
 from hitserver.database import in_transaction
 from hitserver.policy import Claim, PolicyError, Stored, claim, give_back, submit
 from hitserver.state import state
-from hitserver.validation import FieldError, parse_answer, parse_claim, parse_token
+from hitserver.validation import (
+    ASSIGNMENT_ID_RE,
+    FieldError,
+    parse_answer,
+    parse_claim,
+    parse_token,
+)
 
 blueprint = Blueprint("api", __name__, url_prefix="/api")
-MAX_ID_CHARS = 40
 
 
 def read_json() -> Any:
@@ -114,8 +119,8 @@ def create_assignment() -> tuple[Response, int] | Response:
 @blueprint.post("/assignments/<assignment_id>/response")
 def create_response(assignment_id: str) -> tuple[Response, int]:
     server = state()
-    if len(assignment_id) > MAX_ID_CHARS:
-        return error(404, f"no assignment {assignment_id[:MAX_ID_CHARS]!r}...", "assignment_id")
+    if not ASSIGNMENT_ID_RE.match(assignment_id):
+        return error(404, "no such assignment", "assignment_id")
     answer = parse_answer(
         read_json(), server.settings.reason_min_chars, server.settings.reason_max_chars
     )
@@ -130,7 +135,7 @@ def create_response(assignment_id: str) -> tuple[Response, int]:
 @blueprint.post("/assignments/<assignment_id>/return")
 def return_assignment(assignment_id: str) -> tuple[Response, int]:
     server = state()
-    if len(assignment_id) > MAX_ID_CHARS:
+    if not ASSIGNMENT_ID_RE.match(assignment_id):
         return error(404, "no such assignment", "assignment_id")
     token = parse_token(read_json())
     now = server.clock()

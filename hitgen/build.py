@@ -11,12 +11,14 @@ import io
 import json
 import os
 import shutil
+import zipfile
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+import numpy as np
 from tqdm import tqdm
 
 from hitgen import __version__
@@ -67,17 +69,20 @@ class ItemJob:
         return f"pages/{self.item_id}.html"
 
 
-def render_item(job: ItemJob) -> int:
-    """Write the item's photo, masks and page; return the page's size in bytes."""
+def render_item(job: ItemJob) -> tuple[int, dict[str, np.ndarray]]:
+    """Write the item's photo, masks and page; return the page's size in bytes and the boolean
+    masks shown, by mask image path."""
     photo = load_photo(job.photo_path, job.max_side)
     size = (photo.shape[0], photo.shape[1])
     background = dimmed(photo)
     encoded: dict[str, bytes] = {job.photo: png_bytes(photo)}
+    shown_masks: dict[str, np.ndarray] = {}
     robots = []
     for key, shown in (("a", job.robot_a), ("b", job.robot_b)):
         reasons = []
         for component, path in zip(shown.components, job.masks(key), strict=True):
             mask = heatmap_mask(component.heatmap, size)
+            shown_masks[path] = mask
             encoded[path] = png_bytes(highlight(photo, mask, background))
             reasons.append(Reason(component.label, path))
         robots.append(Robot(key, tuple(reasons)))
@@ -92,24 +97,38 @@ def render_item(job: ItemJob) -> int:
     )
     html = render_page(job.class_name, src(job.photo), size, robot_a, robot_b).encode("utf-8")
     (job.directory / job.page).write_bytes(html)
-    return len(html)
+    return len(html), shown_masks
 
 
-def _render_all(jobs: list[ItemJob], workers: int) -> list[int]:
+def _render_all(jobs: list[ItemJob], workers: int) -> list[tuple[int, dict[str, np.ndarray]]]:
     progress = tqdm(total=len(jobs), desc="rendering tasks", unit="item", disable=None)
     with progress:
         if workers <= 1:
-            sizes = []
+            results = []
             for job in jobs:
-                sizes.append(render_item(job))
+                results.append(render_item(job))
                 progress.update()
-            return sizes
+            return results
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            sizes = []
-            for size in pool.map(render_item, jobs, chunksize=4):
-                sizes.append(size)
+            results = []
+            for result in pool.map(render_item, jobs, chunksize=4):
+                results.append(result)
                 progress.update()
-            return sizes
+            return results
+
+
+def write_masks(path: Path, masks: dict[str, np.ndarray]) -> None:
+    """`masks.npz`: every shown top-20% mask (bool, image size) under its mask image's path.
+
+    Written as an .npz that `numpy.load` reads, with fixed zip timestamps (numpy's own savez
+    stamps the current time), so rebuilding a batch stays byte-identical."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name in sorted(masks):
+            buffer = io.BytesIO()
+            np.lib.format.write_array(buffer, np.ascontiguousarray(masks[name], dtype=bool))
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, buffer.getvalue())
 
 
 def _side(shown: Shown, class_name: str, masks: list[str]) -> dict[str, Any]:
@@ -288,7 +307,9 @@ def build(
                     standalone=spec.standalone,
                 )
             )
-        sizes = _render_all(jobs, workers)
+        rendered = _render_all(jobs, workers)
+        sizes = [size for size, _ in rendered]
+        write_masks(staging / "masks.npz", {k: v for _, m in rendered for k, v in m.items()})
         records = [_item_record(plan, job) for plan, job in zip(plans, jobs, strict=True)]
         manifest = {
             "format": MANIFEST_FORMAT,

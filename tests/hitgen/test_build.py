@@ -288,3 +288,23 @@ def test_max_side_shrinks_photos_and_masks(world, tmp_path: Path) -> None:
     mask = pixels(out / item["first"]["masks"][0])
     assert mask.shape == (16, 20, 3)
     assert (mask == pixels(out / item["image"])).all(axis=2).sum() == 64  # 20% of 320
+
+
+def test_masks_npz_records_exactly_what_each_robot_shows(fig8: Path) -> None:
+    items = manifest(fig8)["items"]
+    with np.load(fig8 / "masks.npz") as npz:
+        masks = {name.removesuffix(".npy"): npz[name] for name in npz.files}
+    listed = {
+        path for item in items for side in ("first", "second") for path in item[side]["masks"]
+    }
+    assert set(masks) == listed
+    for item in items:
+        original = pixels(fig8 / item["image"])
+        for side in ("first", "second"):
+            for path in item[side]["masks"]:
+                mask = masks[path]
+                assert mask.dtype == bool and mask.shape == original.shape[:2]
+                assert mask.sum() == int(np.floor(0.2 * mask.size + 0.5))
+                # the picture keeps exactly the mask's pixels unchanged
+                unchanged = (pixels(fig8 / path) == original).all(axis=2)
+                assert unchanged[mask].all()

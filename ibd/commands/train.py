@@ -1,0 +1,145 @@
+"""`ibd train`: train scene classifiers.
+
+- no flags: every concept-world role (world_resnet, world_resnet_mirror, world_vgg,
+  world_alexnet) on $IBD_HOME/world into $IBD_HOME/models/<role>.pt, reusing up-to-date
+  checkpoints;
+- `--world DIR --arch NAME --out FILE`: one world model;
+- `--data FOLDER --arch NAME --out FILE [--init-from FILE] [--train head|all]`: any torchvision
+  or project architecture on an image folder (torchvision ImageFolder layout).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--world",
+        type=Path,
+        default=None,
+        help="concept world directory (default: $IBD_HOME/world)",
+    )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="image folder (one sub-folder per class, or train/ and val/ "
+        "holding those) instead of the world",
+    )
+    parser.add_argument(
+        "--arch",
+        default=None,
+        help="architecture (a world role, e.g. world_resnet, or any torchvision "
+        "/ project architecture with --data); default: every world role",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="checkpoint to write (default: $IBD_HOME/models/<arch>.pt)",
+    )
+    parser.add_argument(
+        "--models",
+        type=Path,
+        default=None,
+        help="directory for the role checkpoints (default: $IBD_HOME/models)",
+    )
+    parser.add_argument(
+        "--init-from",
+        type=Path,
+        default=None,
+        help="with --data: start from the matching tensors of this state dict "
+        "(a GAP variant takes torchvision's conv trunk)",
+    )
+    parser.add_argument(
+        "--train",
+        dest="train_part",
+        choices=("all", "head"),
+        default="all",
+        help="with --data: train every layer, or only the head (GAP variants: "
+        "the added conv + classifier; others: the last linear layer)",
+    )
+    parser.add_argument("--epochs", type=int, default=None, help="override the epochs")
+    parser.add_argument("--lr", type=float, default=None, help="override the peak learning rate")
+    parser.add_argument("--batch-size", type=int, default=None, help="override the batch size")
+    parser.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument(
+        "--force", action="store_true", help="retrain even when an up-to-date checkpoint exists"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    import torch
+
+    from ibd.errors import UserError
+    from ibd.train import (
+        MIRROR,
+        REFERENCE,
+        ROLE_SETTINGS,
+        ROLES,
+        TrainSettings,
+        mirror_world_model,
+        train_folder,
+        train_roles,
+        train_world_model,
+    )
+    from ibd.world import default_models_dir, default_world_dir
+
+    try:
+        torch.device(args.device)
+    except RuntimeError:
+        raise UserError(f"unknown --device '{args.device}'") from None
+    overrides = {
+        k: v
+        for k, v in (("epochs", args.epochs), ("lr", args.lr), ("batch_size", args.batch_size))
+        if v is not None
+    }
+    if any(v <= 0 for v in overrides.values()):
+        raise UserError("--epochs, --lr and --batch-size must be positive")
+    start = time.perf_counter()
+
+    if args.data is not None:
+        if args.arch is None or args.out is None:
+            raise UserError("--data needs --arch and --out")
+        settings = replace(TrainSettings(), seed=args.seed, **overrides)
+        train_folder(
+            args.data, args.arch, args.out, settings, args.init_from, args.train_part, args.device
+        )
+        return 0
+    if args.init_from is not None or args.train_part != "all":
+        raise UserError("--init-from and --train apply to --data only")
+
+    world = args.world or default_world_dir()
+    if not (world / "world.json").is_file():
+        raise UserError(
+            f"no concept world at {world}: run `ibd world build` first"
+            + (" (or pass --world DIR)" if args.world is None else "")
+        )
+    models = args.models or default_models_dir()
+    if args.arch is None:
+        if args.out is not None or overrides:
+            raise UserError("--out and training overrides need --arch (one model)")
+        results = train_roles(world, models, ROLES, args.device, args.force, args.seed)
+        print(f"done in {time.perf_counter() - start:.0f} s:")
+        for role, result in results.items():
+            scores = "  ".join(f"{k} {v:.3f}" for k, v in result["accuracy"].items())
+            print(f"  {role:22s} {scores}")
+        return 0
+
+    out = args.out or models / f"{args.arch}.pt"
+    if args.arch == MIRROR:
+        reference = out.parent / f"{REFERENCE}.pt"
+        settings = replace(ROLE_SETTINGS[REFERENCE], seed=args.seed, **overrides)
+        train_world_model(world, REFERENCE, reference, settings, args.device, args.force)
+        mirror_world_model(world, reference, out, args.device, args.force)
+        return 0
+    base = ROLE_SETTINGS.get(args.arch, TrainSettings())
+    settings = replace(base, seed=args.seed, **overrides)
+    train_world_model(world, args.arch, out, settings, args.device, args.force)
+    return 0

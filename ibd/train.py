@@ -1,0 +1,555 @@
+"""Training scene classifiers: the concept world's models (one per role of the paper's Fig. 9)
+and any architecture on an image folder.
+
+Training minimises the cross-entropy of the softmax over the K class logits with AdamW and a
+one-cycle learning-rate schedule (warm-up then cosine decay). Images are augmented by random
+horizontal flips, so that the mirrored reference (every kernel flipped: it computes roughly
+model(flip(x))) keeps the reference's accuracy, and by random shifts of up to `shift` pixels.
+
+World models are cached: a checkpoint records its training settings, seed and the world's
+fingerprint, and is reused as long as all three match.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import math
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+from tqdm import tqdm
+
+from ibd import architectures
+from ibd.errors import UserError
+from ibd.mirror import mirror
+from ibd.models import final_linear_name, save_checkpoint
+from ibd.world.writer import fingerprint
+
+REFERENCE = "world_resnet"
+MIRROR = "world_resnet_mirror"
+ROLES = (REFERENCE, MIRROR, "world_vgg", "world_alexnet")
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """What a trained model depends on (besides its data)."""
+
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float = 3e-3
+    weight_decay: float = 5e-4
+    flip: bool = True
+    shift: int = 8
+    seed: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# Budgets per role: the weaker roles get smaller networks and shorter training, as AlexNet and
+# VGG16 are weaker than ResNet50 in the paper.
+ROLE_SETTINGS: dict[str, TrainSettings] = {
+    REFERENCE: TrainSettings(epochs=20, lr=3e-3),
+    "world_vgg": TrainSettings(epochs=8, lr=1.5e-3),
+    "world_alexnet": TrainSettings(epochs=6, lr=1.5e-3),
+}
+
+
+@dataclass
+class ImageSet:
+    """Images in memory as uint8 N x 3 x H x W with their class indices."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.labels.numel())
+
+
+def _threads() -> int:
+    return max(1, len(os.sched_getaffinity(0)))
+
+
+# -- data ------------------------------------------------------------------------------------
+
+
+def read_scenes(world: Path) -> tuple[list[str], list[tuple[str, str, int]]]:
+    """Class names (index order) and (image path, split, class index) rows of scenes.csv."""
+    path = world / "scenes.csv"
+    if not path.is_file():
+        raise UserError(
+            f"{world} is not a concept world: scenes.csv is missing (run `ibd world build`)"
+        )
+    names: dict[int, str] = {}
+    rows = []
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        for row in reader:
+            try:
+                k = int(row["class_index"])
+            except (KeyError, TypeError, ValueError):
+                raise UserError(f"{path} line {reader.line_num}: bad class_index") from None
+            names[k] = row["class_name"]
+            rows.append((row["image"], row["split"], k))
+    if sorted(names) != list(range(len(names))):
+        raise UserError(f"{path}: class indices are not 0..{len(names) - 1}")
+    return [names[k] for k in range(len(names))], rows
+
+
+def _load_rgb(path: Path, size: tuple[int, int]) -> np.ndarray:
+    try:
+        with Image.open(path) as img:
+            rgb = img.convert("RGB")
+            if rgb.size != (size[1], size[0]):
+                rgb = rgb.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+            return np.asarray(rgb, dtype=np.uint8)
+    except OSError as exc:
+        raise UserError(f"cannot read image {path}: {exc}") from None
+
+
+def load_world_split(
+    world: Path, split: str, size: tuple[int, int], progress: bool = True
+) -> ImageSet:
+    """All images of one scenes.csv split, in file order."""
+    _, rows = read_scenes(world)
+    chosen = [(p, k) for p, s, k in rows if s == split]
+    if not chosen:
+        raise UserError(f"{world / 'scenes.csv'} has no '{split}' images")
+    array = np.empty((len(chosen), size[0], size[1], 3), dtype=np.uint8)
+    for n, (rel, _) in enumerate(
+        tqdm(chosen, desc=f"load {split}", disable=not progress, leave=False)
+    ):
+        path = world / rel
+        if not path.is_file():
+            raise UserError(f"missing image {path} (listed in scenes.csv)")
+        array[n] = _load_rgb(path, size)
+    images = torch.from_numpy(array).permute(0, 3, 1, 2).contiguous()
+    return ImageSet(images, torch.tensor([k for _, k in chosen], dtype=torch.long))
+
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+
+def scan_image_folder(folder: Path) -> tuple[list[str], list[tuple[Path, int]]]:
+    """torchvision ImageFolder layout: one sub-folder per class holding its images."""
+    if not folder.is_dir():
+        raise UserError(f"image folder not found: {folder}")
+    classes = sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if len(classes) < 2:
+        raise UserError(f"{folder} needs one sub-folder per class (at least two)")
+    items = [
+        (path, k)
+        for k, name in enumerate(classes)
+        for path in sorted((folder / name).rglob("*"))
+        if path.suffix.lower() in IMAGE_SUFFIXES
+    ]
+    if not items:
+        raise UserError(f"{folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    return classes, items
+
+
+def load_image_folder(
+    folder: Path, size: tuple[int, int], seed: int, progress: bool = True
+) -> tuple[list[str], dict[str, ImageSet]]:
+    """Train/val/test sets from an image folder: `train/`, `val/` (and `test/`) sub-folders
+    if present, else one folder split 80/20 into train/val by a seeded permutation."""
+    split_dirs = {s: folder / s for s in ("train", "val", "test") if (folder / s).is_dir()}
+    sets: dict[str, list[tuple[Path, int]]] = {}
+    if "train" in split_dirs and "val" in split_dirs:
+        classes, sets["train"] = scan_image_folder(split_dirs["train"])
+        for split in ("val", "test"):
+            if split in split_dirs:
+                other, items = scan_image_folder(split_dirs[split])
+                if other != classes:
+                    raise UserError(
+                        f"{split_dirs[split]} has other classes than {split_dirs['train']}"
+                    )
+                sets[split] = items
+    else:
+        classes, items = scan_image_folder(folder)
+        order = np.random.default_rng(seed).permutation(len(items))
+        cut = max(1, round(0.8 * len(items)))
+        sets["train"] = [items[i] for i in order[:cut]]
+        sets["val"] = [items[i] for i in order[cut:]] or sets["train"][:1]
+    loaded = {}
+    for split, items in sets.items():
+        array = np.stack(
+            [
+                _load_rgb(p, size)
+                for p, _ in tqdm(items, desc=f"load {split}", disable=not progress, leave=False)
+            ]
+        )
+        loaded[split] = ImageSet(
+            torch.from_numpy(array).permute(0, 3, 1, 2).contiguous(),
+            torch.tensor([k for _, k in items], dtype=torch.long),
+        )
+    return classes, loaded
+
+
+# -- training --------------------------------------------------------------------------------
+
+
+class Normalise(nn.Module):
+    def __init__(self, mean: Iterable[float], std: Iterable[float]) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(list(mean)).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(list(std)).view(1, 3, 1, 1))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return (images.float() / 255.0 - self.mean) / self.std
+
+
+def augment(images: torch.Tensor, flip: bool, shift: int, gen: torch.Generator) -> torch.Tensor:
+    """Random horizontal flips (probability 1/2 each) and shifts of up to +-shift pixels
+    (edge pixels repeated), per image."""
+    n = images.shape[0]
+    if flip:
+        flipped = torch.rand(n, generator=gen) < 0.5
+        images = torch.where(flipped.view(n, 1, 1, 1), images.flip(-1), images)
+    if shift > 0:
+        height, width = images.shape[-2:]
+        padded = F.pad(images.float(), (shift, shift, shift, shift), mode="replicate")
+        offsets = torch.randint(0, 2 * shift + 1, (n, 2), generator=gen)
+        images = torch.stack(
+            [
+                padded[i, :, dy : dy + height, dx : dx + width]
+                for i, (dy, dx) in enumerate(offsets.tolist())
+            ]
+        )
+    return images
+
+
+def batches(
+    data: ImageSet, size: int, gen: torch.Generator | None
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    order = torch.randperm(len(data), generator=gen) if gen is not None else torch.arange(len(data))
+    for start in range(0, len(data), size):
+        idx = order[start : start + size]
+        yield data.images[idx], data.labels[idx]
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module, norm: Normalise, data: ImageSet, device: torch.device, batch_size: int = 200
+) -> torch.Tensor:
+    """Predicted class indices for every image of `data`."""
+    model.eval()
+    out = []
+    for images, _ in batches(data, batch_size, None):
+        out.append(model(norm(images.to(device))).argmax(1).cpu())
+    return torch.cat(out)
+
+
+def accuracy(model: nn.Module, norm: Normalise, data: ImageSet, device: torch.device) -> float:
+    return float((predict(model, norm, data, device) == data.labels).float().mean())
+
+
+def fit(
+    model: nn.Module,
+    norm: Normalise,
+    train: ImageSet,
+    settings: TrainSettings,
+    device: torch.device,
+    parameters: Iterable[nn.Parameter] | None = None,
+    desc: str = "train",
+    progress: bool = True,
+) -> None:
+    """Minimise cross-entropy on `train` for `settings.epochs` epochs (AdamW, one-cycle)."""
+    gen = torch.Generator().manual_seed(settings.seed)
+    params = [
+        p for p in (parameters if parameters is not None else model.parameters()) if p.requires_grad
+    ]
+    optimiser = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    steps = settings.epochs * math.ceil(len(train) / settings.batch_size)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimiser, max_lr=settings.lr, total_steps=steps, pct_start=0.2
+    )
+    bar = tqdm(total=steps, desc=desc, unit="step", disable=not progress)
+    model.to(device)
+    try:
+        for _ in range(settings.epochs):
+            model.train()
+            for images, labels in batches(train, settings.batch_size, gen):
+                x = norm(augment(images, settings.flip, settings.shift, gen).to(device))
+                loss = F.cross_entropy(model(x), labels.to(device))
+                optimiser.zero_grad(set_to_none=True)
+                loss.backward()
+                optimiser.step()
+                schedule.step()
+                bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+                bar.update()
+    finally:
+        bar.close()
+
+
+# -- the world's models ----------------------------------------------------------------------
+
+
+def held_out_accuracy(
+    model: nn.Module,
+    norm: Normalise,
+    world: Path,
+    size: tuple[int, int],
+    device: torch.device,
+    progress: bool = True,
+) -> dict[str, float]:
+    """Accuracy on the world's val and test splits (those that hold images)."""
+    _, rows = read_scenes(world)
+    present = {split for _, split, _ in rows}
+    return {
+        split: accuracy(model, norm, load_world_split(world, split, size, progress), device)
+        for split in ("val", "test")
+        if split in present
+    }
+
+
+def _training_record(arch: str, settings: TrainSettings, world: Path) -> dict[str, Any]:
+    return {"arch": arch, "settings": settings.to_json(), "world": fingerprint(world)}
+
+
+def _recorded(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # an unreadable file is simply not a valid cache entry
+        return None
+    return obj.get("training") if isinstance(obj, dict) else None
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def train_world_model(
+    world: Path,
+    arch: str,
+    out: Path,
+    settings: TrainSettings,
+    device: str = "cpu",
+    force: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Train `arch` on the world's train split and save it to `out` with its val and test
+    accuracy, unless `out` already holds a model trained the same way on the same world.
+    Returns the checkpoint's accuracy and whether it was reused."""
+    spec = architectures.get(arch)
+    record = _training_record(arch, settings, world)
+    if not force and _recorded(out) == record:
+        meta = torch.load(out, map_location="cpu", weights_only=True)
+        log(f"{arch}: up to date ({out}), accuracy {_fmt(meta['accuracy'])}")
+        return {"accuracy": meta["accuracy"], "reused": True, "seconds": 0.0}
+    classes, _ = read_scenes(world)
+    dev = torch.device(device)
+    torch.set_num_threads(_threads())
+    torch.manual_seed(settings.seed)
+    model = spec.build(len(classes))
+    norm = Normalise(spec.mean, spec.std).to(dev)
+    train = load_world_split(world, "train", spec.input_size, progress)
+    start = time.perf_counter()
+    fit(model, norm, train, settings, dev, desc=arch, progress=progress)
+    seconds = time.perf_counter() - start
+    acc = held_out_accuracy(model, norm, world, spec.input_size, dev, progress)
+    save_checkpoint(
+        out,
+        model.cpu(),
+        arch=arch,
+        classes=classes,
+        layer=spec.layer,
+        input_size=spec.input_size,
+        mean=spec.mean,
+        std=spec.std,
+        seed=settings.seed,
+        accuracy=acc,
+        extra={"training": record, "train_seconds": round(seconds, 1)},
+    )
+    log(f"{arch}: trained in {seconds:.0f} s, accuracy {_fmt(acc)} -> {out}")
+    return {"accuracy": acc, "reused": False, "seconds": seconds}
+
+
+def mirror_world_model(
+    world: Path,
+    reference: Path,
+    out: Path,
+    device: str = "cpu",
+    force: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Save `mirror(reference)` (every kernel flipped left-right) to `out` with its own
+    accuracy, arch "world_resnet" and `mirrored: true`; reused while the reference file is
+    unchanged."""
+    ref = torch.load(reference, map_location="cpu", weights_only=True)
+    record = {"mirror_of": file_sha256(reference), "world": fingerprint(world)}
+    if not force and _recorded(out) == record:
+        meta = torch.load(out, map_location="cpu", weights_only=True)
+        log(f"{MIRROR}: up to date ({out}), accuracy {_fmt(meta['accuracy'])}")
+        return {"accuracy": meta["accuracy"], "reused": True, "seconds": 0.0}
+    spec = architectures.get(ref["arch"])
+    model = spec.build(ref["num_classes"])
+    model.load_state_dict(ref["state_dict"])
+    twin = mirror(model)
+    dev = torch.device(device)
+    norm = Normalise(ref["mean"], ref["std"]).to(dev)
+    size = tuple(ref["input_size"])
+    twin.to(dev)
+    acc = held_out_accuracy(twin, norm, world, size, dev, progress)
+    save_checkpoint(
+        out,
+        twin.cpu(),
+        arch=ref["arch"],
+        classes=ref["classes"],
+        layer=ref["layer"],
+        input_size=size,
+        mean=tuple(ref["mean"]),
+        std=tuple(ref["std"]),
+        seed=ref["seed"],
+        accuracy=acc,
+        mirrored=True,
+        extra={"training": record},
+    )
+    log(f"{MIRROR}: mirrored {reference.name}, accuracy {_fmt(acc)} -> {out}")
+    return {"accuracy": acc, "reused": False, "seconds": 0.0}
+
+
+def train_roles(
+    world: Path,
+    models: Path,
+    roles: Iterable[str] = ROLES,
+    device: str = "cpu",
+    force: bool = False,
+    seed: int = 0,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    settings: dict[str, TrainSettings] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Train (or reuse) each role's model into `models/<role>.pt` with `settings` per role
+    (default `ROLE_SETTINGS`), all with training seed `seed`."""
+    budgets = settings or ROLE_SETTINGS
+    results: dict[str, dict[str, Any]] = {}
+    roles = list(roles)
+    unknown = [r for r in roles if r not in ROLES]
+    if unknown:
+        raise UserError(f"unknown role(s) {', '.join(unknown)}; roles are {', '.join(ROLES)}")
+    if MIRROR in roles and REFERENCE not in roles:
+        roles.insert(roles.index(MIRROR), REFERENCE)
+    for role in roles:
+        out = models / f"{role}.pt"
+        if role == MIRROR:
+            results[role] = mirror_world_model(
+                world, models / f"{REFERENCE}.pt", out, device, force, progress, log
+            )
+        else:
+            results[role] = train_world_model(
+                world, role, out, replace(budgets[role], seed=seed), device, force, progress, log
+            )
+    return results
+
+
+def _fmt(acc: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.3f}" for k, v in acc.items())
+
+
+# -- any architecture on an image folder -----------------------------------------------------
+
+
+def head_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The parameters trained by `--train head`: a GAP variant's new layers, otherwise the
+    final linear layer."""
+    from ibd import gapnets
+
+    if isinstance(model, gapnets.GapNet):
+        return list(gapnets.head_parameters(model))
+    return list(model.get_submodule(final_linear_name(model)).parameters())
+
+
+def init_from(model: nn.Module, path: Path) -> int:
+    """Copy the tensors of a state dict or checkpoint at `path` whose names and shapes match
+    `model` (a GAP variant takes torchvision's conv trunk); returns how many were copied."""
+    from ibd import gapnets
+    from ibd.models import _read, _strip_prefix
+
+    obj = _read(path, allow_pickle=False)
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict):
+        raise UserError(f"{path} holds no state dict")
+    state = _strip_prefix(dict(obj))
+    if isinstance(model, gapnets.GapNet):
+        copied = gapnets.load_trunk(model, state)
+    else:
+        own = model.state_dict()
+        fitting = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+        model.load_state_dict(fitting, strict=False)
+        copied = len(fitting)
+    if copied == 0:
+        raise UserError(f"no tensor of {path} fits the model (wrong architecture?)")
+    return copied
+
+
+def train_folder(
+    folder: Path,
+    arch: str,
+    out: Path,
+    settings: TrainSettings,
+    init: Path | None = None,
+    train_part: str = "all",
+    device: str = "cpu",
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Train `arch` on an image folder (see `load_image_folder`) and save a checkpoint."""
+    spec = architectures.get(arch)
+    classes, sets = load_image_folder(folder, spec.input_size, settings.seed, progress)
+    torch.set_num_threads(_threads())
+    torch.manual_seed(settings.seed)
+    model = spec.build(len(classes))
+    if init is not None:
+        log(f"{arch}: initialised {init_from(model, init)} tensors from {init}")
+    if train_part == "head":
+        keep = {id(p) for p in head_parameters(model)}
+        for p in model.parameters():
+            p.requires_grad_(id(p) in keep)
+    elif train_part != "all":
+        raise UserError(f"--train must be 'head' or 'all', not '{train_part}'")
+    dev = torch.device(device)
+    norm = Normalise(spec.mean, spec.std).to(dev)
+    fit(model, norm, sets["train"], settings, dev, desc=arch, progress=progress)
+    acc = {
+        split: accuracy(model, norm, data, dev) for split, data in sets.items() if split != "train"
+    }
+    layer = spec.layer or architectures.default_layer(model)
+    save_checkpoint(
+        out,
+        model.cpu(),
+        arch=arch,
+        classes=classes,
+        layer=layer,
+        input_size=spec.input_size,
+        mean=spec.mean,
+        std=spec.std,
+        seed=settings.seed,
+        accuracy=acc,
+        extra={
+            "training": {
+                "arch": arch,
+                "settings": settings.to_json(),
+                "data": str(folder),
+                "init_from": str(init) if init else None,
+                "train": train_part,
+            }
+        },
+    )
+    log(f"{arch}: accuracy {_fmt(acc)} -> {out}")
+    return {"accuracy": acc}

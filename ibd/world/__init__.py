@@ -1,0 +1,26 @@
+"""The concept world: procedural scenes with pixel-exact concept masks, written in Broden's
+format (see docs/world.md).
+
+Modules: `vocabulary` (concepts, parts, shades), `canvas` (painting pixels with their labels),
+`things` (how each concept is drawn), `rules` (scene classes: defining / optional / forbidden
+concepts), `scenes` (composing one image of a class), `writer` (the Broden files, world.json,
+scenes.csv).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def ibd_home() -> Path:
+    """`$IBD_HOME` if set, else `./ibd-data` (docs/contracts.md 0)."""
+    return Path(os.environ.get("IBD_HOME") or "ibd-data")
+
+
+def default_world_dir() -> Path:
+    return ibd_home() / "world"
+
+
+def default_models_dir() -> Path:
+    return ibd_home() / "models"

@@ -153,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"{len(good)} of {len(result.results)} units of {loaded.name}/{loaded.layer} "
         f"interpretable (IoU >= {args.iou_threshold}), {len({r.label for r in good})} concepts; "
-        f"{result.num_images} images, {2 * result.num_images / seconds:.1f} images/s over two "
-        f"passes -> {files['tally']}"
+        f"{result.num_images} images in {seconds:.0f} s ({result.num_images / seconds:.1f} "
+        f"images/s, both passes) -> {files['tally']}"
     )
     return 0

@@ -1,4 +1,119 @@
 #!/usr/bin/env bash
+# The main job (README's first command): the whole study on the embedded concept world, from
+# models to a running HIT server. Every step is skipped when its output is newer than its inputs
+# (`ibd world build` and `ibd train` keep their own caches, keyed by seed and settings).
+#
+# Environment: IBD_HOME (default ./ibd-data), DEMO_PORT (default 8000), DEMO_SERVE=0 to stop
+# after the figures instead of serving.
 set -euo pipefail
-echo "demo: not built yet (see the open issues)" >&2
-exit 3
+cd "$(dirname "$0")/.."
+BIN="$PWD/.venv/bin"
+export IBD_HOME="${IBD_HOME:-$PWD/ibd-data}"
+H="$IBD_HOME"
+PORT="${DEMO_PORT:-8000}"
+REF=world_resnet
+OTHERS=(world_vgg world_alexnet world_resnet_mirror)
+START=$(date +%s)
+
+say() { printf '\n== demo: %s\n' "$*"; }
+
+# step OUTPUT INPUT... -- COMMAND...: run COMMAND unless OUTPUT exists and is newer than every
+# INPUT.
+step() {
+  local out=$1 deps=() stale=0
+  shift
+  while [ "$1" != "--" ]; do deps+=("$1"); shift; done
+  shift
+  if [ -e "$out" ]; then
+    for d in "${deps[@]}"; do [ "$d" -nt "$out" ] && stale=1; done
+    if [ "$stale" = 0 ]; then echo "demo: up to date: ${out#"$H"/}"; return 0; fi
+  fi
+  "$@"
+}
+
+say "concept world and its models"
+"$BIN/ibd" world build
+"$BIN/ibd" train
+
+say "concept basis, class decomposition (every model), Network Dissection (reference)"
+for m in "$REF" "${OTHERS[@]}"; do
+  W="$H/models/$m.pt"
+  step "$H/basis/$m.npz" "$W" -- "$BIN/ibd" basis learn --weights "$W"
+  step "$H/decompose/$m.json" "$W" "$H/basis/$m.npz" -- "$BIN/ibd" decompose --weights "$W"
+done
+step "$H/dissect/$REF/tally.csv" "$H/models/$REF.pt" -- \
+  "$BIN/ibd" dissect --weights "$H/models/$REF.pt" --split val --quiet
+
+say "explanations of the held-out images"
+explain() {  # model method
+  local W="$H/models/$1.pt" out="$H/explanations/$1/$2" deps=("$H/models/$1.pt")
+  [ "$2" = ibd ] && deps+=("$H/decompose/$1.json")
+  [ "$2" = netdissect ] && deps+=("$H/dissect/$1/tally.csv")
+  step "$out/explanations.json" "${deps[@]}" -- "$BIN/ibd" explain --method "$2" --weights "$W"
+}
+for method in ibd cam gradcam netdissect; do explain "$REF" "$method"; done
+for m in "${OTHERS[@]}"; do for method in ibd cam; do explain "$m" "$method"; done; done
+
+say "task batches: Fig. 8 (method vs method) and Fig. 9 (model vs model)"
+N="${DEMO_ITEMS:-100}"
+BATCHES=()
+batch() {  # name deps... -- hitgen flags...
+  local name=$1 deps=()
+  shift
+  while [ "$1" != "--" ]; do deps+=("$1"); shift; done
+  shift
+  step "$H/batches/$name/manifest.json" "${deps[@]}" -- \
+    "$BIN/hitgen" build "$@" --n "$N" --batch "$name" --force
+  BATCHES+=("$H/batches/$name")
+}
+for other in cam gradcam netdissect; do
+  batch "fig8-$REF-ibd-vs-$other" "$H/explanations/$REF/ibd/explanations.json" \
+    "$H/explanations/$REF/$other/explanations.json" -- --pair "ibd,$other" --model "$REF"
+done
+for method in ibd cam; do
+  for m in "${OTHERS[@]}"; do
+    batch "fig9-$method-$REF-vs-$m" "$H/explanations/$REF/$method/explanations.json" \
+      "$H/explanations/$m/$method/explanations.json" -- --models "$REF,$m" --method "$method"
+  done
+done
+
+say "simulated raters (flagged as simulated; never results) -> Fig. 8 and Fig. 9"
+SIM_DB="sqlite:///$H/simulation.sqlite"
+if [ ! -e "$H/figures/fig8.png" ] || [ "$H/batches" -nt "$H/figures/fig8.png" ]; then
+  rm -f "$H/simulation.sqlite"*
+  "$BIN/hitserver" load --assignments 2 --db "$SIM_DB" "${BATCHES[@]}"
+  SIM_PORT=$((PORT + 1))
+  "$BIN/hitserver" run --db "$SIM_DB" --port "$SIM_PORT" > "$H/simulation-server.log" 2>&1 &
+  SERVER=$!
+  trap 'kill $SERVER 2>/dev/null || true' EXIT
+  for _ in $(seq 1 60); do
+    "$BIN/python" -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)" \
+      "http://127.0.0.1:$SIM_PORT/api/health" 2>/dev/null && break
+    sleep 0.5
+  done
+  "$BIN/hitserver" simulate --url "http://127.0.0.1:$SIM_PORT" --raters 40 "${BATCHES[@]}"
+  kill "$SERVER"; wait "$SERVER" 2>/dev/null || true
+  trap - EXIT
+  "$BIN/analysis" stats --db "$SIM_DB" --include-simulated --out "$H/stats"
+  "$BIN/analysis" plot --db "$SIM_DB" --include-simulated --out "$H/figures"
+fi
+
+say "the human study: batches loaded into $H/hitserver.sqlite"
+"$BIN/hitserver" load --assignments 3 "${BATCHES[@]}"
+mkdir -p "$H"
+[ -s "$H/admin-token" ] || "$BIN/python" -c "import secrets; print(secrets.token_urlsafe(32))" > "$H/admin-token"
+export HITSERVER_ADMIN_TOKEN
+HITSERVER_ADMIN_TOKEN=$(cat "$H/admin-token")
+
+ELAPSED=$(( $(date +%s) - START ))
+cat <<EOF
+
+== demo: done in ${ELAPSED}s
+   figures (simulated raters): $H/figures/fig8.png, $H/figures/fig9.png
+   statistics (simulated raters): $H/stats/stats.md
+   worker URL: http://127.0.0.1:$PORT/
+   admin URL:  http://127.0.0.1:$PORT/admin/  (bearer token in $H/admin-token)
+EOF
+if [ "${DEMO_SERVE:-1}" = 1 ]; then
+  exec "$BIN/hitserver" run --port "$PORT"
+fi

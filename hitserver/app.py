@@ -10,6 +10,7 @@ from sqlalchemy.exc import DataError, OperationalError
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from hitserver.commits import writer_for
 from hitserver.config import Settings, load_settings
 from hitserver.csrf import csrf_token
 from hitserver.database import Busy, make_engine, upgrade
@@ -38,7 +39,9 @@ def create_app(
         SESSION_COOKIE_SECURE=settings.production,
         TEMPLATES_AUTO_RELOAD=False,
     )
-    app.extensions["hitserver"] = ServerState(settings=settings, engine=engine, clock=clock)
+    app.extensions["hitserver"] = ServerState(
+        settings=settings, engine=engine, write=writer_for(engine), clock=clock
+    )
     app.jinja_env.globals["csrf_token"] = csrf_token
     if settings.proxies:
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]

@@ -55,9 +55,9 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
     if backend == "postgresql":
         if parsed.get_driver_name() not in ("psycopg", "psycopg2"):
             parsed = parsed.set(drivername="postgresql+psycopg")
-        return create_engine(
-            parsed, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
-        )
+        # No pre-ping (a round trip per request): a connection PostgreSQL dropped fails once,
+        # is invalidated by SQLAlchemy, and `in_transaction` runs the work again.
+        return create_engine(parsed, pool_size=pool_size, max_overflow=pool_size)
     raise UserError(f"database URL {url!r}: only sqlite and postgresql are supported")
 
 
@@ -111,7 +111,7 @@ def upgrade(engine: Engine) -> None:
 
 
 def _retryable(exc: DBAPIError) -> bool:
-    if isinstance(exc, IntegrityError):
+    if isinstance(exc, IntegrityError) or exc.connection_invalidated:
         return True
     code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
     if code in RETRYABLE_PGCODES:
@@ -121,7 +121,8 @@ def _retryable(exc: DBAPIError) -> bool:
 
 def in_transaction(engine: Engine, work: Callable[[Connection], T], *, attempts: int = 8) -> T:
     """Run `work` in a transaction; when it loses a race (a unique constraint, a deadlock, a lock
-    timeout) run it again from the start, at most `attempts` times, then raise `Busy`.
+    timeout) or its connection was dropped, run it again from the start, at most `attempts`
+    times, then raise `Busy`.
 
     The database constraints decide every race; retrying re-reads the state the winner left.
     """

@@ -78,6 +78,7 @@ def _store(conn: Connection, manifest: Manifest, n: int, cap: int | None) -> Loa
             "path": str(manifest.directory),
             "manifest_sha256": manifest.sha256,
             "manifest": manifest.text,
+            "item_count": len(manifest.items),
             "assignments_per_item": n,
             "max_items_per_worker": cap,
             "is_open": True,

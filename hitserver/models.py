@@ -88,6 +88,7 @@ class Batch(Base):
     path: Mapped[str] = mapped_column(Text)
     manifest_sha256: Mapped[str] = mapped_column(String(64))
     manifest: Mapped[str] = mapped_column(Text)
+    item_count: Mapped[int] = mapped_column(Integer)
     assignments_per_item: Mapped[int] = mapped_column(Integer)
     max_items_per_worker: Mapped[int | None] = mapped_column(Integer)
     is_open: Mapped[bool] = mapped_column(Boolean, default=True)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row, func, insert, select, update
+from sqlalchemy import Connection, Row, bindparam, case, func, insert, select, update
 
 from hitserver.database import Busy
 from hitserver.models import ANSWERED, Assignment, Batch, Item, ItemSlot, Response, Worker
@@ -82,13 +82,105 @@ class Stored:
     submitted_at: datetime
 
 
+# The hot paths' statements, built once (building a statement costs as much as running it).
+# FOR UPDATE renders on PostgreSQL only; SQLite already serialises writers.
+_FIND_WORKER = select(Worker.id, Worker.blocked).where(
+    Worker.platform == bindparam("platform"), Worker.platform_worker_id == bindparam("key")
+)
+_STALE = (
+    select(Assignment.id)
+    .where(Assignment.status == "accepted", Assignment.expires_at < bindparam("now"))
+    .with_for_update(skip_locked=True)
+)
+_OPEN_BATCHES = select(Batch.id, Batch.name, Batch.item_count, Batch.max_items_per_worker).where(
+    Batch.is_open
+)
+# Per batch: the cap slots this worker holds, and the items it answered.
+_MINE = (
+    select(
+        Assignment.batch_id,
+        func.count(Assignment.worker_slot).label("held"),
+        func.count(case((Assignment.status.in_(ANSWERED), 1))).label("done"),
+    )
+    .where(Assignment.worker_id == bindparam("worker_id"))
+    .group_by(Assignment.batch_id)
+)
+_HAD_ITEM = (
+    select(Assignment.id)
+    .where(Assignment.item_id == ItemSlot.item_id, Assignment.worker_id == bindparam("worker_id"))
+    .exists()
+)
+_FREE_SLOT = (
+    select(
+        ItemSlot.item_id,
+        ItemSlot.batch_id,
+        ItemSlot.slot,
+        Item.key,
+        Item.page,
+        Item.image,
+        Item.class_name,
+        Item.spec,
+    )
+    .join(Item, Item.id == ItemSlot.item_id)
+    .where(ItemSlot.holder.is_(None), ~_HAD_ITEM)
+    .order_by(ItemSlot.slot, ItemSlot.item_id)
+    .limit(1)
+)
+# Concurrent claimers skip each other's candidate rows instead of queueing on them.
+_FREE_SLOT_IN_BATCHES = _FREE_SLOT.where(
+    ItemSlot.batch_id.in_(bindparam("batch_ids", expanding=True))
+).with_for_update(skip_locked=True, of=ItemSlot)
+_FREE_SLOT_OF_ITEM = _FREE_SLOT.where(ItemSlot.item_id == bindparam("item_id")).with_for_update(
+    skip_locked=True, of=ItemSlot
+)
+_TAKE_SLOT = (
+    update(ItemSlot)
+    .where(
+        ItemSlot.item_id == bindparam("item"),
+        ItemSlot.slot == bindparam("slot_no"),
+        ItemSlot.holder.is_(None),
+    )
+    .values(holder=bindparam("holder"))
+)
+_WORKER_SLOTS = select(Assignment.worker_slot).where(
+    Assignment.worker_id == bindparam("worker_id"),
+    Assignment.batch_id == bindparam("batch_id"),
+    Assignment.worker_slot.is_not(None),
+)
+_INSERT_ASSIGNMENT = insert(Assignment)
+_INSERT_RESPONSE = insert(Response)
+_ASSIGNMENT_WITH_ANSWER = (
+    select(
+        Assignment.id,
+        Assignment.token_sha256,
+        Assignment.status,
+        Assignment.item_id,
+        Assignment.worker_id,
+        Assignment.accepted_at,
+        Assignment.expires_at,
+        Assignment.submitted_at,
+        Worker.blocked,
+        Item.key.label("item_key"),
+        Response.choice,
+        Response.reason,
+    )
+    .join(Worker, Worker.id == Assignment.worker_id)
+    .join(Item, Item.id == Assignment.item_id)
+    .outerjoin(Response, Response.assignment_id == Assignment.id)
+    .where(Assignment.id == bindparam("assignment_id"))
+    # Two submits of one assignment queue here instead of both inserting.
+    .with_for_update(of=Assignment)
+)
+_MARK_SUBMITTED = (
+    update(Assignment)
+    .where(Assignment.id == bindparam("assignment_id"))
+    .values(status="submitted", submitted_at=bindparam("now"))
+)
+
+
 def find_worker(conn: Connection, platform: str, key: str) -> tuple[int, bool] | None:
     """(worker id, blocked) of a known worker, else None."""
-    row = conn.execute(
-        select(Worker.id, Worker.blocked).where(
-            Worker.platform == platform, Worker.platform_worker_id == key
-        )
-    ).first()
+    row = conn.execute(_FIND_WORKER, {"platform": platform, "key": key}).first()
     return None if row is None else (row.id, row.blocked)
 
 
@@ -128,53 +220,31 @@ def release(conn: Connection, assignment_ids: list[str], status: str, now: datet
 
 def expire_stale(conn: Connection, now: datetime) -> int:
     """Expire every accepted assignment past its deadline; their slots become free again."""
-    query = select(Assignment.id).where(
-        Assignment.status == "accepted", Assignment.expires_at < now
-    )
-    if conn.dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
-    stale = list(conn.execute(query).scalars())
+    stale = list(conn.execute(_STALE, {"now": now}).scalars())
     release(conn, stale, "expired", now)
     return len(stale)
 
 
 def take_slot(
     conn: Connection, assignment_id: str, item_id: int | None, batch_ids: list[int], worker_id: int
-) -> tuple[int, int, int] | None:
+) -> Row[Any] | None:
     """Make `assignment_id` the holder of a free slot: of `item_id` if given, else of the first
-    item (breadth first) in `batch_ids` that this worker has not had. Returns
-    (item_id, batch_id, slot), or None when no slot is free."""
-    had = (
-        select(Assignment.id)
-        .where(Assignment.item_id == ItemSlot.item_id, Assignment.worker_id == worker_id)
-        .exists()
-    )
-    query = select(ItemSlot.item_id, ItemSlot.batch_id, ItemSlot.slot).where(
-        ItemSlot.holder.is_(None), ~had
-    )
+    item (breadth first) in `batch_ids` that this worker has not had. Returns the slot with its
+    item's fields (item_id, batch_id, slot, key, page, image, class_name, spec), or None when
+    no slot is free."""
     if item_id is not None:
-        query = query.where(ItemSlot.item_id == item_id)
+        query, params = _FREE_SLOT_OF_ITEM, {"item_id": item_id, "worker_id": worker_id}
     else:
-        query = query.where(ItemSlot.batch_id.in_(batch_ids))
-    query = query.order_by(ItemSlot.slot, ItemSlot.item_id).limit(1)
-    if conn.dialect.name == "postgresql":
-        # Concurrent claimers skip each other's candidate rows instead of queueing on them.
-        query = query.with_for_update(skip_locked=True)
+        query, params = _FREE_SLOT_IN_BATCHES, {"batch_ids": batch_ids, "worker_id": worker_id}
     for _ in range(3):
-        row = conn.execute(query).first()
+        row = conn.execute(query, params).first()
         if row is None:
             return None
         taken = conn.execute(
-            update(ItemSlot)
-            .where(
-                ItemSlot.item_id == row.item_id,
-                ItemSlot.slot == row.slot,
-                ItemSlot.holder.is_(None),
-            )
-            .values(holder=assignment_id)
+            _TAKE_SLOT, {"item": row.item_id, "slot_no": row.slot, "holder": assignment_id}
         ).rowcount
         if taken == 1:
-            return row.item_id, row.batch_id, row.slot
+            return row
     raise Busy("lost the race for a free slot three times")
 
 
@@ -185,13 +255,7 @@ def free_worker_slot(
     if cap is None:
         return None
     used = set(
-        conn.execute(
-            select(Assignment.worker_slot).where(
-                Assignment.worker_id == worker_id,
-                Assignment.batch_id == batch_id,
-                Assignment.worker_slot.is_not(None),
-            )
-        ).scalars()
+        conn.execute(_WORKER_SLOTS, {"worker_id": worker_id, "batch_id": batch_id}).scalars()
     )
     free = [k for k in range(cap) if k not in used]
     if not free:
@@ -216,49 +280,42 @@ def claim(
     worker_id, blocked = ensure_worker(conn, platform, worker_key, now)
     if blocked:
         raise Forbidden("this worker is blocked from the study", "worker_id")
-    expire_stale(conn, now)
-
-    query = select(Batch.id, Batch.max_items_per_worker, Batch.name).where(Batch.is_open)
+    query, params = _OPEN_BATCHES, {}
     if batch is not None:
-        query = query.where(Batch.name == batch)
-    batches = conn.execute(query).all()
+        query, params = _OPEN_BATCHES.where(Batch.name == bindparam("batch")), {"batch": batch}
+    batches = {b.id: b for b in conn.execute(query, params)}
     if batch is not None and not batches:
         raise Invalid(f"no open batch is named {batch!r}", "batch")
-    batch_ids = [b.id for b in batches]
-    sizes = dict(
-        conn.execute(
-            select(Item.batch_id, func.count())
-            .where(Item.batch_id.in_(batch_ids))
-            .group_by(Item.batch_id)
-        ).all()
-    )
-    held = dict(
-        conn.execute(
-            select(Assignment.batch_id, func.count())
-            .where(Assignment.worker_id == worker_id, Assignment.worker_slot.is_not(None))
-            .group_by(Assignment.batch_id)
-        ).all()
-    )
-    caps = {b.id: b.max_items_per_worker for b in batches}
-    eligible = [b for b in batch_ids if caps[b] is None or held.get(b, 0) < caps[b]]
-    if not eligible:
-        return None
 
     assignment_id = new_assignment_id()
-    taken = take_slot(conn, assignment_id, None, eligible, worker_id)
-    if taken is None:
+    # Stale assignments are expired only when nothing is free without them: most claims
+    # find a slot at once and skip that work.
+    for expired in (False, True):
+        if expired and expire_stale(conn, now) == 0:
+            return None
+        mine = {row.batch_id: row for row in conn.execute(_MINE, {"worker_id": worker_id})}
+        eligible = [
+            b.id
+            for b in batches.values()
+            if b.max_items_per_worker is None
+            or (mine[b.id].held if b.id in mine else 0) < b.max_items_per_worker
+        ]
+        slot = take_slot(conn, assignment_id, None, eligible, worker_id) if eligible else None
+        if slot is not None:
+            break
+    else:
         return None
-    item_id, batch_id, slot = taken
     token = new_token()
+    cap = batches[slot.batch_id].max_items_per_worker
     conn.execute(
-        insert(Assignment),
+        _INSERT_ASSIGNMENT,
         {
             "id": assignment_id,
-            "item_id": item_id,
-            "batch_id": batch_id,
+            "item_id": slot.item_id,
+            "batch_id": slot.batch_id,
             "worker_id": worker_id,
-            "slot": slot,
-            "worker_slot": free_worker_slot(conn, worker_id, batch_id, caps[batch_id]),
+            "slot": slot.slot,
+            "worker_slot": free_worker_slot(conn, worker_id, slot.batch_id, cap),
             "token_sha256": token_digest(token),
             "status": "accepted",
             "platform_assignment_id": platform_assignment_id,
@@ -266,59 +323,22 @@ def claim(
             "expires_at": now + timedelta(seconds=timeout_s),
         },
     )
-    done = conn.execute(
-        select(func.count())
-        .select_from(Assignment)
-        .where(
-            Assignment.worker_id == worker_id,
-            Assignment.batch_id.in_(batch_ids),
-            Assignment.status.in_(ANSWERED),
-        )
-    ).scalar_one()
-    total = sum(min(sizes.get(b, 0), caps[b] or sizes.get(b, 0)) for b in batch_ids)
-    item = conn.execute(
-        select(Item.key, Item.page, Item.image, Item.class_name, Item.spec).where(
-            Item.id == item_id
-        )
-    ).one()
-    names = {b.id: b.name for b in batches}
+    done = sum(mine[b].done for b in batches if b in mine)
+    total = sum(min(b.item_count, b.max_items_per_worker or b.item_count) for b in batches.values())
     return Claim(
         assignment_id=assignment_id,
         token=token,
         worker_id=worker_id,
-        batch=names[batch_id],
-        item_id=item_id,
-        item_key=item.key,
-        page=item.page,
-        image=item.image,
-        class_name=item.class_name,
-        spec=item.spec,
+        batch=batches[slot.batch_id].name,
+        item_id=slot.item_id,
+        item_key=slot.key,
+        page=slot.page,
+        image=slot.image,
+        class_name=slot.class_name,
+        spec=slot.spec,
         done=done,
         total=max(total, done + 1),
     )
-
-
-def _locked_assignment(conn: Connection, assignment_id: str) -> Row[Any] | None:
-    query = (
-        select(
-            Assignment.id,
-            Assignment.token_sha256,
-            Assignment.status,
-            Assignment.item_id,
-            Assignment.worker_id,
-            Assignment.accepted_at,
-            Assignment.expires_at,
-            Worker.blocked,
-            Item.key.label("item_key"),
-        )
-        .join(Worker, Worker.id == Assignment.worker_id)
-        .join(Item, Item.id == Assignment.item_id)
-        .where(Assignment.id == assignment_id)
-    )
-    if conn.dialect.name == "postgresql":
-        # Two submits of one assignment queue here instead of both inserting.
-        query = query.with_for_update(of=Assignment)
-    return conn.execute(query).first()
 
 
 def submit(
@@ -327,19 +347,14 @@ def submit(
     """Store an answer once. An identical repeat returns the stored answer (`created` False);
     a different answer to an answered assignment, or an answer to an assignment that is no
     longer open, raises Conflict; a wrong token raises Forbidden."""
-    row = _locked_assignment(conn, assignment_id)
+    row = conn.execute(_ASSIGNMENT_WITH_ANSWER, {"assignment_id": assignment_id}).first()
     if row is None:
         raise NotFound(f"no assignment {assignment_id!r}", "assignment_id")
     if not token_matches(token, row.token_sha256):
         raise Forbidden("wrong token for this assignment", "token")
-    stored = conn.execute(
-        select(Response.choice, Response.reason, Assignment.submitted_at)
-        .join(Assignment, Assignment.id == Response.assignment_id)
-        .where(Response.assignment_id == assignment_id)
-    ).first()
-    if stored is not None:
-        if stored.choice == choice and stored.reason == reason:
-            return Stored(False, assignment_id, row.item_key, choice, reason, stored.submitted_at)
+    if row.choice is not None:
+        if row.choice == choice and row.reason == reason:
+            return Stored(False, assignment_id, row.item_key, choice, reason, row.submitted_at)
         raise Conflict("this assignment already has a different answer")
     if row.status != "accepted":
         raise Conflict(f"this assignment is {row.status}; ask for a new one")
@@ -348,7 +363,7 @@ def submit(
     if row.blocked:
         raise Forbidden("this worker is blocked from the study", "worker_id")
     conn.execute(
-        insert(Response),
+        _INSERT_RESPONSE,
         {
             "assignment_id": assignment_id,
             "item_id": row.item_id,
@@ -360,17 +375,13 @@ def submit(
             "received_at": now,
         },
     )
-    conn.execute(
-        update(Assignment)
-        .where(Assignment.id == assignment_id)
-        .values(status="submitted", submitted_at=now)
-    )
+    conn.execute(_MARK_SUBMITTED, {"assignment_id": assignment_id, "now": now})
     return Stored(True, assignment_id, row.item_key, choice, reason, now)
 
 
 def give_back(conn: Connection, assignment_id: str, token: str, now: datetime) -> None:
     """The worker returns an open assignment; its slot goes to someone else."""
-    row = _locked_assignment(conn, assignment_id)
+    row = conn.execute(_ASSIGNMENT_WITH_ANSWER, {"assignment_id": assignment_id}).first()
     if row is None:
         raise NotFound(f"no assignment {assignment_id!r}", "assignment_id")
     if not token_matches(token, row.token_sha256):

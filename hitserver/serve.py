@@ -51,5 +51,7 @@ def serve(
         "keepalive": 5,
         "proc_name": "hitserver",
         "accesslog": "-" if access_log else None,
+        # gunicorn's control socket has one default path per user: two servers would clash.
+        "control_socket_disable": True,
     }
     StudyServer(settings, options).run()

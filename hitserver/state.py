@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from flask import current_app
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from hitserver.config import Settings
 
@@ -18,8 +19,11 @@ def utc_now() -> datetime:
 
 @dataclass(frozen=True)
 class ServerState:
+    """`write` runs a unit of work in a committed transaction (see `commits.writer_for`)."""
+
     settings: Settings
     engine: Engine
+    write: Callable[[Callable[[Connection], Any]], Any]
     clock: Callable[[], datetime] = utc_now
 
 

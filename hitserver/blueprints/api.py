@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import quote
 
 from flask import Blueprint, Response, jsonify, request, url_for
 
-from hitserver.database import in_transaction
 from hitserver.policy import Claim, PolicyError, Stored, claim, give_back, submit
 from hitserver.state import state
 from hitserver.validation import (
@@ -44,12 +44,14 @@ def policy_error(exc: PolicyError) -> tuple[Response, int]:
     return error(exc.status, exc.message, exc.field)
 
 
-def batch_file_url(batch: str, relative: str) -> str:
-    return url_for("worker.batch_file", batch=batch, filename=relative)
-
-
 def task_payload(new: Claim) -> dict[str, Any]:
     """What a client needs to show the task; model and method names stay hidden (contracts 10)."""
+    # Batch names and manifest paths are URL-safe ([A-Za-z0-9_.-] and '/'), checked at load.
+    prefix = url_for("worker.batch_file", batch=new.batch, filename="x")[:-1]
+
+    def batch_file_url(relative: str) -> str:
+        return prefix + quote(relative)
+
     spec = json.loads(new.spec)
     sides = {"first": spec.get("first") or {}, "second": spec.get("second") or {}}
     left = spec.get("robot_a", "first")
@@ -59,12 +61,12 @@ def task_payload(new: Claim) -> dict[str, Any]:
         shown = sides[name]
         return {
             "concepts": list(shown.get("concepts", [])),
-            "masks": [batch_file_url(new.batch, m) for m in shown.get("masks", [])],
+            "masks": [batch_file_url(m) for m in shown.get("masks", [])],
         }
 
     return {
-        "page_url": batch_file_url(new.batch, new.page),
-        "image_url": batch_file_url(new.batch, new.image),
+        "page_url": batch_file_url(new.page),
+        "image_url": batch_file_url(new.image),
         "class_name": new.class_name,
         "robot_a": side(left),
         "robot_b": side(right),
@@ -94,8 +96,7 @@ def create_assignment() -> tuple[Response, int] | Response:
     if not server.settings.local_entry:
         return error(403, "this study admits workers only through MTurk or Prolific", "platform")
     now = server.clock()
-    new = in_transaction(
-        server.engine,
+    new = server.write(
         lambda conn: claim(
             conn,
             platform=request_.platform,
@@ -125,9 +126,8 @@ def create_response(assignment_id: str) -> tuple[Response, int]:
         read_json(), server.settings.reason_min_chars, server.settings.reason_max_chars
     )
     now = server.clock()
-    stored = in_transaction(
-        server.engine,
-        lambda conn: submit(conn, assignment_id, answer.token, answer.choice, answer.reason, now),
+    stored = server.write(
+        lambda conn: submit(conn, assignment_id, answer.token, answer.choice, answer.reason, now)
     )
     return jsonify(stored_payload(stored)), 201 if stored.created else 200
 
@@ -139,5 +139,5 @@ def return_assignment(assignment_id: str) -> tuple[Response, int]:
         return error(404, "no such assignment", "assignment_id")
     token = parse_token(read_json())
     now = server.clock()
-    in_transaction(server.engine, lambda conn: give_back(conn, assignment_id, token, now))
+    server.write(lambda conn: give_back(conn, assignment_id, token, now))
     return jsonify({"assignment_id": assignment_id, "status": "returned"}), 200

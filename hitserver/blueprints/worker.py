@@ -31,7 +31,6 @@ from sqlalchemy import select
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from hitserver.csrf import check_csrf
-from hitserver.database import in_transaction
 from hitserver.models import Assignment, Batch, Item
 from hitserver.pages import fill
 from hitserver.policy import PolicyError, claim, find_worker
@@ -155,8 +154,7 @@ def next_task() -> Reply:
             return redirect(url_for("worker.task", assignment_id=current["id"]))
     now = server.clock()
     try:
-        new = in_transaction(
-            server.engine,
+        new = server.write(
             lambda conn: claim(
                 conn,
                 platform=worker["platform"],

@@ -97,7 +97,7 @@ def reconcile(
                     f"assignment {mturk_id}: the item has no free slot (or this worker "
                     "answered it already); not stored"
                 )
-            slot = taken[2]
+            slot = taken.slot
         conn.execute(
             insert(Assignment),
             {

@@ -58,6 +58,7 @@ def upgrade() -> None:
         sa.Column("path", sa.Text, nullable=False),
         sa.Column("manifest_sha256", sa.String(64), nullable=False),
         sa.Column("manifest", sa.Text, nullable=False),
+        sa.Column("item_count", sa.Integer, nullable=False),
         sa.Column("assignments_per_item", sa.Integer, nullable=False),
         sa.Column("max_items_per_worker", sa.Integer),
         sa.Column("is_open", sa.Boolean, nullable=False),

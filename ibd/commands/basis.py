@@ -37,13 +37,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     train.add_argument("--ratio", type=int, help="negatives per positive (default 20)")
     train.add_argument("--rounds", type=int, help="paper: hard-negative mining rounds (default 5)")
+    train.add_argument(
+        "--hard-fraction",
+        type=float,
+        help="paper: share of each mining round's negatives that are the hardest, the rest "
+        "fresh random ones (default 0.5; 1 = replace all by hard ones)",
+    )
     train.add_argument("--epochs", type=int, help="paper: per round (10); authors: in all (15)")
     train.add_argument("--lr", type=float, help="learning rate (default 0.01)")
     train.add_argument(
         "--train-batch",
         type=int,
         dest="train_batch",
-        help="paper: bank rows per step (4096); authors: samples per concept per step (128)",
+        help="paper: bank rows per step (1024); authors: samples per concept per step (128)",
     )
     train.add_argument("--l2", type=float, help="paper: L2 penalty (default 1e-4); authors: 0")
     train.add_argument(
@@ -56,20 +62,34 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="drop concepts with fewer positive positions in train or held-out images (10)",
     )
     train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    train.add_argument(
+        "--threads",
+        type=int,
+        help="torch CPU threads (default: torch's choice; 1 is faster on a busy machine)",
+    )
     train.add_argument("--quiet", action="store_true", help="no progress bars")
     add_store_flags(learn)
     add_model_flags(learn)
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from ibd.basis import Settings, learn
     from ibd.commands.features import store_from_args
+    from ibd.errors import UserError
     from ibd.modelargs import load_from_args
+
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UserError(f"--threads must be at least 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
 
     settings = Settings.for_procedure(
         args.procedure,
         ratio=args.ratio,
         rounds=args.rounds,
+        hard_fraction=args.hard_fraction,
         epochs=args.epochs,
         lr=args.lr,
         batch_size=args.train_batch,

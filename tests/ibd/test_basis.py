@@ -134,13 +134,13 @@ def test_random_negatives_keep_the_ratio_and_come_from_the_pool() -> None:
     pool = np.ones(200, dtype=bool)
     pool[195:] = False  # rows 195..199 are positives kept outside the pool
     bank = hand_bank(y, pool)
-    chosen = basis.random_negatives(bank, 20 * bank.num_positives, seed=0)
+    chosen = basis.random_negatives(bank, 20 * bank.num_positives, seed=(0,))
     assert chosen.sum(0).tolist() == [40, 180]
     assert not (chosen & bank.y).any()
     assert not chosen[~bank.pool].any()
-    again = basis.random_negatives(bank, 20 * bank.num_positives, seed=0)
+    again = basis.random_negatives(bank, 20 * bank.num_positives, seed=(0,))
     assert torch.equal(chosen, again)
-    other = basis.random_negatives(bank, 20 * bank.num_positives, seed=1)
+    other = basis.random_negatives(bank, 20 * bank.num_positives, seed=(1,))
     assert not torch.equal(chosen[:, 0], other[:, 0])
 
 
@@ -158,6 +158,25 @@ def test_hard_negatives_are_the_top_scoring_candidates() -> None:
     assert chosen[:, 1].nonzero().flatten().tolist() == [2, 3, 4]
     few = basis.hardest_negatives(x, weight, bias, candidates, torch.tensor([10, 10]))
     assert torch.equal(few, candidates)  # fewer candidates than asked: all of them
+
+
+def test_a_mining_round_takes_the_hardest_half_and_fresh_random_negatives() -> None:
+    x = torch.arange(40, dtype=torch.float32)[:, None]  # the score of concept 0 is x itself
+    y = torch.zeros(40, 1, dtype=torch.bool)
+    y[[39, 0]] = True  # positives: the top row and the bottom row
+    pool = np.ones(40, dtype=bool)
+    bank = hand_bank(y.numpy(), pool, x.numpy())
+    w, b = torch.ones(1, 1), torch.zeros(1)
+    chosen = basis.mine_negatives(bank, x, w, b, torch.tensor([10]), 0.5, seed=(4,))[:, 0]
+    rows = chosen.nonzero().flatten().tolist()
+    assert len(rows) == 10 and 39 not in rows and 0 not in rows
+    assert rows[-5:] == [34, 35, 36, 37, 38]  # the five highest-scoring negatives
+    rest = basis.random_negatives(
+        bank, torch.tensor([5]), (4,), exclude=chosen[:, None] & (x >= 34)
+    )
+    assert rows[:5] == rest[:, 0].nonzero().flatten().tolist()  # the others: a seeded draw
+    every = basis.mine_negatives(bank, x, w, b, torch.tensor([10]), 1.0, seed=(4,))[:, 0]
+    assert every.nonzero().flatten().tolist() == list(range(29, 39))
 
 
 # -- batched training equals each concept trained alone ---------------------------------------
@@ -235,6 +254,32 @@ def test_paper_procedure_recovers_the_planted_directions(tmp_path: Path) -> None
         torch.from_numpy(scores), torch.from_numpy(store.read_labels(rows))
     )
     assert learned.ap == pytest.approx(expected.numpy(), abs=1e-6)
+
+
+def test_held_out_ap_at_1_to_20_is_the_ap_of_positives_and_a_random_negative_draw(
+    tmp_path: Path,
+) -> None:
+    store, data = planted_store(tmp_path, rate=0.02)
+    held = store.images_in("val")
+    rows = store.rows_of(held)
+    w = np.asarray(data.u, dtype=np.float32)
+    b = np.zeros(len(w), dtype=np.float32)
+    ap_all, ap_ratio = basis.held_out_ap(store, held, np.arange(4), w, b, ratio=3, seed=5)
+    scores = store.read_vectors(rows) @ w.T
+    labels = store.read_labels(rows)
+    order = np.random.default_rng([5, 3]).permutation(len(rows))
+    for c in range(4):
+        negatives = [r for r in order if not labels[r, c]][: 3 * int(labels[:, c].sum())]
+        kept = np.concatenate([np.flatnonzero(labels[:, c]), negatives])
+        expected = basis.average_precision(
+            torch.from_numpy(scores[kept, c : c + 1]), torch.from_numpy(labels[kept, c : c + 1])
+        )
+        assert ap_ratio[c] == pytest.approx(float(expected[0]), abs=1e-9)
+        full = basis.average_precision(
+            torch.from_numpy(scores[:, c : c + 1]), torch.from_numpy(labels[:, c : c + 1])
+        )
+        assert ap_all[c] == pytest.approx(float(full[0]), abs=1e-9)
+    assert np.all(ap_ratio >= ap_all - 1e-9)  # fewer negatives can only help a ranking here
 
 
 def test_authors_procedure_learns_the_planted_concepts(tmp_path: Path) -> None:
@@ -315,6 +360,8 @@ def test_learning_is_reproducible_from_the_seed(tmp_path: Path) -> None:
 def test_bad_settings_are_user_errors() -> None:
     with pytest.raises(UserError, match="ratio must be at least 1"):
         basis.Settings.for_procedure("paper", ratio=0)
+    with pytest.raises(UserError, match="hard-fraction must lie in 0..1"):
+        basis.Settings.for_procedure("paper", hard_fraction=1.5)
     with pytest.raises(UserError, match="unknown procedure"):
         basis.Settings.for_procedure("other")
 

@@ -171,9 +171,9 @@ def test_a_mining_round_takes_the_hardest_half_and_fresh_random_negatives() -> N
     rows = chosen.nonzero().flatten().tolist()
     assert len(rows) == 10 and 39 not in rows and 0 not in rows
     assert rows[-5:] == [34, 35, 36, 37, 38]  # the five highest-scoring negatives
-    rest = basis.random_negatives(
-        bank, torch.tensor([5]), (4,), exclude=chosen[:, None] & (x >= 34)
-    )
+    hard = torch.zeros(40, 1, dtype=torch.bool)
+    hard[34:39] = True
+    rest = basis.random_negatives(bank, torch.tensor([5]), (4,), exclude=hard)
     assert rows[:5] == rest[:, 0].nonzero().flatten().tolist()  # the others: a seeded draw
     every = basis.mine_negatives(bank, x, w, b, torch.tensor([10]), 1.0, seed=(4,))[:, 0]
     assert every.nonzero().flatten().tolist() == list(range(29, 39))

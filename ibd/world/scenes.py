@@ -83,15 +83,27 @@ class Scene:
         """A ground height between `top` and `bottom`."""
         return self.uniform(top, max(top, bottom))
 
+    def place(
+        self,
+        draw: Callable[..., None],
+        count: tuple[int, int],
+        top: float,
+        bottom: float,
+        size: tuple[float, float],
+        p: float = 1.0,
+        xs: tuple[float, float] = (0.02, 0.98),
+    ) -> None:
+        """With probability `p`, queue `count[0]..count[1]` objects standing between heights
+        `top` and `bottom` (pixels) at x in `xs` (fractions of the width), of size `size`
+        (fractions of the image height, before depth scaling)."""
+        if p < 1.0 and not self.chance(p):
+            return
+        for _ in range(self.count(*count)):
+            x = self.uniform(*xs) * self.cv.width
+            self.stand(draw, x, self.on(top, bottom), self.uniform(*size) * self.size)
+
     def rocks(self, p: float, top: float, bottom: float) -> None:
-        if self.chance(p):
-            for _ in range(self.count(1, 3)):
-                self.stand(
-                    things.rock,
-                    self.x(),
-                    self.on(top, bottom),
-                    self.uniform(0.08, 0.16) * self.size,
-                )
+        self.place(things.rock, (1, 3), top, bottom, (0.08, 0.16), p)
 
     def flowers(self, p: float, top: float, bottom: float) -> None:
         if self.chance(p):
@@ -103,14 +115,23 @@ class Scene:
     def _flower(self, x: float, y: float, radius: float) -> Callable[[], None]:
         return lambda: things.flower(self.cv, self.rng, x, y, radius)
 
-    def fence(self, base: float) -> None:
-        height = self.uniform(0.06, 0.1) * self.size * self.depth(base)
-        self.queue.append(
-            (base, len(self.queue), lambda: things.fence(self.cv, self.rng, base, height))
-        )
+    def fence(self, p: float, top: float, bottom: float) -> None:
+        if self.chance(p):
+            base = self.on(top, bottom)
+            height = self.uniform(0.06, 0.1) * self.size * self.depth(base)
+            job = (base, len(self.queue), lambda: things.fence(self.cv, self.rng, base, height))
+            self.queue.append(job)
+
+    def at(self, fraction: float) -> float:
+        """The height `fraction` of the way from the horizon down to the bottom edge."""
+        return self.horizon + fraction * (self.size - self.horizon)
+
+    def side(self) -> str:
+        return "left" if self.chance(0.5) else "right"
 
 
 # -- one composer per class ------------------------------------------------------------------
+# Sizes are fractions of the image height before depth scaling; heights are pixels.
 
 
 def _harbor(s: Scene) -> None:
@@ -118,20 +139,10 @@ def _harbor(s: Scene) -> None:
     shore = s.horizon + s.uniform(0.08, 0.15) * s.size
     s.ground("grass", s.horizon, shore)
     s.ground("water", shore, s.size)
-    for _ in range(s.count(1, 3)):
-        s.stand(things.house, s.x(), s.on(shore - 2, shore), s.uniform(0.28, 0.42) * s.size)
-    if s.chance(0.5):
-        for _ in range(s.count(1, 3)):
-            s.stand(things.tree, s.x(), s.on(shore - 3, shore), s.uniform(0.3, 0.45) * s.size)
-    if s.chance(0.3):
-        s.stand(things.lighthouse, s.x(), s.on(shore - 3, shore), s.uniform(0.45, 0.6) * s.size)
-    for _ in range(s.count(1, 3)):
-        s.stand(
-            things.boat,
-            s.x(),
-            s.on(shore + 0.12 * s.size, 0.97 * s.size),
-            s.uniform(0.25, 0.38) * s.size,
-        )
+    s.place(things.house, (1, 3), shore - 2, shore, (0.26, 0.42))
+    s.place(things.tree, (1, 3), shore - 3, shore, (0.3, 0.45), p=0.5)
+    s.place(things.lighthouse, (1, 1), shore - 3, shore, (0.45, 0.6), p=0.3)
+    s.place(things.boat, (1, 3), shore + 0.12 * s.size, 0.97 * s.size, (0.22, 0.38))
     s.rocks(0.2, shore + 0.05 * s.size, s.size)
     s.draw_queue()
     s.birds()
@@ -142,21 +153,10 @@ def _beach(s: Scene) -> None:
     shoreline = s.horizon + s.uniform(0.1, 0.26) * s.size
     s.ground("water", s.horizon, shoreline)
     s.ground("sand", shoreline, s.size)
-    for _ in range(s.count(1, 3)):
-        s.stand(
-            things.umbrella,
-            s.x(),
-            s.on(shoreline + 0.12 * s.size, 0.98 * s.size),
-            s.uniform(0.26, 0.36) * s.size,
-        )
-    if s.chance(0.4):
-        for _ in range(s.count(1, 2)):
-            s.stand(
-                things.boat,
-                s.x(),
-                s.on(s.horizon + 0.05 * s.size, shoreline - 1),
-                s.uniform(0.2, 0.3) * s.size,
-            )
+    if s.chance(0.3):
+        things.cliff(s.cv, s.rng, s.horizon, s.side())
+    s.place(things.umbrella, (1, 3), shoreline + 0.1 * s.size, 0.98 * s.size, (0.24, 0.36))
+    s.place(things.boat, (1, 2), s.horizon + 0.05 * s.size, shoreline - 1, (0.2, 0.3), p=0.4)
     s.rocks(0.3, shoreline + 0.05 * s.size, s.size)
     s.draw_queue()
     s.birds(0.4)
@@ -172,15 +172,10 @@ def _lake(s: Scene) -> None:
     s.ground("water", far, near)
     if near < s.size:
         s.ground("grass", near, s.size)
-        for _ in range(s.count(0, 2)):
-            s.stand(things.tree, s.x(), s.on(near + 3, s.size), s.uniform(0.35, 0.5) * s.size)
+        s.place(things.tree, (0, 2), near + 3, s.size, (0.35, 0.5))
         s.flowers(0.4, near + 2, s.size)
-    for _ in range(s.count(2, 5)):
-        s.stand(things.tree, s.x(), s.on(far - 3, far), s.uniform(0.3, 0.45) * s.size)
-    if s.chance(0.4):
-        s.stand(
-            things.boat, s.x(), s.on(far + 0.1 * s.size, near - 2), s.uniform(0.2, 0.3) * s.size
-        )
+    s.place(things.tree, (2, 5), far - 3, far, (0.3, 0.45))
+    s.place(things.boat, (1, 1), far + 0.1 * s.size, near - 2, (0.2, 0.3), p=0.4)
     s.rocks(0.3, far + 2, near)
     s.draw_queue()
     s.birds()
@@ -188,37 +183,22 @@ def _lake(s: Scene) -> None:
 
 def _street(s: Scene) -> None:
     s.sky(0.38, 0.52)
-    s.ground("road", s.horizon, s.size)
-    for _ in range(s.count(1, 4)):
-        s.stand(
-            things.house,
-            s.x(),
-            s.on(s.horizon, s.horizon + 0.04 * s.size),
-            s.uniform(0.36, 0.5) * s.size,
-        )
-    if s.chance(0.4):
-        for _ in range(s.count(1, 2)):
-            s.stand(
-                things.tree,
-                s.x(),
-                s.on(s.horizon, s.horizon + 0.04 * s.size),
-                s.uniform(0.45, 0.6) * s.size,
-            )
-    if s.chance(0.4):
-        x = s.uniform(0.03, 0.15) if s.chance(0.5) else s.uniform(0.85, 0.97)
-        s.stand(
-            things.traffic_light,
-            x * s.cv.width,
-            s.on(s.horizon + 0.1 * s.size, 0.8 * s.size),
-            s.uniform(0.35, 0.45) * s.size,
-        )
-    for _ in range(s.count(1, 3)):
-        s.stand(
-            things.car,
-            s.x(),
-            s.on(s.horizon + 0.15 * s.size, 0.98 * s.size),
-            s.uniform(0.3, 0.42) * s.size,
-        )
+    kerb = s.horizon + s.uniform(0.05, 0.1) * s.size if s.chance(0.4) else s.horizon
+    if kerb > s.horizon:
+        s.ground("grass", s.horizon, kerb)
+    s.ground("road", kerb, s.size)
+    s.place(things.house, (1, 4), kerb - 0.02 * s.size, kerb + 0.04 * s.size, (0.34, 0.5))
+    s.place(things.tree, (1, 2), kerb - 0.02 * s.size, kerb + 0.04 * s.size, (0.45, 0.6), p=0.4)
+    s.place(
+        things.traffic_light,
+        (1, 1),
+        kerb + 0.1 * s.size,
+        0.8 * s.size,
+        (0.35, 0.45),
+        p=0.4,
+        xs=(0.03, 0.15) if s.chance(0.5) else (0.85, 0.97),
+    )
+    s.place(things.car, (1, 3), kerb + 0.15 * s.size, 0.98 * s.size, (0.28, 0.42))
     s.draw_queue()
     s.birds(0.2)
 
@@ -233,24 +213,10 @@ def _highway(s: Scene) -> None:
     s.ground("road", road_top, road_bottom)
     if road_bottom < s.size:
         s.ground("grass", road_bottom, s.size)
-    if s.chance(0.5):
-        for _ in range(s.count(1, 3)):
-            s.stand(
-                things.tree, s.x(), s.on(s.horizon + 2, road_top), s.uniform(0.3, 0.45) * s.size
-            )
-    if s.chance(0.4):
-        s.fence(road_top)
-    if s.chance(0.3):
-        s.stand(
-            things.traffic_light, s.x(), s.on(road_top, road_top + 3), s.uniform(0.3, 0.4) * s.size
-        )
-    for _ in range(s.count(1, 3)):
-        s.stand(
-            things.car,
-            s.x(),
-            s.on(road_top + 0.1 * s.size, road_bottom - 1),
-            s.uniform(0.28, 0.4) * s.size,
-        )
+    s.place(things.tree, (1, 3), s.horizon + 2, road_top, (0.3, 0.45), p=0.5)
+    s.fence(0.4, road_top, road_top)
+    s.place(things.traffic_light, (1, 1), road_top, road_top + 3, (0.3, 0.4), p=0.3)
+    s.place(things.car, (1, 3), road_top + 0.1 * s.size, road_bottom - 1, (0.26, 0.4))
     s.draw_queue()
     s.birds()
 
@@ -260,24 +226,13 @@ def _village(s: Scene) -> None:
     if s.chance(0.3):
         things.mountains(s.cv, s.rng, s.horizon)
     s.ground("grass", s.horizon, s.size)
-    for _ in range(s.count(1, 3)):
-        s.stand(
-            things.house,
-            s.x(),
-            s.on(s.horizon + 0.04 * s.size, 0.92 * s.size),
-            s.uniform(0.3, 0.42) * s.size,
-        )
-    for _ in range(s.count(1, 4)):
-        s.stand(
-            things.tree,
-            s.x(),
-            s.on(s.horizon + 0.02 * s.size, 0.98 * s.size),
-            s.uniform(0.32, 0.48) * s.size,
-        )
-    if s.chance(0.4):
-        s.fence(s.on(s.horizon + 0.15 * s.size, 0.95 * s.size))
-    s.flowers(0.4, s.horizon + 0.1 * s.size, s.size)
-    s.rocks(0.2, s.horizon + 0.1 * s.size, s.size)
+    s.place(things.house, (1, 3), s.at(0.05), s.at(0.85), (0.28, 0.42))
+    s.place(things.tree, (1, 4), s.at(0.02), s.at(0.97), (0.32, 0.48))
+    s.place(things.tent, (1, 1), s.at(0.15), s.at(0.95), (0.26, 0.38), p=0.25)
+    s.place(things.car, (1, 1), s.at(0.25), s.at(0.97), (0.26, 0.36), p=0.25)
+    s.fence(0.4, s.at(0.2), s.at(0.95))
+    s.flowers(0.4, s.at(0.15), s.size)
+    s.rocks(0.2, s.at(0.15), s.size)
     s.draw_queue()
     s.birds()
 
@@ -287,15 +242,9 @@ def _forest(s: Scene) -> None:
     if s.chance(0.3):
         things.mountains(s.cv, s.rng, s.horizon)
     s.ground("grass", s.horizon, s.size)
-    for _ in range(s.count(4, 9)):
-        s.stand(
-            things.tree,
-            s.x(),
-            s.on(s.horizon + 0.01 * s.size, 0.98 * s.size),
-            s.uniform(0.32, 0.5) * s.size,
-        )
-    s.rocks(0.3, s.horizon + 0.1 * s.size, s.size)
-    s.flowers(0.3, s.horizon + 0.1 * s.size, s.size)
+    s.place(things.tree, (4, 9), s.at(0.01), s.at(0.97), (0.32, 0.5))
+    s.rocks(0.3, s.at(0.15), s.size)
+    s.flowers(0.3, s.at(0.15), s.size)
     s.draw_queue()
     s.birds(0.3)
 
@@ -305,28 +254,10 @@ def _campsite(s: Scene) -> None:
     if s.chance(0.5):
         things.mountains(s.cv, s.rng, s.horizon)
     s.ground("grass", s.horizon, s.size)
-    for _ in range(s.count(1, 2)):
-        s.stand(
-            things.tent,
-            s.x(),
-            s.on(s.horizon + 0.1 * s.size, 0.95 * s.size),
-            s.uniform(0.3, 0.42) * s.size,
-        )
-    for _ in range(s.count(1, 3)):
-        s.stand(
-            things.tree,
-            s.x(),
-            s.on(s.horizon + 0.02 * s.size, 0.95 * s.size),
-            s.uniform(0.32, 0.48) * s.size,
-        )
-    if s.chance(0.3):
-        s.stand(
-            things.car,
-            s.x(),
-            s.on(s.horizon + 0.2 * s.size, 0.98 * s.size),
-            s.uniform(0.28, 0.38) * s.size,
-        )
-    s.rocks(0.3, s.horizon + 0.1 * s.size, s.size)
+    s.place(things.tent, (1, 2), s.at(0.15), s.at(0.92), (0.28, 0.42))
+    s.place(things.tree, (1, 3), s.at(0.02), s.at(0.92), (0.32, 0.48))
+    s.place(things.car, (1, 1), s.at(0.3), s.at(0.97), (0.26, 0.38), p=0.3)
+    s.rocks(0.3, s.at(0.15), s.size)
     s.draw_queue()
     s.birds()
 
@@ -336,30 +267,11 @@ def _snowfield(s: Scene) -> None:
     if s.chance(0.6):
         things.mountains(s.cv, s.rng, s.horizon)
     s.ground("snow", s.horizon, s.size)
-    for _ in range(s.count(1, 2)):
-        s.stand(
-            things.snowman,
-            s.x(),
-            s.on(s.horizon + 0.15 * s.size, 0.97 * s.size),
-            s.uniform(0.34, 0.46) * s.size,
-        )
-    if s.chance(0.5):
-        for _ in range(s.count(1, 3)):
-            s.stand(
-                things.tree,
-                s.x(),
-                s.on(s.horizon + 0.02 * s.size, 0.95 * s.size),
-                s.uniform(0.32, 0.48) * s.size,
-            )
-    if s.chance(0.25):
-        s.stand(
-            things.house,
-            s.x(),
-            s.on(s.horizon + 0.04 * s.size, 0.6 * s.size),
-            s.uniform(0.3, 0.4) * s.size,
-        )
-    if s.chance(0.3):
-        s.fence(s.on(s.horizon + 0.15 * s.size, 0.95 * s.size))
+    s.place(things.snowman, (1, 2), s.at(0.2), s.at(0.95), (0.32, 0.46))
+    s.place(things.tree, (1, 3), s.at(0.02), s.at(0.92), (0.32, 0.48), p=0.5)
+    s.place(things.house, (1, 1), s.at(0.05), s.at(0.5), (0.28, 0.4), p=0.25)
+    s.place(things.tent, (1, 1), s.at(0.15), s.at(0.9), (0.26, 0.38), p=0.25)
+    s.fence(0.3, s.at(0.2), s.at(0.95))
     s.draw_queue()
     s.birds(0.2)
 
@@ -367,21 +279,16 @@ def _snowfield(s: Scene) -> None:
 def _coast(s: Scene) -> None:
     s.sky(0.35, 0.52)
     s.ground("water", s.horizon, s.size)
-    side = "left" if s.chance(0.5) else "right"
+    side = s.side()
     top_x, top_y = things.cliff(s.cv, s.rng, s.horizon, side)
-    if s.chance(0.4):
+    if s.chance(0.3):
+        offset = s.uniform(-0.05, 0.05) * s.cv.width
+        things.house(s.cv, s.rng, top_x + offset, top_y + 1.5, s.uniform(0.2, 0.28) * s.size)
+    elif s.chance(0.5):
         things.lighthouse(s.cv, s.rng, top_x, top_y + 1.5, s.uniform(0.3, 0.42) * s.size)
     far_side = (0.55, 0.95) if side == "left" else (0.05, 0.45)
-    if s.chance(0.4):
-        for _ in range(s.count(1, 2)):
-            x = s.uniform(*far_side) * s.cv.width
-            s.stand(
-                things.boat,
-                x,
-                s.on(s.horizon + 0.08 * s.size, 0.95 * s.size),
-                s.uniform(0.2, 0.32) * s.size,
-            )
-    s.rocks(0.3, s.horizon + 0.1 * s.size, s.size)
+    s.place(things.boat, (1, 2), s.at(0.1), s.at(0.9), (0.2, 0.32), p=0.4, xs=far_side)
+    s.rocks(0.3, s.at(0.15), s.size)
     s.draw_queue()
     s.birds(0.5)
 
@@ -392,15 +299,9 @@ def _desert(s: Scene) -> None:
         things.mountains(s.cv, s.rng, s.horizon)
     s.ground("sand", s.horizon, s.size)
     if s.chance(0.35):
-        things.cliff(s.cv, s.rng, s.horizon, "left" if s.chance(0.5) else "right")
-    for _ in range(s.count(1, 4)):
-        s.stand(
-            things.cactus,
-            s.x(),
-            s.on(s.horizon + 0.05 * s.size, 0.97 * s.size),
-            s.uniform(0.3, 0.48) * s.size,
-        )
-    s.rocks(0.4, s.horizon + 0.05 * s.size, s.size)
+        things.cliff(s.cv, s.rng, s.horizon, s.side())
+    s.place(things.cactus, (1, 4), s.at(0.08), s.at(0.96), (0.28, 0.48))
+    s.rocks(0.4, s.at(0.08), s.size)
     s.draw_queue()
     s.birds(0.2)
 
@@ -409,27 +310,13 @@ def _mountain_pass(s: Scene) -> None:
     s.sky(0.4, 0.55)
     things.mountains(s.cv, s.rng, s.horizon)
     s.ground("grass", s.horizon, s.size)
-    side = "left" if s.chance(0.5) else "right"
+    side = s.side()
     centre, _ = things.perspective_road(s.cv, s.rng, s.horizon)
-    if s.chance(0.5):
-        base = s.on(s.horizon + 0.2 * s.size, 0.95 * s.size)
-        s.stand(
-            things.car,
-            centre + s.uniform(-0.1, 0.1) * s.cv.width,
-            base,
-            s.uniform(0.28, 0.38) * s.size,
-        )
-    if s.chance(0.4):
-        for _ in range(s.count(1, 2)):
-            s.stand(
-                things.tree,
-                s.x(),
-                s.on(s.horizon + 0.02 * s.size, 0.9 * s.size),
-                s.uniform(0.3, 0.45) * s.size,
-            )
-    if s.chance(0.3):
-        s.fence(s.on(s.horizon + 0.1 * s.size, 0.9 * s.size))
-    s.rocks(0.4, s.horizon + 0.05 * s.size, s.size)
+    road = ((centre / s.cv.width) - 0.1, (centre / s.cv.width) + 0.1)
+    s.place(things.car, (1, 1), s.at(0.35), s.at(0.9), (0.26, 0.38), p=0.5, xs=road)
+    s.place(things.tree, (1, 2), s.at(0.03), s.at(0.8), (0.3, 0.45), p=0.4)
+    s.fence(0.3, s.at(0.2), s.at(0.8))
+    s.rocks(0.4, s.at(0.1), s.size)
     s.draw_queue()
     things.cliff(s.cv, s.rng, s.horizon, side)
     s.birds(0.3)

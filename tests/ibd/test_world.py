@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from scipy.ndimage import binary_erosion
+from scipy.ndimage import binary_erosion, label
 
 from ibd.broden import BrodenDataset, decode_plane
 from ibd.cli import main
@@ -124,16 +124,21 @@ def test_every_image_obeys_its_class_rules_and_no_other(world: Path) -> None:
         assert admitted == [own["name"]], stem
 
 
-def _eroded(region: np.ndarray) -> np.ndarray:
-    return binary_erosion(region, structure=np.ones((3, 3), dtype=bool))
+def _pieces(region: np.ndarray, min_pixels: int = 12) -> list[np.ndarray]:
+    """Connected components of the region's interior (eroded by one pixel, away from JPEG
+    ringing at edges) with at least `min_pixels` pixels: one painted instance each."""
+    parts, n = label(binary_erosion(region, structure=np.ones((3, 3), dtype=bool)))
+    pieces = [parts == k for k in range(1, n + 1)]
+    return [piece for piece in pieces if piece.sum() >= min_pixels]
 
 
-def _near(colour: np.ndarray, shades: list[tuple[int, int, int]]) -> bool:
-    """Within exposure / colour cast (x0.8..1.18), jitter, texture, noise and JPEG error."""
-    return any(
-        all(0.78 * s - 22 <= c <= 1.2 * s + 22 for c, s in zip(colour, shade, strict=True))
-        for shade in shades
-    )
+def _near(pixels: np.ndarray, shades: list[tuple[int, int, int]]) -> float:
+    """Fraction of the pixels (N x 3) that one of the shades explains, allowing for exposure
+    and colour cast (x0.81..1.18), texture (up to +-18%), jitter, noise and JPEG error."""
+    rgb = np.asarray(shades, dtype=np.float32)[None, :, :]
+    px = pixels.astype(np.float32)[:, None, :]
+    inside = ((px >= 0.66 * rgb - 32) & (px <= 1.4 * rgb + 32)).all(axis=2)
+    return float(inside.any(axis=1).mean())
 
 
 # concepts whose unlabelled-part pixels (or part pixels) are painted with their own shades
@@ -186,19 +191,16 @@ def test_masks_lie_where_the_renderer_drew_each_concept(world: Path) -> None:
         part_path = world / "images" / f"{stem}_part_1.png"
         part = decode_plane(part_path) if part_path.exists() else np.zeros_like(obj)
         assert (part > 0).sum() == ((part > 0) & (obj > 0)).sum()  # parts lie on objects
-        regions = [(k, _eroded((obj == numbers[k]) & (part == 0))) for k in BODY_KEYS]
-        regions += [(k, _eroded(part == numbers[k])) for k in PART_KEYS]
+        regions = [(k, (obj == numbers[k]) & (part == 0)) for k in BODY_KEYS]
+        regions += [(k, part == numbers[k]) for k in PART_KEYS]
         for key, region in regions:
-            if region.sum() >= 12:
-                median = np.median(photo[region], axis=0)
-                assert _near(median, [rgb for _, rgb in SHADES[key]]), (stem, key, median)
+            for piece in _pieces(region):
+                assert _near(photo[piece], [rgb for _, rgb in SHADES[key]]) > 0.9, (stem, key)
                 checked += 1
         for name in COLOURS:
             for number in np.unique(obj):
-                region = _eroded((col == numbers[name]) & (obj == number))
-                if number and region.sum() >= 12:
-                    median = np.median(photo[region], axis=0)
-                    assert _near(median, by_colour[name]), (stem, name, median)
+                for piece in _pieces((col == numbers[name]) & (obj == number)) if number else []:
+                    assert _near(photo[piece], by_colour[name]) > 0.9, (stem, name)
     assert checked > 48 * 5
 
 

@@ -19,7 +19,9 @@ Three measures, each a pure function of arrays and names:
   20% region is R = {p : h(p) >= t}, t the ceil(0.2 N)-th largest of the N values (ties above
   the threshold join R, so a constant map points everywhere), and the explanation hits when R
   overlaps the true mask M (|R ∩ M| > 0). The fraction |R ∩ M| / |R| is reported alongside.
-  An absent concept has an empty mask, so it always misses.
+  An absent concept has an empty mask, so it always misses. Because a large mask is easy to
+  overlap by chance, the mask's share of the image, coverage = |M| / N, is kept too: the lift
+  (|R ∩ M| / |R|) / coverage is 1 for a map that knows nothing about where the concept is.
 """
 
 from __future__ import annotations
@@ -218,6 +220,13 @@ class GroundTruth:
     present: bool | None
     hit: bool
     precision: float
+    coverage: float  # |M| / N
+
+    @property
+    def lift(self) -> float:
+        """precision / coverage: how much more of the top region lies in the mask than chance
+        (nan for an empty mask)."""
+        return self.precision / self.coverage if self.coverage else math.nan
 
 
 def score_explanation(
@@ -238,10 +247,12 @@ def score_explanation(
             raise UserError(f"class '{class_name}' of a {method} explanation is not in world.json")
         mask = union_mask(masks, concept_index, rule.defining)
         result = point(heatmap, mask, fraction)
-        return GroundTruth("+".join(rule.defining), None, result.hit, result.precision)
+        coverage = float(mask.float().mean())
+        return GroundTruth("+".join(rule.defining), None, result.hit, result.precision, coverage)
     if top_label is None or top_label not in concept_index:
         mask = torch.zeros(masks.shape[1:], dtype=torch.bool)
     else:
         mask = masks[concept_index[top_label]]
     result = point(heatmap, mask, fraction)
-    return GroundTruth(top_label or "", bool(mask.any()), result.hit, result.precision)
+    coverage = float(mask.float().mean())
+    return GroundTruth(top_label or "", bool(mask.any()), result.hit, result.precision, coverage)

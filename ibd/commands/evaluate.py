@@ -263,6 +263,8 @@ def _ground_truth(items: list[Item], dataset: Any, world: ev.World, fraction: fl
                 present=result.present,
                 hit=result.hit,
                 region_precision=result.precision,
+                coverage=result.coverage,
+                lift=result.lift,
             )
 
 
@@ -391,6 +393,7 @@ def _summaries(items: list[Item]) -> list[dict[str, Any]]:
                 else _mean(i.scores["present"] for i in group),
                 "pointing": _mean(i.scores["hit"] for i in group),
                 "region_precision": _mean(i.scores["region_precision"] for i in group),
+                "lift": _mean(i.scores["lift"] for i in group),
                 "deletion_auc": _mean(i.scores.get("deletion_auc") for i in group),
                 "insertion_auc": _mean(i.scores.get("insertion_auc") for i in group),
             }
@@ -526,6 +529,8 @@ def _report(
             f"present: the top component's concept is labelled in the image (n/a for class maps). "
             f"pointing: the top {args.fraction:.0%} of the upsampled heatmap overlaps the "
             "concept's mask (CAM, Grad-CAM, random: the union of the class's defining concepts). "
+            "in mask: the share of that region inside the mask; lift: in mask / the mask's share "
+            "of the image (1 = chance). "
             f"Deletion (lower is better) / insertion (higher) AUC of the class {args.score}, "
             f"{args.steps} steps, deletion to the mean colour, insertion from a blurred image; "
             f"ibd/netdissect maps: {saliency}. random: seeded control (seed {args.seed}).",
@@ -540,6 +545,7 @@ def _report(
                 "present",
                 "pointing",
                 "in mask",
+                "lift",
                 "deletion AUC",
                 "insertion AUC",
             ],
@@ -552,6 +558,7 @@ def _report(
                     s["present"],
                     s["pointing"],
                     s["region_precision"],
+                    s["lift"],
                     s["deletion_auc"],
                     s["insertion_auc"],
                 )
@@ -631,6 +638,8 @@ def _write_outputs(
             "present",
             "hit",
             "region_precision",
+            "coverage",
+            "lift",
             "deletion_auc",
             "insertion_auc",
         ]
@@ -650,6 +659,8 @@ def _write_outputs(
                     i.scores["present"],
                     i.scores["hit"],
                     i.scores["region_precision"],
+                    i.scores["coverage"],
+                    i.scores["lift"],
                     i.scores.get("deletion_auc"),
                     i.scores.get("insertion_auc"),
                 )

@@ -195,13 +195,17 @@ def test_score_explanation_concepts_and_class_maps() -> None:
     heat = corner_heatmap()
     boat = ev.score_explanation("ibd", "boat", "harbor", heat, masks, index, world)
     assert (boat.present, boat.hit, boat.precision) == (True, True, 0.25)
+    # a 1-pixel boat covers 1/16 of the image: a quarter of the region is 4 times chance
+    assert (boat.coverage, boat.lift) == (1 / 16, 4.0)
     road = ev.score_explanation("netdissect", "road", "harbor", heat, masks, index, world)
-    assert (road.present, road.hit) == (False, False)
+    assert (road.present, road.hit, road.coverage) == (False, False, 0.0)
+    assert math.isnan(road.lift)
     unknown = ev.score_explanation("netdissect", "zebra", "harbor", heat, masks, index, world)
     assert (unknown.present, unknown.hit) == (False, False)
     # CAM aims at boat | water | sky: the bottom-right block holds the boat pixel only
     cam = ev.score_explanation("cam", None, "harbor", heat, masks, index, world)
     assert (cam.present, cam.hit, cam.precision, cam.target) == (None, True, 0.25, "boat+water+sky")
+    assert cam.coverage == (8 + 4 + 1) / 16
     top_left = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
     cam_sky = ev.score_explanation("gradcam", None, "harbor", top_left, masks, index, world)
     assert cam_sky.precision == 1.0
@@ -457,6 +461,9 @@ def test_evaluate_command_scores_the_fixture(
     assert (ibd_a["top_label"], ibd_a["present"], ibd_a["hit"]) == ("boat", "True", "True")
     # the boat map's top 13 pixels (ceil(0.2 * 64)) lie in the boat's rows 4-7, cols 0-3
     assert float(ibd_a["region_precision"]) == 1.0
+    # the boat covers 16 of 64 pixels: lift 4; ibd on b: the car, also 16 of 64
+    assert (float(ibd_a["coverage"]), float(ibd_a["lift"])) == (0.25, 4.0)
+    assert float(summary["ibd"]["lift"]) == 4.0
     curves = read_rows(out / "curves.csv")
     assert [float(r["fraction"]) for r in curves if r["method"] == "ibd"] == [0, 0.25, 0.5, 0.75, 1]
     report = (out / "report.md").read_text()

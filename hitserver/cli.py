@@ -20,7 +20,6 @@ SUBCOMMANDS: dict[str, str] = {
     "simulate": "answer tasks over HTTP with simulated raters (flagged; demos and tests)",
     "hash-password": "print a hash of an admin password for HITSERVER_ADMIN_PASSWORD_HASH",
 }
-NOT_BUILT = {"simulate"}
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -336,12 +335,67 @@ def _mturk_action(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- simulate -----------------------------------------------------------------------------
+
+
+def _configure_simulate(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "batches",
+        nargs="*",
+        metavar="BATCH",
+        help="batch directories being served (default $IBD_HOME/batches/*)",
+    )
+    parser.add_argument("--url", default="http://127.0.0.1:8000", help="the running server")
+    parser.add_argument("--raters", type=_positive, default=40, help="simulated raters (40)")
+    parser.add_argument("--world", help="the concept world (default $IBD_HOME/world)")
+    parser.add_argument("--seed", type=int, default=0, help="raters' random seed (0)")
+    parser.add_argument(
+        "--careless",
+        type=float,
+        default=0.1,
+        help="fraction of careless raters answering at random (0.1)",
+    )
+    parser.add_argument("--max-items", type=_positive, default=1000, help="per rater")
+    parser.add_argument("--threads", type=_positive, default=8, help="concurrent raters (8)")
+
+
+def _run_simulate(args: argparse.Namespace) -> int:
+    import os
+    from pathlib import Path
+
+    from hitserver.simulate import simulate
+
+    home = Path(os.environ.get("IBD_HOME") or "ibd-data")
+    batches = [Path(b) for b in args.batches] or sorted(
+        p.parent for p in (home / "batches").glob("*/manifest.json")
+    )
+    if not batches:
+        raise UserError(f"no batches given and none in {home / 'batches'}")
+    if not 0 <= args.careless <= 1:
+        raise UserError("--careless must be between 0 and 1")
+    outcome = simulate(
+        args.url,
+        batches,
+        Path(args.world) if args.world else home / "world",
+        raters=args.raters,
+        seed=args.seed,
+        careless_rate=args.careless,
+        max_items=args.max_items,
+        threads=args.threads,
+    )
+    print(f"{outcome.answered} simulated answers from {len(outcome.by_worker)} raters")
+    if outcome.errors:
+        raise UserError(f"{len(outcome.errors)} failed requests, first: {outcome.errors[0]}")
+    return 0
+
+
 COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[..., int]]] = {
     "load": (_configure_load, _run_load),
     "run": (_configure_run, _run_run),
     "export": (_configure_export, _run_export),
     "mturk": (_configure_mturk, _run_mturk),
     "hash-password": (_configure_hash, _run_hash),
+    "simulate": (_configure_simulate, _run_simulate),
 }
 
 
@@ -351,22 +405,16 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, help_text in SUBCOMMANDS.items():
         sp = sub.add_parser(name, help=help_text, description=help_text)
-        if name not in NOT_BUILT:
-            COMMANDS[name][0](sp)
+        COMMANDS[name][0](sp)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
-    args, unknown = parser.parse_known_args(argv)
-    if unknown and args.command not in NOT_BUILT:
-        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
-    if args.command in NOT_BUILT:
-        print(f"hitserver {args.command}: not built yet (see the open issues)", file=sys.stderr)
-        return 3
     try:
         return COMMANDS[args.command][1](args)
     except UserError as exc:

@@ -56,15 +56,16 @@ def test_errors_are_one_line_without_traceback(tmp_path: Path) -> None:
     assert "manifest.json: not found" in lines[0]
 
 
-def test_flag_errors_and_unbuilt_commands(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def test_flag_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with pytest.raises(SystemExit) as stop:
         main(["load", str(tmp_path), "--assignments", "0"])
     assert stop.value.code == 2
     assert "must be at least 1" in capsys.readouterr().err
-    assert main(["simulate", "--raters", "3"]) == 3
-    assert "not built yet" in capsys.readouterr().err
+    monkeypatch.setenv("IBD_HOME", str(tmp_path))
+    assert main(["simulate", "--raters", "3"]) == 2
+    assert "no batches given" in capsys.readouterr().err
 
 
 def test_export_to_a_file_and_to_an_unwritable_place(

@@ -15,7 +15,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import math
-import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, replace
@@ -59,9 +58,9 @@ class TrainSettings:
 # Budgets per role: the weaker roles get smaller networks and shorter training, as AlexNet and
 # VGG16 are weaker than ResNet50 in the paper.
 ROLE_SETTINGS: dict[str, TrainSettings] = {
-    REFERENCE: TrainSettings(epochs=20, lr=3e-3),
-    "world_vgg": TrainSettings(epochs=8, lr=1.5e-3),
-    "world_alexnet": TrainSettings(epochs=6, lr=1.5e-3),
+    REFERENCE: TrainSettings(epochs=10, lr=3e-3),
+    "world_vgg": TrainSettings(epochs=6, lr=1.5e-3),
+    "world_alexnet": TrainSettings(epochs=4, lr=1.5e-3),
 }
 
 
@@ -75,9 +74,60 @@ class ImageSet:
     def __len__(self) -> int:
         return int(self.labels.numel())
 
+    def batches(
+        self, size: int, gen: torch.Generator | None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(uint8 images, labels) batches, shuffled by `gen` (in order when None)."""
+        order = _order(len(self), gen)
+        for start in range(0, len(self), size):
+            idx = order[start : start + size]
+            yield self.images[idx], self.labels[idx]
 
-def _threads() -> int:
-    return max(1, len(os.sched_getaffinity(0)))
+
+def _order(n: int, gen: torch.Generator | None) -> torch.Tensor:
+    return torch.randperm(n, generator=gen) if gen is not None else torch.arange(n)
+
+
+class _Files(torch.utils.data.Dataset):
+    def __init__(self, items: list[tuple[Path, int]], size: tuple[int, int]) -> None:
+        self.items, self.size = items, size
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        path, label = self.items[i]
+        return torch.from_numpy(_load_rgb(path, self.size)).permute(2, 0, 1), label
+
+
+@dataclass
+class FolderImages:
+    """Image files read batch by batch (an image folder can be larger than memory)."""
+
+    items: list[tuple[Path, int]]
+    size: tuple[int, int]
+    workers: int = 2
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @property
+    def labels(self) -> torch.Tensor:
+        return torch.tensor([k for _, k in self.items], dtype=torch.long)
+
+    def batches(
+        self, size: int, gen: torch.Generator | None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        loader = torch.utils.data.DataLoader(
+            _Files(self.items, self.size),
+            batch_size=size,
+            sampler=_order(len(self), gen).tolist(),
+            num_workers=self.workers,
+        )
+        yield from loader
+
+
+Images = ImageSet | FolderImages
 
 
 # -- data ------------------------------------------------------------------------------------
@@ -159,8 +209,8 @@ def scan_image_folder(folder: Path) -> tuple[list[str], list[tuple[Path, int]]]:
 
 
 def load_image_folder(
-    folder: Path, size: tuple[int, int], seed: int, progress: bool = True
-) -> tuple[list[str], dict[str, ImageSet]]:
+    folder: Path, size: tuple[int, int], seed: int
+) -> tuple[list[str], dict[str, FolderImages]]:
     """Train/val/test sets from an image folder: `train/`, `val/` (and `test/`) sub-folders
     if present, else one folder split 80/20 into train/val by a seeded permutation."""
     split_dirs = {s: folder / s for s in ("train", "val", "test") if (folder / s).is_dir()}
@@ -181,18 +231,7 @@ def load_image_folder(
         cut = max(1, round(0.8 * len(items)))
         sets["train"] = [items[i] for i in order[:cut]]
         sets["val"] = [items[i] for i in order[cut:]] or sets["train"][:1]
-    loaded = {}
-    for split, items in sets.items():
-        array = np.stack(
-            [
-                _load_rgb(p, size)
-                for p, _ in tqdm(items, desc=f"load {split}", disable=not progress, leave=False)
-            ]
-        )
-        loaded[split] = ImageSet(
-            torch.from_numpy(array).permute(0, 3, 1, 2).contiguous(),
-            torch.tensor([k for _, k in items], dtype=torch.long),
-        )
+    loaded = {split: FolderImages(items, size) for split, items in sets.items()}
     return classes, loaded
 
 
@@ -229,35 +268,26 @@ def augment(images: torch.Tensor, flip: bool, shift: int, gen: torch.Generator) 
     return images
 
 
-def batches(
-    data: ImageSet, size: int, gen: torch.Generator | None
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    order = torch.randperm(len(data), generator=gen) if gen is not None else torch.arange(len(data))
-    for start in range(0, len(data), size):
-        idx = order[start : start + size]
-        yield data.images[idx], data.labels[idx]
-
-
 @torch.no_grad()
 def predict(
-    model: nn.Module, norm: Normalise, data: ImageSet, device: torch.device, batch_size: int = 200
+    model: nn.Module, norm: Normalise, data: Images, device: torch.device, batch_size: int = 200
 ) -> torch.Tensor:
     """Predicted class indices for every image of `data`."""
     model.eval()
     out = []
-    for images, _ in batches(data, batch_size, None):
+    for images, _ in data.batches(batch_size, None):
         out.append(model(norm(images.to(device))).argmax(1).cpu())
     return torch.cat(out)
 
 
-def accuracy(model: nn.Module, norm: Normalise, data: ImageSet, device: torch.device) -> float:
+def accuracy(model: nn.Module, norm: Normalise, data: Images, device: torch.device) -> float:
     return float((predict(model, norm, data, device) == data.labels).float().mean())
 
 
 def fit(
     model: nn.Module,
     norm: Normalise,
-    train: ImageSet,
+    train: Images,
     settings: TrainSettings,
     device: torch.device,
     parameters: Iterable[nn.Parameter] | None = None,
@@ -279,7 +309,7 @@ def fit(
     try:
         for _ in range(settings.epochs):
             model.train()
-            for images, labels in batches(train, settings.batch_size, gen):
+            for images, labels in train.batches(settings.batch_size, gen):
                 x = norm(augment(images, settings.flip, settings.shift, gen).to(device))
                 loss = F.cross_entropy(model(x), labels.to(device))
                 optimiser.zero_grad(set_to_none=True)
@@ -352,7 +382,6 @@ def train_world_model(
         return {"accuracy": meta["accuracy"], "reused": True, "seconds": 0.0}
     classes, _ = read_scenes(world)
     dev = torch.device(device)
-    torch.set_num_threads(_threads())
     torch.manual_seed(settings.seed)
     model = spec.build(len(classes))
     norm = Normalise(spec.mean, spec.std).to(dev)
@@ -511,8 +540,7 @@ def train_folder(
 ) -> dict[str, Any]:
     """Train `arch` on an image folder (see `load_image_folder`) and save a checkpoint."""
     spec = architectures.get(arch)
-    classes, sets = load_image_folder(folder, spec.input_size, settings.seed, progress)
-    torch.set_num_threads(_threads())
+    classes, sets = load_image_folder(folder, spec.input_size, settings.seed)
     torch.manual_seed(settings.seed)
     model = spec.build(len(classes))
     if init is not None:

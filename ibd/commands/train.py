@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -68,6 +69,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads for torch (default: the CPUs available)",
+    )
+    parser.add_argument(
         "--force", action="store_true", help="retrain even when an up-to-date checkpoint exists"
     )
 
@@ -102,6 +109,10 @@ def run(args: argparse.Namespace) -> int:
     }
     if any(v <= 0 for v in overrides.values()):
         raise UserError("--epochs, --lr and --batch-size must be positive")
+    threads = len(os.sched_getaffinity(0)) if args.threads is None else args.threads
+    if threads < 1:
+        raise UserError("--threads must be positive")
+    torch.set_num_threads(threads)
     start = time.perf_counter()
 
     if args.data is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 from pathlib import Path
 
@@ -101,8 +102,13 @@ def contact_sheet(world: Path, out: Path, split: str = "explain") -> Path:
     fig.text(0.5, 0.005, "Defining concepts: " + rules, ha="center", fontsize=8, wrap=True)
     fig.tight_layout(rect=(0, 0.03, 1, 0.97))
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=90)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=90)
     plt.close(fig)
+    # a 256-colour palette keeps the sheet small enough for the repository
+    with Image.open(buffer) as sheet:
+        palette = sheet.convert("RGB").quantize(256, method=Image.Quantize.FASTOCTREE)
+        palette.save(out, optimize=True)
     return out
 
 

@@ -5,6 +5,7 @@ optimisers, AP and q by hand, the basis.npz contract, and `ibd basis learn` end 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,16 @@ from ibd import basis, features
 from ibd.cli import main
 from ibd.commands.decompose import read_basis
 from ibd.errors import UserError
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    """These tensors are tiny: with one torch thread no step waits on a thread that a busy 2-core
+    machine has descheduled (results do not depend on the thread count)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @dataclass(frozen=True)
@@ -391,6 +402,8 @@ def test_basis_learn_command_end_to_end(tmp_path: Path, capsys: pytest.CaptureFi
         "--rounds",
         "1",
         "--quiet",
+        "--threads",
+        "1",
         "--out",
         str(out),
     ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,16 @@ from ibd.broden import BrodenDataset, encode_plane
 from ibd.cli import main
 from ibd.errors import UserError
 from ibd.models import save_checkpoint
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    """These tensors are tiny: with one torch thread no step waits on a thread that a busy 2-core
+    machine has descheduled (results do not depend on the thread count)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @dataclass(frozen=True)

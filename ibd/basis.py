@@ -63,6 +63,7 @@ EVAL_RATIO = 20  # negatives per positive of the authors' fixed validation sets 
 _CHUNK_ROWS = 1 << 16
 _SCORE_BUDGET = 1 << 28  # bytes of float32 scores held at once when scoring many positions
 _GATHER_BUDGET = 1 << 24  # floats gathered at once by the per-concept SGD step
+_AP_BUDGET = 1 << 22  # positions x concepts per AP computation (~50 bytes of work each)
 
 
 @dataclass(frozen=True)
@@ -380,13 +381,12 @@ def fit_masked(
     weight, bias = weight.clone(), bias.clone()
     adam = Adam(lr=lr, l2=l2, shape=tuple(weight.shape))
     active_rows = member.any(1)
-    targets = y.float()
     for epoch in range(epochs):
         rng = np.random.default_rng([*seed, epoch])
         for rows in epoch_blocks(len(x), active_rows, block, rng):
             xs, mask = x[rows], member[rows]
             count = mask.sum(0)
-            residual = torch.sigmoid(torch.addmm(bias, xs, weight.T)) - targets[rows]
+            residual = torch.sigmoid(torch.addmm(bias, xs, weight.T)) - y[rows].float()
             g = residual * mask / count.clamp(min=1)
             adam.step(weight, bias, g.T @ xs, g.sum(0), count > 0)
         if on_epoch is not None:
@@ -577,12 +577,15 @@ def held_out_ap(
             x = torch.from_numpy(store.read_vectors(rows[chunk]))
             scores[chunk] = torch.addmm(b[part], x, w[part].T)
             labels[chunk] = torch.from_numpy(store.read_labels(rows[chunk])[:, concepts[part]])
-        ap_all[part] = average_precision(scores, labels).numpy()
         keep = labels.clone()
         keep[order] |= first_k(~labels[order], ratio * labels.sum(0))
         # Left-out positions score -inf: one last threshold after every positive, adding no
         # recall, so the AP is that of the kept positions alone.
-        ap_ratio[part] = average_precision(torch.where(keep, scores, -torch.inf), labels).numpy()
+        sampled = torch.where(keep, scores, -torch.inf)
+        for cols in _chunks(part.stop - part.start, max(1, _AP_BUDGET // len(rows))):
+            at = slice(part.start + cols.start, part.start + cols.stop)
+            ap_all[at] = average_precision(scores[:, cols], labels[:, cols]).numpy()
+            ap_ratio[at] = average_precision(sampled[:, cols], labels[:, cols]).numpy()
     return ap_all, ap_ratio
 
 

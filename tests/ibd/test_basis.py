@@ -368,6 +368,20 @@ def test_learning_is_reproducible_from_the_seed(tmp_path: Path) -> None:
     assert not np.array_equal(a.weight, c.weight)
 
 
+def test_memory_budgets_change_the_chunking_not_the_results(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, _ = planted_store(tmp_path)
+    settings = basis.Settings.for_procedure("paper", epochs=2, rounds=1)
+    whole = basis.learn(store, settings, **quiet())
+    for name in ("_SCORE_BUDGET", "_AP_BUDGET", "_CHUNK_ROWS"):
+        monkeypatch.setattr(basis, name, 8)  # one concept / column / few rows at a time
+    chunked = basis.learn(store, settings, **quiet())
+    assert np.array_equal(whole.weight, chunked.weight)
+    assert np.array_equal(whole.ap, chunked.ap)
+    assert whole.meta["mAP_1to20"] == chunked.meta["mAP_1to20"]
+
+
 def test_bad_settings_are_user_errors() -> None:
     with pytest.raises(UserError, match="ratio must be at least 1"):
         basis.Settings.for_procedure("paper", ratio=0)

@@ -90,6 +90,12 @@ class Settings:
             raise UserError(f"unknown procedure '{procedure}' (choose {', '.join(PROCEDURES)})")
         base: dict[str, Any] = {"procedure": procedure}
         if procedure == "authors":
+            paper_only = [
+                k for k in ("rounds", "hard_fraction", "l2") if overrides.get(k) is not None
+            ]
+            if paper_only:
+                flags = ", ".join(k.replace("_", "-") for k in paper_only)
+                raise UserError(f"{flags}: only for the paper procedure")
             base.update(epochs=15, lr=0.01, batch_size=128, l2=0.0, rounds=0)
         base.update({k: v for k, v in overrides.items() if v is not None})
         settings = cls(**base)
@@ -144,8 +150,9 @@ def _chunks(n: int, size: int) -> Iterator[slice]:
 
 def _concept_rng(seed: int, concept: int, *stage: int) -> np.random.Generator:
     """Per-concept random stream keyed by the concept's store index, so that a concept's
-    samples do not depend on which other concepts are trained with it."""
-    return np.random.default_rng([seed, concept, *stage])
+    samples do not depend on which other concepts are trained with it. Streams shared by all
+    concepts are keyed (seed, 0, purpose, ...), per-concept ones (seed, 1, concept, ...)."""
+    return np.random.default_rng([seed, 1, concept, *stage])
 
 
 # -- the bank of training positions -----------------------------------------------------
@@ -187,7 +194,7 @@ def build_bank(
     """The pool (`pool_size` training positions drawn uniformly) plus every concept's positives
     (at most `max_positives`, drawn uniformly), their features read in row order."""
     rows = store.rows_of(images)
-    shared = np.random.default_rng([settings.seed, 0])
+    shared = np.random.default_rng([settings.seed, 0, 0])
     pool_rows = (
         rows
         if len(rows) <= settings.pool_size
@@ -238,9 +245,9 @@ def random_negatives(
 ) -> torch.Tensor:
     """B x C mask: for concept c, `counts[c]` pool rows negative for c (and not in
     `exclude[:, c]`), drawn uniformly; fewer when the pool has fewer. Every concept ranks the
-    pool by one shared random priority and takes its first negatives, so the sets overlap as much
-    as the sampling allows."""
-    priority = torch.from_numpy(np.random.default_rng([*seed, 1]).random(len(bank.rows)))
+    pool by one shared random priority (from the stream `seed`) and takes its first negatives,
+    so the sets overlap as much as the sampling allows."""
+    priority = torch.from_numpy(np.random.default_rng(list(seed)).random(len(bank.rows)))
     order = torch.argsort(torch.where(bank.pool, priority, 2.0))[: int(bank.pool.sum())]
     chosen = torch.zeros_like(bank.y)
     group = max(1, _SCORE_BUDGET // (8 * max(1, len(order))))
@@ -455,7 +462,7 @@ def train_paper(
     xt = (bank.x - mu) / sigma
     n_pos = bank.num_positives
     counts = settings.ratio * n_pos
-    negative = random_negatives(bank, counts, (settings.seed, 0))
+    negative = random_negatives(bank, counts, (settings.seed, 0, 1, 0))
     weight = torch.zeros(len(concepts), xt.shape[1])
     bias = torch.zeros(len(concepts))
     bar = tqdm(
@@ -468,7 +475,13 @@ def train_paper(
         for round_ in range(settings.rounds + 1):
             if round_ > 0:
                 negative = mine_negatives(
-                    bank, xt, weight, bias, counts, settings.hard_fraction, (settings.seed, round_)
+                    bank,
+                    xt,
+                    weight,
+                    bias,
+                    counts,
+                    settings.hard_fraction,
+                    (settings.seed, 0, 1, round_),
                 )
             weight, bias = fit_masked(
                 xt,
@@ -480,7 +493,7 @@ def train_paper(
                 block=settings.batch_size,
                 lr=settings.lr,
                 l2=settings.l2,
-                seed=(settings.seed, 2, round_),
+                seed=(settings.seed, 0, 2, round_),
                 on_epoch=lambda: bar.update(1),
             )
     raw_w = weight / sigma
@@ -501,7 +514,7 @@ def train_authors(
     started = time.perf_counter()
     d = bank.x.shape[1]
     n_pos = bank.num_positives
-    candidates = random_negatives(bank, settings.ratio * n_pos, (settings.seed, 0))
+    candidates = random_negatives(bank, settings.ratio * n_pos, (settings.seed, 0, 1, 0))
     per_epoch = settings.hard_ratio * n_pos
     bound = 1 / np.sqrt(d)
     init = [_concept_rng(settings.seed, int(c), 1) for c in concepts]
@@ -565,7 +578,7 @@ def held_out_ap(
     rows = store.rows_of(images)
     w = torch.from_numpy(np.ascontiguousarray(weight, dtype=np.float32))
     b = torch.from_numpy(np.ascontiguousarray(bias, dtype=np.float32))
-    order = torch.from_numpy(np.random.default_rng([seed, 3]).permutation(len(rows)))
+    order = torch.from_numpy(np.random.default_rng([seed, 0, 3]).permutation(len(rows)))
     group = max(1, _SCORE_BUDGET // (4 * max(1, len(rows))))
     ap_all = np.empty(len(concepts))
     ap_ratio = np.empty(len(concepts))

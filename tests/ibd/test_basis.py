@@ -278,7 +278,7 @@ def test_held_out_ap_at_1_to_20_is_the_ap_of_positives_and_a_random_negative_dra
     ap_all, ap_ratio = basis.held_out_ap(store, held, np.arange(4), w, b, ratio=3, seed=5)
     scores = store.read_vectors(rows) @ w.T
     labels = store.read_labels(rows)
-    order = np.random.default_rng([5, 3]).permutation(len(rows))
+    order = np.random.default_rng([5, 0, 3]).permutation(len(rows))
     for c in range(4):
         negatives = [r for r in order if not labels[r, c]][: 3 * int(labels[:, c].sum())]
         kept = np.concatenate([np.flatnonzero(labels[:, c]), negatives])
@@ -387,6 +387,8 @@ def test_bad_settings_are_user_errors() -> None:
         basis.Settings.for_procedure("paper", ratio=0)
     with pytest.raises(UserError, match="hard-fraction must lie in 0..1"):
         basis.Settings.for_procedure("paper", hard_fraction=1.5)
+    with pytest.raises(UserError, match="rounds, l2: only for the paper procedure"):
+        basis.Settings.for_procedure("authors", rounds=2, l2=0.1)
     with pytest.raises(UserError, match="unknown procedure"):
         basis.Settings.for_procedure("other")
 

@@ -435,7 +435,9 @@ def test_basis_learn_command_end_to_end(tmp_path: Path, capsys: pytest.CaptureFi
     assert meta["held_out_positions"] == 4 * 2 * 2
     assert np.all((ap >= 0) & (ap <= 1))
     assert features.FeatureStore(tmp_path / "store").num_images == 12
+    assert main([*argv, "--procedure", "authors"]) == 2  # argv has --rounds
     assert (
-        main([*argv[:-1], str(tmp_path / "a.npz"), "--procedure", "authors", "--ratio", "0"]) == 2
+        capsys.readouterr().err.strip() == "ibd basis: error: rounds: only for the paper procedure"
     )
+    assert main(["basis", "learn", "--ratio", "0"]) == 2
     assert capsys.readouterr().err.strip() == "ibd basis: error: ratio must be at least 1"

@@ -214,6 +214,8 @@ def load_model(
     mean = tuple(meta.get("mean") or (spec.mean if spec else architectures.IMAGENET_MEAN))
     std = tuple(meta.get("std") or (spec.std if spec else architectures.IMAGENET_STD))
     default_name = path.name.split(".")[0] if path is not None else str(arch)
+    if mirrored and not default_name.endswith("_mirror"):
+        default_name += "_mirror"  # its outputs must not overwrite the unmirrored model's
     return LoadedModel(
         model=model.eval().to(device),
         name=name or default_name,

@@ -46,3 +46,12 @@ def test_mirror_of_a_real_architecture_flips_every_conv() -> None:
     ]
     assert len(convs) == 20
     assert all(torch.equal(b.weight, a.weight.flip(-1)) for a, b in convs)
+
+
+def test_mirror_flag_names_the_model_apart(tmp_path) -> None:
+    from ibd.models import load_model
+
+    torch.save(torchvision.models.resnet18(num_classes=3).state_dict(), tmp_path / "r18.pth")
+    assert load_model("resnet18", tmp_path / "r18.pth").name == "r18"
+    twin = load_model("resnet18", tmp_path / "r18.pth", mirrored=True)
+    assert twin.name == "r18_mirror" and twin.meta["mirrored"] is True

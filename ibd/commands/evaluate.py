@@ -81,6 +81,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default="probability",
         help="the class score the curves record (default: softmax probability, as RISE)",
     )
+    faith.add_argument(
+        "--insertion-from",
+        choices=("blur", "mean"),
+        default="blur",
+        help="insertion starts from a blurred copy (default, as RISE) or the mean colour",
+    )
     faith.add_argument("--seed", type=int, default=0, help="seed of the random-heatmap control")
     faith.add_argument("--batch-size", type=int, default=64, help="inputs per forward pass")
     faith.add_argument(
@@ -323,8 +329,15 @@ def _faithfulness(
             maps = torch.as_tensor(np.stack([i.saliency for i in part]), device=loaded.device)
             saliency = upsample(maps.float(), loaded.input_size)
             targets = torch.as_tensor([i.class_index for i in part], device=loaded.device)
+            start_from = torch.zeros_like(images) if args.insertion_from == "mean" else None
             result = fa.curves(
-                score, images, saliency, targets, steps=args.steps, batch_size=args.batch_size
+                score,
+                images,
+                saliency,
+                targets,
+                steps=args.steps,
+                insertion_baseline=start_from,
+                batch_size=args.batch_size,
             )
             for item, d, ins in zip(part, result.deletion_auc, result.insertion_auc, strict=True):
                 item.scores.update(deletion_auc=float(d), insertion_auc=float(ins))
@@ -532,7 +545,8 @@ def _report(
             "in mask: the share of that region inside the mask; lift: in mask / the mask's share "
             "of the image (1 = chance). "
             f"Deletion (lower is better) / insertion (higher) AUC of the class {args.score}, "
-            f"{args.steps} steps, deletion to the mean colour, insertion from a blurred image; "
+            f"{args.steps} steps, deletion to the mean colour, insertion from "
+            f"{'a blurred image' if args.insertion_from == 'blur' else 'the mean colour'}; "
             f"ibd/netdissect maps: {saliency}. random: seeded control (seed {args.seed}).",
             "",
         ]
@@ -687,7 +701,9 @@ def _write_outputs(
             "score": args.score,
             "seed": args.seed,
             "deletion_baseline": "mean colour",
-            "insertion_baseline": "gaussian blur 11/5",
+            "insertion_baseline": "gaussian blur 11/5"
+            if args.insertion_from == "blur"
+            else "mean colour",
         },
         "decomposition": {
             "classes": [

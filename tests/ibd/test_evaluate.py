@@ -23,7 +23,7 @@ from ibd.broden import encode_plane
 from ibd.cli import main
 from ibd.errors import UserError
 from ibd.explanations import Component, Explanation
-from ibd.models import save_checkpoint
+from ibd.models import load_model, save_checkpoint
 
 WORLD = {
     "format": "concept-world-1",
@@ -481,6 +481,24 @@ def test_evaluate_random_control_reproducible(home: Path, monkeypatch: pytest.Mo
     other = random_rows(evaluate(home, monkeypatch, "--seed", "8", "--no-faithfulness"))
     assert first == again and len(first) == 2
     assert [r["region_precision"] for r in first] != [r["region_precision"] for r in other]
+
+
+@pytest.mark.slow
+def test_insertion_from_the_mean_colour(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Insertion from the mean colour starts at the score of the all-mean image (zero after
+    normalisation) and ends at the clean image's; deletion runs the other way."""
+    cam_dir = home / "explanations" / "tiny" / "cam"
+    out = evaluate(home, monkeypatch, "--insertion-from", "mean", "--explanations", str(cam_dir))
+    loaded = load_model(None, home / "models" / "tiny.pt")
+    with torch.no_grad():
+        blank = torch.softmax(loaded.model(torch.zeros(1, 3, 32, 32)), dim=1)[0]
+    expected_start = float(blank[[0, 1]].mean())  # the two images explain classes 0 and 1
+    rows = [r for r in read_rows(out / "curves.csv") if r["method"] == "cam"]
+    assert float(rows[0]["insertion"]) == pytest.approx(expected_start, abs=1e-5)
+    assert float(rows[-1]["deletion"]) == pytest.approx(expected_start, abs=1e-5)
+    assert float(rows[-1]["insertion"]) == pytest.approx(float(rows[0]["deletion"]), abs=1e-5)
+    settings = json.loads((out / "evaluate.json").read_text())["settings"]
+    assert settings["insertion_baseline"] == "mean colour"
 
 
 @pytest.mark.parametrize(

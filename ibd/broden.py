@@ -60,7 +60,7 @@ class Concept:
     categories: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Row:
     line: int  # line number in index.csv, for error messages
     image: str

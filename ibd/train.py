@@ -59,8 +59,8 @@ class TrainSettings:
 # VGG16 are weaker than ResNet50 in the paper.
 ROLE_SETTINGS: dict[str, TrainSettings] = {
     REFERENCE: TrainSettings(epochs=10, lr=3e-3),
-    "world_vgg": TrainSettings(epochs=6, lr=1.5e-3),
-    "world_alexnet": TrainSettings(epochs=4, lr=1.5e-3),
+    "world_vgg": TrainSettings(epochs=6, lr=3e-3),
+    "world_alexnet": TrainSettings(epochs=3, lr=1.5e-3),
 }
 
 
@@ -290,15 +290,13 @@ def fit(
     train: Images,
     settings: TrainSettings,
     device: torch.device,
-    parameters: Iterable[nn.Parameter] | None = None,
     desc: str = "train",
     progress: bool = True,
 ) -> None:
-    """Minimise cross-entropy on `train` for `settings.epochs` epochs (AdamW, one-cycle)."""
+    """Minimise cross-entropy on `train` for `settings.epochs` epochs (AdamW, one-cycle) over
+    the parameters that require gradients."""
     gen = torch.Generator().manual_seed(settings.seed)
-    params = [
-        p for p in (parameters if parameters is not None else model.parameters()) if p.requires_grad
-    ]
+    params = [p for p in model.parameters() if p.requires_grad]
     optimiser = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
     steps = settings.epochs * math.ceil(len(train) / settings.batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(

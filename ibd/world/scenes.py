@@ -2,9 +2,9 @@
 depth (farther objects stand higher and are smaller, nearer ones occlude them), optional and
 distractor concepts, then lighting and sensor noise.
 
-`render(scene_class, rng, size, min_pixels)` retries a layout until the image obeys the class's
-rules (every defining concept visible in at least `min_pixels` pixels, nothing outside
-defining + optional), so every written image satisfies `world.json`.
+`render` retries a layout until the image obeys the class's rules (every defining concept
+visible in at least `min_pixels` pixels; a composer that draws anything outside defining +
+optional is a bug and raises), so every written image satisfies `world.json`.
 """
 
 from __future__ import annotations

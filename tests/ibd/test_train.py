@@ -102,6 +102,7 @@ def test_a_tiny_model_learns_the_tiny_world(world: Path, tmp_path: Path) -> None
     assert accuracy(loaded.model, norm, test, torch.device("cpu")) == result["accuracy"]["test"]
 
 
+@pytest.mark.slow
 def test_roles_are_cached_until_their_inputs_change(world: Path, roles: Path) -> None:
     files = {p.name: p.read_bytes() for p in roles.glob("*.pt")}
     assert sorted(files) == sorted(
@@ -127,6 +128,7 @@ def test_roles_are_cached_until_their_inputs_change(world: Path, roles: Path) ->
     assert torch.load(roles / "world_resnet.pt", weights_only=True)["seed"] == 1
 
 
+@pytest.mark.slow
 def test_the_mirror_is_the_reference_with_flipped_kernels(world: Path, roles: Path) -> None:
     ref = torch.load(roles / "world_resnet.pt", weights_only=True)
     twin = torch.load(roles / "world_resnet_mirror.pt", weights_only=True)
@@ -165,6 +167,7 @@ def _write_folder(root: Path, per_class: int, size: int = 112) -> None:
             Image.fromarray(pixels.astype(np.uint8)).save(root / name / f"{i}.png")
 
 
+@pytest.mark.slow
 def test_cli_trains_any_architecture_on_an_image_folder(tmp_path: Path) -> None:
     _write_folder(tmp_path / "data", 12)
     out = tmp_path / "folder.pt"

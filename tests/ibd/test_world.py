@@ -246,7 +246,7 @@ def test_world_reads_back_through_the_broden_reader(world: Path) -> None:
         small = ds[i]["mask"].numpy()
         centres = [8, 24, 40, 56, 72, 88, 104]  # nearest neighbour 112 -> 7
         house = next(c for c in ds.concepts if c.name == "house").index
-        assert (small[house] == (obj[np.ix_(centres, centres)] == numbers_of(spec)["house"])).all()
+        assert (small[house] == (obj[np.ix_(centres, centres)] == _numbers(world)["house"])).all()
     scenes = BrodenDataset(world, categories=("scene",), min_images=1)
     rows = _rows(world / "scenes.csv")
     for i in (0, 1, 2):
@@ -254,10 +254,6 @@ def test_world_reads_back_through_the_broden_reader(world: Path) -> None:
         assert on == [rows[i]["class_name"]]
     train = BrodenDataset(world, split="train", min_images=1)
     assert len(train) == sum(r["split"] == "train" for r in rows)
-
-
-def numbers_of(spec: dict) -> dict[str, int]:
-    return {c["name"]: c["number"] for c in spec["concepts"]}
 
 
 def test_world_json_and_splits(world: Path) -> None:

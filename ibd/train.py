@@ -371,7 +371,7 @@ def train_world_model(
 ) -> dict[str, Any]:
     """Train `arch` on the world's train split and save it to `out` with its val and test
     accuracy, unless `out` already holds a model trained the same way on the same world.
-    Returns the checkpoint's accuracy and whether it was reused."""
+    Returns the checkpoint's accuracy, whether it was reused and (when trained) the model."""
     spec = architectures.get(arch)
     record = _training_record(arch, settings, world)
     if not force and _recorded(out) == record:
@@ -402,7 +402,7 @@ def train_world_model(
         extra={"training": record, "train_seconds": round(seconds, 1)},
     )
     log(f"{arch}: trained in {seconds:.0f} s, accuracy {_fmt(acc)} -> {out}")
-    return {"accuracy": acc, "reused": False, "seconds": seconds}
+    return {"accuracy": acc, "reused": False, "seconds": seconds, "model": model.eval()}
 
 
 def mirror_world_model(

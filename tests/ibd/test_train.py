@@ -93,8 +93,11 @@ def test_a_tiny_model_learns_the_tiny_world(world: Path, tmp_path: Path) -> None
     )
     held_out = (result["accuracy"]["val"] + result["accuracy"]["test"]) / 2
     assert held_out > 2.5 / 12, result  # chance is 1/12
-    # the reloaded checkpoint reproduces the recorded accuracy exactly
+    # the reloaded checkpoint predicts exactly as the trained model did
     loaded = load_model(None, out)
+    x = torch.randn(4, 3, 112, 112)
+    with torch.no_grad():
+        assert torch.equal(loaded.model(x), result["model"](x))
     assert loaded.arch == "world_alexnet" and loaded.layer == "features"
     assert loaded.classes[0] == "harbor" and loaded.input_size == (112, 112)
     norm = Normalise(loaded.mean, loaded.std)

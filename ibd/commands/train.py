@@ -3,7 +3,8 @@
 - no flags: every concept-world role (world_resnet, world_resnet_mirror, world_vgg,
   world_alexnet) on $IBD_HOME/world into $IBD_HOME/models/<role>.pt, reusing up-to-date
   checkpoints;
-- `--world DIR --arch NAME --out FILE`: one world model;
+- `--world DIR --arch NAME --out FILE`: one world model (`--arch world_resnet_mirror` also
+  trains or reuses the reference as `world_resnet.pt` beside FILE and mirrors it);
 - `--data FOLDER --arch NAME --out FILE [--init-from FILE] [--train head|all]`: any torchvision
   or project architecture on an image folder (torchvision ImageFolder layout).
 """

@@ -49,7 +49,8 @@ class LoadedModel:
         return next(self.model.parameters()).device
 
 
-def _read(path: Path, allow_pickle: bool) -> Any:
+def read_weights(path: Path, allow_pickle: bool) -> Any:
+    """The object in a weight file, loaded weights-only unless `allow_pickle`; one-line errors."""
     if not path.is_file():
         raise UserError(f"weights file not found: {path}")
     try:
@@ -72,7 +73,8 @@ def _is_state_dict(obj: dict[str, Any]) -> bool:
     return bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
 
 
-def _strip_prefix(state: dict[str, Any], prefix: str = "module.") -> dict[str, Any]:
+def strip_module_prefix(state: dict[str, Any], prefix: str = "module.") -> dict[str, Any]:
+    """A state dict without DataParallel's `module.` key prefix."""
     if state and all(k.startswith(prefix) for k in state):
         return {k[len(prefix) :]: v for k, v in state.items()}
     return state
@@ -147,14 +149,14 @@ def load_model(
     whole: nn.Module | None = None
     path = Path(weights) if weights is not None else None
     if path is not None:
-        obj = _read(path, allow_pickle)
+        obj = read_weights(path, allow_pickle)
         if isinstance(obj, nn.Module):
             whole = obj
         elif isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
             meta = {k: v for k, v in obj.items() if k != "state_dict"}
-            state = _strip_prefix(dict(obj["state_dict"]))
+            state = strip_module_prefix(dict(obj["state_dict"]))
         elif isinstance(obj, dict) and _is_state_dict(obj):
-            state = _strip_prefix(dict(obj))
+            state = strip_module_prefix(dict(obj))
         else:
             raise UserError(f"{path} is neither a state dict nor a checkpoint with a 'state_dict'")
         if "module" in meta and isinstance(meta["module"], nn.Module):

@@ -17,8 +17,12 @@ def world_dir() -> Path:
     return home() / "world"
 
 
+def models_dir() -> Path:
+    return home() / "models"
+
+
 def model_path(name: str = REFERENCE_MODEL) -> Path:
-    return home() / "models" / f"{name}.pt"
+    return models_dir() / f"{name}.pt"
 
 
 def basis_path(model: str = REFERENCE_MODEL) -> Path:

@@ -505,14 +505,14 @@ def init_from(model: nn.Module, path: Path) -> int:
     """Copy the tensors of a state dict or checkpoint at `path` whose names and shapes match
     `model` (a GAP variant takes torchvision's conv trunk); returns how many were copied."""
     from ibd import gapnets
-    from ibd.models import _read, _strip_prefix
+    from ibd.models import read_weights, strip_module_prefix
 
-    obj = _read(path, allow_pickle=False)
+    obj = read_weights(path, allow_pickle=False)
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict):
         raise UserError(f"{path} holds no state dict")
-    state = _strip_prefix(dict(obj))
+    state = strip_module_prefix(dict(obj))
     if isinstance(model, gapnets.GapNet):
         copied = gapnets.load_trunk(model, state)
     else:

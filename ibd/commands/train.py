@@ -85,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
+    from ibd import paths
     from ibd.errors import UserError
     from ibd.train import (
         MIRROR,
@@ -97,7 +98,6 @@ def run(args: argparse.Namespace) -> int:
         train_roles,
         train_world_model,
     )
-    from ibd.world import default_models_dir, default_world_dir
 
     try:
         torch.device(args.device)
@@ -127,13 +127,13 @@ def run(args: argparse.Namespace) -> int:
     if args.init_from is not None or args.train_part != "all":
         raise UserError("--init-from and --train apply to --data only")
 
-    world = args.world or default_world_dir()
+    world = args.world or paths.world_dir()
     if not (world / "world.json").is_file():
         raise UserError(
             f"no concept world at {world}: run `ibd world build` first"
             + (" (or pass --world DIR)" if args.world is None else "")
         )
-    models = args.models or default_models_dir()
+    models = args.models or paths.models_dir()
     if args.arch is None:
         if args.out is not None or overrides:
             raise UserError("--out and training overrides need --arch (one model)")

@@ -33,8 +33,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ibd import paths
     from ibd.errors import UserError
-    from ibd.world import default_world_dir
     from ibd.world.writer import WorldSettings, build
 
     if args.world_command != "build":
@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     settings = WorldSettings(seed=args.seed)
     if args.images is not None:
         settings = WorldSettings(seed=args.seed, images=args.images)
-    out = args.out or default_world_dir()
+    out = args.out or paths.world_dir()
     start = time.perf_counter()
     built = build(out, settings, workers=args.workers, force=args.force)
     if built:

@@ -8,19 +8,3 @@ scenes.csv).
 """
 
 from __future__ import annotations
-
-import os
-from pathlib import Path
-
-
-def ibd_home() -> Path:
-    """`$IBD_HOME` if set, else `./ibd-data` (docs/contracts.md 0)."""
-    return Path(os.environ.get("IBD_HOME") or "ibd-data")
-
-
-def default_world_dir() -> Path:
-    return ibd_home() / "world"
-
-
-def default_models_dir() -> Path:
-    return ibd_home() / "models"

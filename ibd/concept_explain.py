@@ -86,7 +86,7 @@ def gap_linear(loaded: LoadedModel) -> bool:
     return cam_lib.is_gap_linear(fwd.features, fwd.logits, weight, bias)
 
 
-def _parts(
+def concept_parts(
     q: torch.Tensor,
     names: list[str],
     terms: list[tuple[int, float]],
@@ -132,7 +132,7 @@ def ibd_splitter(
             out = []
             for n, k in enumerate(fwd.targets.tolist()):
                 score = float(fwd.logits[n, k])
-                parts, residual = _parts(
+                parts, residual = concept_parts(
                     q, names, dec.terms(n), fwd.features[n], pooled[n], score, top
                 )
                 out.append((parts, residual))
@@ -151,7 +151,7 @@ def ibd_splitter(
         out = []
         for n, k in enumerate(fwd.targets.tolist()):
             score = float(fwd.logits[n, k])
-            parts, residual = _parts(
+            parts, residual = concept_parts(
                 q, names, class_terms[k], fwd.features[n], pooled[n], score, top
             )
             out.append((parts, residual))

@@ -5,8 +5,6 @@ optimisers, AP and q by hand, the basis.npz contract, and `ibd basis learn` end 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,28 +16,12 @@ from test_features import write_broden, write_model
 from torch import nn
 
 from ibd import basis, features
+from ibd.broden import Concept
 from ibd.cli import main
 from ibd.commands.decompose import read_basis
 from ibd.errors import UserError
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    """These tensors are tiny: with one torch thread no step waits on a thread that a busy 2-core
-    machine has descheduled (results do not depend on the thread count)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@dataclass(frozen=True)
-class Concept:
-    index: int
-    number: int
-    name: str
-    category: str
-    image_count: int
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class Identity(nn.Module):

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,29 +16,12 @@ from PIL import Image
 from torch import nn
 
 from ibd import features, hooks
-from ibd.broden import BrodenDataset, encode_plane
+from ibd.broden import BrodenDataset, Concept, encode_plane
 from ibd.cli import main
 from ibd.errors import UserError
 from ibd.models import save_checkpoint
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    """These tensors are tiny: with one torch thread no step waits on a thread that a busy 2-core
-    machine has descheduled (results do not depend on the thread count)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@dataclass(frozen=True)
-class Concept:
-    index: int
-    number: int
-    name: str
-    category: str
-    image_count: int
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class Pooled(nn.Module):

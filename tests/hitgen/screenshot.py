@@ -15,20 +15,12 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from chromium_flags import CHROMIUM_ARGS
 from PIL import Image, ImageDraw
 
 from hitgen.cli import main as hitgen_main
 
 SIZE = 224
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 
 
 def harbor_scene() -> tuple[Image.Image, dict[str, np.ndarray]]:

@@ -7,22 +7,13 @@ import re
 from pathlib import Path
 
 import pytest
+from chromium_flags import CHROMIUM_ARGS
 from sqlalchemy import text
 
 from hitserver.database import make_engine, upgrade
 from hitserver.loading import load_batch
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 
 
 def test_a_worker_answers_in_chromium(chromium_path: str, write_batch, tmp_path: Path, live):

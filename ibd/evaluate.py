@@ -14,6 +14,10 @@ Three measures, each a pure function of arrays and names:
   so "sail" counts for a class defined by "boat") and d is found when d or one of its parts is
   in T. Both are reported; the issue's target (precision@3 >= 0.8) is read on the lenient one,
   because a part is evidence of its object in the image as much as the object is.
+  The same precision and recall are also read on a second ranking, by contribution: the mean
+  over the class's IBD explanations of each concept's contribution s_i q_i . a to the logit
+  (paper eq. 9), the quantity an explanation ranks by, where the coefficient alone ignores how
+  strongly the concept is present in the class's images.
 - Presence: whether an explanation's top concept is labelled anywhere in the image.
 - Pointing: the heatmap is upsampled bilinearly (align_corners=False) to the mask size, its top
   20% region is R = {p : h(p) >= t}, t the ceil(0.2 N)-th largest of the N values (ties above
@@ -22,13 +26,20 @@ Three measures, each a pure function of arrays and names:
   An absent concept has an empty mask, so it always misses. Because a large mask is easy to
   overlap by chance, the mask's share of the image, coverage = |M| / N, is kept too: the lift
   (|R ∩ M| / |R|) / coverage is 1 for a map that knows nothing about where the concept is.
+- Concept pointing game: one trial per (image, defining concept d of the explained class with a
+  non-empty mask), as Zhang et al. (2016) score one trial per category present. Each method
+  supplies its map for d: IBD and Network Dissection the first component labelled d (none: a
+  miss, the explanation does not show d), CAM, Grad-CAM and the random control their one map.
+  The trial is a hit under the pointing game's rule when the map's maximum (upsampled as above;
+  the first maximum in raster order) lies in d's mask, and under the overlap rule when its top
+  20% region overlaps the mask. Every method faces the same trials, fixed by the world alone.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -125,6 +136,15 @@ def read_decomposition(path: str | Path) -> dict[str, list[tuple[str, float]]]:
     return ranked
 
 
+def read_decomposition_model(path: str | Path) -> str | None:
+    """The model a `decompose.json` decomposes (`meta.model`), None when it does not say."""
+    try:
+        model = json.loads(Path(path).read_text()).get("meta", {}).get("model")
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        return None
+    return model if isinstance(model, str) else None
+
+
 @dataclass(frozen=True)
 class RuleMatch:
     """precision@k and recall@k of one class's top-k concepts, strict and lenient."""
@@ -204,6 +224,82 @@ def union_mask(
         if name in concept_index:
             out |= masks[concept_index[name]]
     return out
+
+
+def peak_hit(heatmap: torch.Tensor, mask: torch.Tensor) -> bool:
+    """The pointing game's rule (Zhang et al. 2016): the maximum of `heatmap` (h x w), upsampled
+    to the mask size, lies inside `mask` (H x W); ties go to the first maximum in raster order."""
+    if heatmap.ndim != 2 or mask.ndim != 2:
+        raise ValueError("heatmap and mask must be 2-D")
+    big = upsample(heatmap.float()[None], (mask.shape[0], mask.shape[1]))[0]
+    return bool(mask.reshape(-1)[int(torch.argmax(big))])
+
+
+@dataclass(frozen=True)
+class ConceptTrial:
+    """One trial of the concept pointing game (module docstring)."""
+
+    concept: str
+    shown: bool  # the method had a map for the concept
+    peak: bool
+    overlap: bool
+
+
+def concept_trials(
+    concept_maps: Mapping[str, torch.Tensor] | None,
+    class_map: torch.Tensor | None,
+    class_name: str,
+    masks: torch.Tensor,
+    concept_index: Mapping[str, int],
+    world: World,
+    fraction: float = POINTING_FRACTION,
+) -> list[ConceptTrial]:
+    """The concept pointing game of one explanation: a trial per defining concept of
+    `class_name` present in `masks`. Concept methods pass `concept_maps` (label -> map), class
+    maps pass `class_map`, used for every trial."""
+    rule = world.by_name(class_name)
+    if rule is None:
+        raise UserError(f"class '{class_name}' is not in world.json")
+    trials = []
+    for concept in rule.defining:
+        if concept not in concept_index:
+            continue
+        mask = masks[concept_index[concept]].bool()
+        if not mask.any():
+            continue
+        heat = class_map if concept_maps is None else concept_maps.get(concept)
+        if heat is None:
+            trials.append(ConceptTrial(concept, False, False, False))
+            continue
+        overlap = point(heat, mask, fraction).hit
+        trials.append(ConceptTrial(concept, True, peak_hit(heat, mask), overlap))
+    return trials
+
+
+def rank_by_contribution(
+    decomposition: Mapping[str, Sequence[tuple[str, float]]],
+    explained: Iterable[tuple[str, Mapping[str, float]]],
+) -> dict[str, list[tuple[str, float]]]:
+    """Per class, its decomposition's concepts ranked by their mean contribution to the logit
+    over the class's explanations, largest first (paper eq. 9 averaged over images).
+
+    `explained` gives (class name, concept -> contribution) per IBD explanation. A concept's
+    mean is over the explanations that list it; a concept no explanation lists is left out, and
+    a class with no explanation is absent. Exact when explanations keep every component
+    (`ibd explain --top` at least `ibd decompose --max-concepts`, both 7 by default)."""
+    sums: dict[str, dict[str, list[float]]] = {}
+    for class_name, contributions in explained:
+        if class_name not in decomposition:
+            continue
+        per_class = sums.setdefault(class_name, {})
+        for concept, value in contributions.items():
+            per_class.setdefault(concept, []).append(value)
+    ranked = {}
+    for class_name, per_class in sums.items():
+        concepts = [name for name, _ in decomposition[class_name] if name in per_class]
+        means = [(name, sum(per_class[name]) / len(per_class[name])) for name in concepts]
+        ranked[class_name] = sorted(means, key=lambda p: -p[1])
+    return ranked
 
 
 # Methods whose one map explains the class as a whole: their label is the class name, not a

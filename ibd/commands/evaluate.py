@@ -3,15 +3,18 @@
 
 1. Each class's top-k decomposed concepts against its defining concepts (precision@k, recall@k;
    `ibd.evaluate`).
+   Ranked by coefficient, and by mean contribution over the decomposed model's IBD explanations.
 2. Per explanation: is the top concept in the image, does the top 20% of its heatmap overlap the
    concept's mask (CAM / Grad-CAM: the class's defining concepts), plus a seeded random-heatmap
-   control.
+   control. The concept pointing game: one trial per defining concept in the image, the same
+   trials for every method, scored on the map's maximum and on its top 20%.
 3. Deletion / insertion curves for every method and the random control (`ibd.faithfulness`),
    with each explanation's own model: the one given by the model flags, else
    $IBD_HOME/models/<model>.pt for every model the explanations name.
 
-Writes OUT/report.md (printed too), summary.csv, decomposition.csv, explanations.csv (one row
-per explanation), curves.csv (mean curves) and evaluate.json.
+Writes OUT/report.md (printed too), summary.csv, decomposition.csv,
+decomposition_by_contribution.csv, explanations.csv (one row per explanation), curves.csv (mean
+curves) and evaluate.json.
 """
 
 from __future__ import annotations
@@ -109,6 +112,9 @@ class Item:
     saliency: np.ndarray  # the map deletion / insertion order pixels by
     top_label: str | None
     true_class: str | None
+    # concept methods: the first component's map and contribution per label; None: a class map
+    concept_maps: dict[str, np.ndarray] | None = None
+    contributions: dict[str, float] = field(default_factory=dict)
     scores: dict[str, Any] = field(default_factory=dict)
 
 
@@ -186,6 +192,13 @@ def _items(
             faith_map = fa.combine(maps, contributions)
         else:
             faith_map = maps[0]
+        concept_maps: dict[str, np.ndarray] | None = None
+        by_label: dict[str, float] = {}
+        if method not in ev.CLASS_MAP_METHODS:
+            concept_maps = {}
+            for c, heat, value in zip(components, maps, contributions, strict=True):
+                concept_maps.setdefault(str(c["label"]), np.asarray(heat, dtype=np.float32))
+                by_label.setdefault(str(c["label"]), value)
         items.append(
             Item(
                 method=method,
@@ -195,6 +208,8 @@ def _items(
                 saliency=np.asarray(faith_map, dtype=np.float32),
                 top_label=str(components[0]["label"]),
                 true_class=true_classes.get(image),
+                concept_maps=concept_maps,
+                contributions=by_label,
                 **item,
             )
         )
@@ -230,20 +245,38 @@ def _random_controls(items: Iterable[Item], seed: int) -> list[Item]:
 # -- scoring --------------------------------------------------------------------------------
 
 
-def _decomposition_rows(
-    path: Path, world: ev.World, k: int
-) -> list[tuple[ev.WorldClass, ev.RuleMatch]]:
+RuleRows = list[tuple[ev.WorldClass, ev.RuleMatch]]
+
+
+def _read_ranked(path: Path, world: ev.World) -> dict[str, list[tuple[str, float]]]:
     ranked = ev.read_decomposition(path)
     unknown = sorted(set(ranked) - {c.name for c in world.classes})
     if unknown:
         raise UserError(f"{path}: class(es) {', '.join(unknown[:5])} are not in world.json")
-    rows = []
     for cls in world.classes:
         if cls.name not in ranked:
             raise UserError(f"{path} has no class '{cls.name}' of world.json")
-        names = [name for name, _ in ranked[cls.name]]
-        rows.append((cls, ev.match_rules(names, cls.defining, world.parts, k)))
-    return rows
+    return ranked
+
+
+def _rule_rows(ranked: dict[str, list[tuple[str, float]]], world: ev.World, k: int) -> RuleRows:
+    """Each world class with a ranking, scored against its rule."""
+    return [
+        (cls, ev.match_rules([n for n, _ in ranked[cls.name]], cls.defining, world.parts, k))
+        for cls in world.classes
+        if cls.name in ranked
+    ]
+
+
+def _contribution_ranking(
+    ranked: dict[str, list[tuple[str, float]]], model: str | None, items: list[Item]
+) -> dict[str, list[tuple[str, float]]]:
+    """The decomposition's concepts per class by mean contribution over `model`'s IBD
+    explanations of that class (empty without such explanations)."""
+    explained = [
+        (i.class_name, i.contributions) for i in items if i.method == "ibd" and i.model == model
+    ]
+    return ev.rank_by_contribution(ranked, explained) if model else {}
 
 
 def _ground_truth(items: list[Item], dataset: Any, world: ev.World, fraction: float) -> None:
@@ -254,6 +287,23 @@ def _ground_truth(items: list[Item], dataset: Any, world: ev.World, fraction: fl
     for index in tqdm(sorted(by_image), desc="ground truth", unit="img"):
         masks = dataset.load_mask(index)
         for item in by_image[index]:
+            trials = ev.concept_trials(
+                None
+                if item.concept_maps is None
+                else {k: torch.as_tensor(v) for k, v in item.concept_maps.items()},
+                torch.as_tensor(item.heatmap),
+                item.class_name,
+                masks,
+                concept_index,
+                world,
+                fraction,
+            )
+            item.scores.update(
+                concept_trials=len(trials),
+                concept_shown=sum(t.shown for t in trials),
+                concept_peak=sum(t.peak for t in trials),
+                concept_overlap=sum(t.overlap for t in trials),
+            )
             result = ev.score_explanation(
                 item.method,
                 item.top_label,
@@ -407,11 +457,28 @@ def _summaries(items: list[Item]) -> list[dict[str, Any]]:
                 "pointing": _mean(i.scores["hit"] for i in group),
                 "region_precision": _mean(i.scores["region_precision"] for i in group),
                 "lift": _mean(i.scores["lift"] for i in group),
+                **_concept_game(group),
                 "deletion_auc": _mean(i.scores.get("deletion_auc") for i in group),
                 "insertion_auc": _mean(i.scores.get("insertion_auc") for i in group),
             }
         )
     return out
+
+
+def _concept_game(group: list[Item]) -> dict[str, Any]:
+    """The concept pointing game over a group's trials: hit rates on the peak and overlap rules
+    and how often the method showed the concept at all."""
+    trials = sum(i.scores["concept_trials"] for i in group)
+
+    def rate(key: str) -> float | None:
+        return sum(i.scores[key] for i in group) / trials if trials else None
+
+    return {
+        "concept_trials": trials,
+        "concept_shown": rate("concept_shown"),
+        "concept_pointing": rate("concept_peak"),
+        "concept_overlap": rate("concept_overlap"),
+    }
 
 
 def _write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
@@ -424,6 +491,10 @@ def _write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]])
 
 def _json_safe(value: Any) -> Any:
     return None if _isnan(value) else value
+
+
+def _match_json(match: ev.RuleMatch) -> dict[str, Any]:
+    return {k: _json_safe(v) for k, v in vars(match).items() if k != "top"}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -440,9 +511,11 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else paths.home() / "evaluate"
 
     decomposition = Path(args.decomposition) if args.decomposition else paths.decompose_path()
-    rule_rows = []
+    ranked = None
+    rule_rows: RuleRows = []
     if args.decomposition or decomposition.exists():
-        rule_rows = _decomposition_rows(decomposition, world, args.k)
+        ranked = _read_ranked(decomposition, world)
+        rule_rows = _rule_rows(ranked, world, args.k)
 
     dirs = _explanation_dirs(args.explanations)
     if not dirs and not rule_rows:
@@ -469,6 +542,10 @@ def run(args: argparse.Namespace) -> int:
         if not args.no_faithfulness:
             models = _models(args, sorted({i.model for i in items}))
         _ground_truth(items, dataset, world, args.fraction)
+    contribution_rows: RuleRows = []
+    if ranked is not None and items:
+        model = ev.read_decomposition_model(decomposition)
+        contribution_rows = _rule_rows(_contribution_ranking(ranked, model, items), world, args.k)
 
     curves: dict[tuple[str, str], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     if items and not args.no_faithfulness:
@@ -480,15 +557,53 @@ def run(args: argparse.Namespace) -> int:
 
     out.mkdir(parents=True, exist_ok=True)
     summary = _summaries(items)
-    report = _report(rule_rows, summary, args, notes)
-    _write_outputs(out, rule_rows, items, summary, curves, args, report)
+    report = _report(rule_rows, contribution_rows, summary, args, notes)
+    _write_outputs(out, rule_rows, contribution_rows, items, summary, curves, args, report)
     print("\n".join(report))
     print(f"\nwritten to {out}")
     return 0
 
 
+def _rules_section(title: str, rows: RuleRows, k: int) -> list[str]:
+    lines = [title, ""]
+    lines += _table(
+        [
+            "class",
+            "defining",
+            f"top {k}",
+            f"P@{k} lenient",
+            f"R@{k} lenient",
+            f"P@{k} strict",
+            f"R@{k} strict",
+        ],
+        [
+            (
+                c.name,
+                ", ".join(c.defining),
+                ", ".join(m.top),
+                m.precision_lenient,
+                m.recall_lenient,
+                m.precision_strict,
+                m.recall_strict,
+            )
+            for c, m in rows
+        ],
+    )
+    means = _rule_means(rows)
+    precision = means["precision_lenient"]
+    verdict = "met" if precision >= PRECISION_TARGET else "not met"
+    lines += [
+        "| **mean** | | | " + " | ".join(_fmt(value) for value in means.values()) + " |",
+        "",
+        f"Target precision@{k} (lenient) >= {PRECISION_TARGET}: {_fmt(precision)} ({verdict}).",
+        "",
+    ]
+    return lines
+
+
 def _report(
-    rule_rows: list[tuple[ev.WorldClass, ev.RuleMatch]],
+    rule_rows: RuleRows,
+    contribution_rows: RuleRows,
     summary: list[dict[str, Any]],
     args: argparse.Namespace,
     notes: list[str],
@@ -497,43 +612,20 @@ def _report(
     lines = ["# Explanations against the concept world's ground truth", ""]
     if rule_rows:
         lines += [
-            f"## Class decomposition vs world rules (top {k} concepts by coefficient)",
-            "",
-            "Lenient: a part of a defining object (sail for boat) counts as correct.",
+            "Lenient: a part of a defining object (sail for boat) counts as correct. Optional "
+            "concepts count as wrong, even those that occur in few classes and so are evidence.",
             "",
         ]
-        lines += _table(
-            [
-                "class",
-                "defining",
-                f"top {k}",
-                f"P@{k} lenient",
-                f"R@{k} lenient",
-                f"P@{k} strict",
-                f"R@{k} strict",
-            ],
-            [
-                (
-                    c.name,
-                    ", ".join(c.defining),
-                    ", ".join(m.top),
-                    m.precision_lenient,
-                    m.recall_lenient,
-                    m.precision_strict,
-                    m.recall_strict,
-                )
-                for c, m in rule_rows
-            ],
+        lines += _rules_section(
+            f"## Class decomposition vs world rules (top {k} concepts by coefficient)", rule_rows, k
         )
-        means = _rule_means(rule_rows)
-        precision = means["precision_lenient"]
-        verdict = "met" if precision >= PRECISION_TARGET else "not met"
-        lines += [
-            "| **mean** | | | " + " | ".join(_fmt(value) for value in means.values()) + " |",
-            "",
-            f"Target precision@{k} (lenient) >= {PRECISION_TARGET}: {_fmt(precision)} ({verdict}).",
-            "",
-        ]
+    if contribution_rows:
+        lines += _rules_section(
+            f"## Class decomposition vs world rules (top {k} by mean contribution over the "
+            "class's IBD explanations, eq. 9)",
+            contribution_rows,
+            k,
+        )
     if summary:
         saliency = "contribution-weighted sum" if args.saliency == "sum" else "top component"
         lines += [
@@ -579,25 +671,50 @@ def _report(
                 for s in summary
             ],
         )
+        lines += [
+            "",
+            "## Concept pointing game",
+            "",
+            "One trial per (image, defining concept of the explained class present in it): the "
+            "same trials for every method. IBD / Network Dissection answer with their component "
+            "of that concept (shown: how often they have one; none is a miss), CAM, Grad-CAM and "
+            "random with their one map. pointing: the map's maximum lies in the concept's mask "
+            f"(Zhang et al. 2016); top {args.fraction:.0%} overlap: the overlap rule above.",
+            "",
+        ]
+        lines += _table(
+            ["model", "method", "trials", "shown", "pointing", f"top {args.fraction:.0%} overlap"],
+            [
+                (
+                    s["model"],
+                    s["method"],
+                    s["concept_trials"],
+                    s["concept_shown"] if s["method"] not in ev.CLASS_MAP_METHODS else None,
+                    s["concept_pointing"],
+                    s["concept_overlap"],
+                )
+                for s in summary
+            ],
+        )
         lines.append("")
         by_key = {(s["model"], s["method"]): s for s in summary}
         for model in sorted({s["model"] for s in summary}):
             if (model, "ibd") in by_key and (model, "cam") in by_key:
-                ibd_p, cam_p = (
-                    by_key[(model, "ibd")]["pointing"],
-                    by_key[(model, "cam")]["pointing"],
-                )
-                verdict = "met" if ibd_p > cam_p else "not met"
+                ibd_s, cam_s = by_key[(model, "ibd")], by_key[(model, "cam")]
+                ibd_p, cam_p = ibd_s["concept_pointing"], cam_s["concept_pointing"]
+                met = ibd_p is not None and cam_p is not None and ibd_p > cam_p
+                verdict = "met" if met else "not met"
                 lines.append(
-                    f"Target IBD pointing above CAM's on {model}: "
-                    f"{_fmt(ibd_p)} vs {_fmt(cam_p)} ({verdict})."
+                    f"Target IBD pointing above CAM's on {model} (concept pointing game): "
+                    f"{_fmt(ibd_p)} vs {_fmt(cam_p)} ({verdict}); top-component overlap "
+                    f"{_fmt(ibd_s['pointing'])} vs {_fmt(cam_s['pointing'])}."
                 )
         lines.append("")
     lines += [f"Note: {n}" for n in notes]
     return lines
 
 
-def _rule_means(rule_rows: list[tuple[ev.WorldClass, ev.RuleMatch]]) -> dict[str, float]:
+def _rule_means(rule_rows: RuleRows) -> dict[str, float]:
     return {
         key: _mean(getattr(m, key) for _, m in rule_rows)
         for key in ("precision_lenient", "recall_lenient", "precision_strict", "recall_strict")
@@ -606,7 +723,8 @@ def _rule_means(rule_rows: list[tuple[ev.WorldClass, ev.RuleMatch]]) -> dict[str
 
 def _write_outputs(
     out: Path,
-    rule_rows: list[tuple[ev.WorldClass, ev.RuleMatch]],
+    rule_rows: RuleRows,
+    contribution_rows: RuleRows,
     items: list[Item],
     summary: list[dict[str, Any]],
     curves: dict[tuple[str, str], tuple[np.ndarray, np.ndarray, np.ndarray]],
@@ -614,31 +732,35 @@ def _write_outputs(
     report: list[str],
 ) -> None:
     (out / "report.md").write_text("\n".join(report) + "\n")
-    if rule_rows:
-        _write_csv(
-            out / "decomposition.csv",
-            [
-                "class",
-                "defining",
-                "top",
-                "precision_lenient",
-                "recall_lenient",
-                "precision_strict",
-                "recall_strict",
-            ],
-            [
-                (
-                    c.name,
-                    ";".join(c.defining),
-                    ";".join(m.top),
-                    m.precision_lenient,
-                    m.recall_lenient,
-                    m.precision_strict,
-                    m.recall_strict,
-                )
-                for c, m in rule_rows
-            ],
-        )
+    for name, rows in (
+        ("decomposition.csv", rule_rows),
+        ("decomposition_by_contribution.csv", contribution_rows),
+    ):
+        if rows:
+            _write_csv(
+                out / name,
+                [
+                    "class",
+                    "defining",
+                    "top",
+                    "precision_lenient",
+                    "recall_lenient",
+                    "precision_strict",
+                    "recall_strict",
+                ],
+                [
+                    (
+                        c.name,
+                        ";".join(c.defining),
+                        ";".join(m.top),
+                        m.precision_lenient,
+                        m.recall_lenient,
+                        m.precision_strict,
+                        m.recall_strict,
+                    )
+                    for c, m in rows
+                ],
+            )
     if items:
         header = [
             "model",
@@ -654,6 +776,10 @@ def _write_outputs(
             "region_precision",
             "coverage",
             "lift",
+            "concept_trials",
+            "concept_shown",
+            "concept_peak",
+            "concept_overlap",
             "deletion_auc",
             "insertion_auc",
         ]
@@ -675,6 +801,10 @@ def _write_outputs(
                     i.scores["region_precision"],
                     i.scores["coverage"],
                     i.scores["lift"],
+                    i.scores["concept_trials"],
+                    i.scores["concept_shown"],
+                    i.scores["concept_peak"],
+                    i.scores["concept_overlap"],
                     i.scores.get("deletion_auc"),
                     i.scores.get("insertion_auc"),
                 )
@@ -710,12 +840,21 @@ def _write_outputs(
                 {
                     "class": c.name,
                     "top": list(m.top),
-                    **{k: _json_safe(v) for k, v in vars(m).items() if k != "top"},
+                    **_match_json(m),
                 }
                 for c, m in rule_rows
             ],
             "mean": {k: _json_safe(v) for k, v in _rule_means(rule_rows).items()}
             if rule_rows
+            else None,
+        },
+        "decomposition_by_contribution": {
+            "classes": [
+                {"class": c.name, "top": list(m.top), **_match_json(m)}
+                for c, m in contribution_rows
+            ],
+            "mean": {k: _json_safe(v) for k, v in _rule_means(contribution_rows).items()}
+            if contribution_rows
             else None,
         },
         "explanations": [{k: _json_safe(v) for k, v in s.items()} for s in summary],

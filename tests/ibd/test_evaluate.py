@@ -213,6 +213,63 @@ def test_score_explanation_concepts_and_class_maps() -> None:
         ev.score_explanation("cam", None, "forest", heat, masks, index, world)
 
 
+def test_peak_hit_is_the_upsampled_maximum() -> None:
+    # corner_heatmap upsampled to 4x4 peaks (value 1) at (3, 3) only
+    at = torch.zeros(4, 4, dtype=torch.bool)
+    at[3, 3] = True
+    assert ev.peak_hit(corner_heatmap(), at)
+    beside = torch.zeros(4, 4, dtype=torch.bool)
+    beside[2:, 2:] = True
+    beside[3, 3] = False  # the rest of the top-20% block: overlap would hit, the peak misses
+    assert ev.point(corner_heatmap(), beside).hit
+    assert not ev.peak_hit(corner_heatmap(), beside)
+    # a constant map's maximum is the first pixel in raster order
+    first = torch.zeros(3, 3, dtype=torch.bool)
+    first[0, 0] = True
+    assert ev.peak_hit(torch.ones(2, 2), first)
+    assert not ev.peak_hit(torch.ones(2, 2), ~first)
+
+
+def test_concept_trials_one_per_defining_concept_present() -> None:
+    world = rules()  # harbor: boat, water, sky
+    index = {"sky": 0, "water": 1, "boat": 2, "road": 3}
+    masks = torch.zeros(4, 4, 4, dtype=torch.bool)
+    masks[0, :2] = True  # sky on top
+    masks[2, 3, 3] = True  # a one-pixel boat bottom-right; no water: no water trial
+    top_left = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
+    maps = {"boat": corner_heatmap(), "road": top_left}
+    ibd = ev.concept_trials(maps, None, "harbor", masks, index, world)
+    assert ibd == [
+        ev.ConceptTrial("boat", shown=True, peak=True, overlap=True),
+        ev.ConceptTrial("sky", shown=False, peak=False, overlap=False),  # no sky component
+    ]
+    # a class map answers every trial with the same map: its peak is in the boat, not the sky
+    cam = ev.concept_trials(None, corner_heatmap(), "harbor", masks, index, world)
+    assert [(t.concept, t.peak, t.overlap) for t in cam] == [
+        ("boat", True, True),
+        ("sky", False, False),
+    ]
+    sky_map = ev.concept_trials(None, top_left, "harbor", masks, index, world)
+    assert [(t.concept, t.peak) for t in sky_map] == [("boat", False), ("sky", True)]
+    with pytest.raises(UserError, match="'forest'"):
+        ev.concept_trials(None, top_left, "forest", masks, index, world)
+
+
+def test_rank_by_contribution_means_over_the_class_explanations() -> None:
+    decomposition = {
+        "harbor": [("sail", 2.0), ("water", 0.5), ("sky", 0.2)],
+        "street": [("car", 1.0)],
+    }
+    explained = [
+        ("harbor", {"sail": 0.1, "water": 0.9, "sky": 0.3}),
+        ("harbor", {"sail": 0.3, "water": 0.5}),  # sky not listed: its mean is over one
+        ("harbor", {"grass": 5.0}),  # not in the decomposition: ignored
+        ("forest", {"tree": 1.0}),  # a class the decomposition lacks: ignored
+    ]
+    ranked = ev.rank_by_contribution(decomposition, explained)
+    assert ranked == {"harbor": [("water", 0.7), ("sky", 0.3), ("sail", 0.2)]}
+
+
 def rules() -> ev.World:
     classes = tuple(
         ev.WorldClass(c["index"], c["name"], tuple(c["defining"]), (), ()) for c in WORLD["classes"]
@@ -466,9 +523,51 @@ def test_evaluate_command_scores_the_fixture(
     assert float(summary["ibd"]["lift"]) == 4.0
     curves = read_rows(out / "curves.csv")
     assert [float(r["fraction"]) for r in curves if r["method"] == "ibd"] == [0, 0.25, 0.5, 0.75, 1]
+    # concept pointing game, 5 trials (a: boat, water, sky; b: road, car). ibd: boat and sky
+    # on a and car on b are shown and hit, water and road are not shown. cam's top-right maps
+    # point at a's sky only. netdissect shows no defining concept.
+    game = {
+        m: (float(summary[m]["concept_pointing"]), float(summary[m]["concept_overlap"]))
+        for m in ("ibd", "cam", "netdissect")
+    }
+    assert game == {"ibd": (0.6, 0.6), "cam": (0.2, 0.2), "netdissect": (0.0, 0.0)}
+    assert int(summary["ibd"]["concept_trials"]) == 5
+    assert float(summary["ibd"]["concept_shown"]) == 0.6
+    assert (ibd_a["concept_trials"], ibd_a["concept_peak"]) == ("3", "2")
     report = (out / "report.md").read_text()
-    assert "Target IBD pointing above CAM's on tiny: 1.000 vs 0.500 (met)" in report
+    assert (
+        "Target IBD pointing above CAM's on tiny (concept pointing game): 0.600 vs 0.200 (met); "
+        "top-component overlap 1.000 vs 0.500." in report
+    )
+    assert not (out / "decomposition_by_contribution.csv").exists()  # no meta.model to match
     assert json.loads((out / "evaluate.json").read_text())["settings"]["steps"] == 4
+
+
+def test_evaluate_ranks_by_contribution(
+    home: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Coefficients rank harbor sail, sky, boat; the tiny model's IBD explanation of image a
+    gives boat 1.0 and sky 0.5 and does not list sail: by contribution, boat then sky."""
+    doc = decomposition_doc()
+    doc["classes"][0]["concepts"] = [
+        {"name": "sail", "index": 5, "coefficient": 2.0},
+        {"name": "sky", "index": 0, "coefficient": 1.0},
+        {"name": "boat", "index": 2, "coefficient": 0.1},
+    ]
+    doc["meta"]["model"] = "tiny"
+    path = tmp_path / "decompose.json"
+    path.write_text(json.dumps(doc))
+    out = evaluate(home, monkeypatch, "--decomposition", str(path), "--no-faithfulness")
+    by_coefficient = {r["class"]: r for r in read_rows(out / "decomposition.csv")}
+    by_contribution = {r["class"]: r for r in read_rows(out / "decomposition_by_contribution.csv")}
+    assert by_coefficient["harbor"]["top"] == "sail;sky;boat"
+    assert float(by_coefficient["harbor"]["precision_strict"]) == pytest.approx(2 / 3)
+    assert by_contribution["harbor"]["top"] == "boat;sky"
+    assert float(by_contribution["harbor"]["precision_strict"]) == 1.0
+    assert by_contribution["street"]["top"] == "car"
+    document = json.loads((out / "evaluate.json").read_text())
+    assert document["decomposition_by_contribution"]["mean"]["precision_strict"] == 1.0
+    assert "top 3 by mean contribution" in (out / "report.md").read_text()
 
 
 @pytest.mark.slow

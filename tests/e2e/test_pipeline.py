@@ -98,6 +98,22 @@ def test_the_whole_study_on_a_tiny_world(home: Path) -> None:
         total = sum(c["contribution"] for c in rec["components"]) + rec["residual"]
         assert total == pytest.approx(rec["score"], abs=1e-3)
 
+    # 5b. ground truth: every method faces the same concept pointing trials; the contribution
+    # ranking reorders only the decomposition's own concepts
+    cli(home, "ibd", "evaluate", "--no-faithfulness", "--out", str(home / "evaluate"))
+    with (home / "evaluate/summary.csv").open() as handle:
+        summary = {(r["model"], r["method"]): r for r in csv.DictReader(handle)}
+    trials = {m: summary[("world_resnet", m)]["concept_trials"] for m in ("ibd", "cam", "random")}
+    assert len(set(trials.values())) == 1 and int(trials["ibd"]) > 0, trials
+    for method in ("ibd", "cam", "random"):
+        assert 0.0 <= float(summary[("world_resnet", method)]["concept_pointing"]) <= 1.0
+    decomposed = {e["name"]: {c["name"] for c in e["concepts"]} for e in dec["classes"]}
+    with (home / "evaluate/decomposition_by_contribution.csv").open() as handle:
+        by_contribution = list(csv.DictReader(handle))
+    assert by_contribution
+    for row in by_contribution:
+        assert set(filter(None, row["top"].split(";"))) <= decomposed[row["class"]]
+
     # 6. batches for both experiments
     cli(home, "hitgen", "build", "--pair", "ibd,cam", "--n", "8", "--catch-rate", "0.2")
     cli(home, "hitgen", "build", "--models", "world_resnet,world_resnet_mirror", "--method",

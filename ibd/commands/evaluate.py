@@ -564,6 +564,18 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rule_cells(cls: ev.WorldClass, match: ev.RuleMatch, sep: str) -> tuple[Any, ...]:
+    return (
+        cls.name,
+        sep.join(cls.defining),
+        sep.join(match.top),
+        match.precision_lenient,
+        match.recall_lenient,
+        match.precision_strict,
+        match.recall_strict,
+    )
+
+
 def _rules_section(title: str, rows: RuleRows, k: int) -> list[str]:
     lines = [title, ""]
     lines += _table(
@@ -576,18 +588,7 @@ def _rules_section(title: str, rows: RuleRows, k: int) -> list[str]:
             f"P@{k} strict",
             f"R@{k} strict",
         ],
-        [
-            (
-                c.name,
-                ", ".join(c.defining),
-                ", ".join(m.top),
-                m.precision_lenient,
-                m.recall_lenient,
-                m.precision_strict,
-                m.recall_strict,
-            )
-            for c, m in rows
-        ],
+        [_rule_cells(c, m, ", ") for c, m in rows],
     )
     means = _rule_means(rows)
     precision = means["precision_lenient"]
@@ -748,18 +749,7 @@ def _write_outputs(
                     "precision_strict",
                     "recall_strict",
                 ],
-                [
-                    (
-                        c.name,
-                        ";".join(c.defining),
-                        ";".join(m.top),
-                        m.precision_lenient,
-                        m.recall_lenient,
-                        m.precision_strict,
-                        m.recall_strict,
-                    )
-                    for c, m in rows
-                ],
+                [_rule_cells(c, m, ";") for c, m in rows],
             )
     if items:
         header = [

@@ -18,15 +18,24 @@ from hitserver.pages import DamagedPage
 from hitserver.state import ServerState, utc_now
 
 MAX_REQUEST_BYTES = 64 * 1024
+DEFAULT_THREADS = 8
 
 
 def create_app(
-    settings: Settings | None = None, *, clock: Callable[[], datetime] = utc_now
+    settings: Settings | None = None,
+    *,
+    clock: Callable[[], datetime] = utc_now,
+    threads: int = DEFAULT_THREADS,
 ) -> Flask:
-    """Build the app: check the secrets, open the database, migrate it, register blueprints."""
+    """Build the app: check the secrets, open the database, migrate it, register blueprints.
+
+    `threads` is how many requests this process serves at once: the connection pool keeps
+    that many connections (plus the SQLite writer's) open instead of opening and closing
+    PostgreSQL connections (a backend process each) under load.
+    """
     settings = (settings or load_settings()).with_dev_secrets()
     settings.check_can_serve()
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, pool_size=threads + 1)
     upgrade(engine)
 
     app = Flask(__name__)

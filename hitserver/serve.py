@@ -29,7 +29,7 @@ class StudyServer(BaseApplication):  # type: ignore[misc]
             self.cfg.set(key, value)
 
     def load(self) -> Flask:
-        return create_app(self.settings)
+        return create_app(self.settings, threads=self.options["threads"])
 
 
 def serve(

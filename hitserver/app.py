@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
-from flask import Flask, Response, abort, jsonify, request
+from flask import Flask, Request, Response, abort, jsonify, request
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from sqlalchemy.exc import DataError, OperationalError
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -48,6 +49,7 @@ def create_app(
         SESSION_COOKIE_SECURE=settings.production,
         TEMPLATES_AUTO_RELOAD=False,
     )
+    app.session_interface = _CookieSessions()
     app.extensions["hitserver"] = ServerState(
         settings=settings, engine=engine, write=writer_for(engine), clock=clock
     )
@@ -70,6 +72,16 @@ def create_app(
     app.before_request(_refuse_nul)
     app.after_request(_security_headers)
     return app
+
+
+class _CookieSessions(SecureCookieSessionInterface):
+    """Flask's signed-cookie sessions, without building the signer for a request that carries
+    no session cookie (every API call): an empty new session has nothing to verify."""
+
+    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
+        if self.get_cookie_name(app) not in request.cookies:
+            return self.session_class()
+        return super().open_session(app, request)
 
 
 def _refuse_nul() -> None:

@@ -25,6 +25,7 @@ from sqlalchemy import (
     bindparam,
     func,
     insert,
+    literal_column,
     or_,
     select,
     tuple_,
@@ -165,7 +166,10 @@ def _standing(named: bool) -> Select[Any]:
             Batch.item_count,
             Batch.max_items_per_worker,
             _mine(Assignment.worker_slot.is_not(None)).label("held"),
-            _mine(Assignment.status.in_(ANSWERED)).label("done"),
+            # Constant statuses as literals: an expanding parameter is re-rendered per execution.
+            _mine(Assignment.status.in_([literal_column(f"'{s}'") for s in ANSWERED])).label(
+                "done"
+            ),
         )
         .select_from(Worker.__table__.outerjoin(Batch.__table__, open_batch))
         .where(
@@ -232,8 +236,9 @@ _WORKER_SLOTS = select(Assignment.worker_slot).where(
     Assignment.batch_id == bindparam("batch_id"),
     Assignment.worker_slot.is_not(None),
 )
-_INSERT_ASSIGNMENT = insert(Assignment)
-_INSERT_RESPONSE = insert(Response)
+# Inline: nobody reads the new rows' generated keys, so none are fetched (RETURNING id).
+_INSERT_ASSIGNMENT = insert(Assignment).inline()
+_INSERT_RESPONSE = insert(Response).inline()
 # An open assignment with this token, of a worker not blocked, becomes submitted. Comparing
 # SHA-256 digests in SQL leaks nothing about the token itself; every refusal is decided
 # again, field by field with a constant-time compare, by `_ASSIGNMENT_WITH_ANSWER`.

@@ -4,6 +4,7 @@ acknowledged answer. On SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import http.client
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -71,7 +72,7 @@ class Load:
                     assert (again, same) == (200, stored)
                     with self.lock:
                         self.repeats += 1
-        except (OSError, ConnectionError):
+        except (OSError, http.client.HTTPException):  # a reply cut short by the kill
             if not tolerate_errors:
                 raise
         finally:

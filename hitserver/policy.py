@@ -210,6 +210,8 @@ def _take_free_slot(of_item: bool) -> Update:
     )
 
     def item_field(column: Any) -> Any:
+        # SQLite prints RETURNING without table names, `WHERE id = item_id`: still the slot's
+        # item, as `items` has no `item_id` column (test_hot_path checks the fields).
         return select(column).where(Item.id == ItemSlot.item_id).scalar_subquery()
 
     return (

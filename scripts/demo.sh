@@ -54,6 +54,12 @@ explain() {  # model method
 for method in ibd cam gradcam netdissect; do explain "$REF" "$method"; done
 for m in "${OTHERS[@]}"; do for method in ibd cam; do explain "$m" "$method"; done; done
 
+say "ground truth: the reference decomposition and every explanation against the world's rules"
+evaluate() { "$BIN/ibd" evaluate --no-faithfulness > /dev/null; }  # the report is in report.md
+step "$H/evaluate/report.md" "$H/decompose/$REF.json" "$H"/explanations/*/*/explanations.json -- \
+  evaluate
+grep '^Target' "$H/evaluate/report.md" || true
+
 say "task batches: Fig. 8 (method vs method) and Fig. 9 (model vs model)"
 N="${DEMO_ITEMS:-100}"
 BATCHES=()
@@ -111,6 +117,7 @@ cat <<EOF
 == demo: done in ${ELAPSED}s
    figures (simulated raters): $H/figures/fig8.png, $H/figures/fig9.png
    statistics (simulated raters): $H/stats/stats.md
+   ground truth (ibd evaluate): $H/evaluate/report.md
    worker URL: http://127.0.0.1:$PORT/
    admin URL:  http://127.0.0.1:$PORT/admin/  (bearer token in $H/admin-token)
 EOF

@@ -206,12 +206,24 @@ def point(
 ) -> Pointing:
     """Pointing of a feature-resolution `heatmap` (h x w) at the true `mask` (H x W, bool):
     upsample, take the top `fraction` region R, hit when R overlaps the mask."""
+    return _region_pointing(_to_mask_size(heatmap, mask), mask, fraction)
+
+
+def _to_mask_size(heatmap: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """`heatmap` (h x w) upsampled bilinearly to the size of `mask` (H x W)."""
     if heatmap.ndim != 2 or mask.ndim != 2:
         raise ValueError("heatmap and mask must be 2-D")
-    big = upsample(heatmap.float()[None], (mask.shape[0], mask.shape[1]))[0]
+    return upsample(heatmap.float()[None], (mask.shape[0], mask.shape[1]))[0]
+
+
+def _region_pointing(big: torch.Tensor, mask: torch.Tensor, fraction: float) -> Pointing:
     region = top_region(big, fraction)
     inside = int((region & mask.bool()).sum())
     return Pointing(hit=inside > 0, precision=inside / int(region.sum()))
+
+
+def _peak_in(big: torch.Tensor, mask: torch.Tensor) -> bool:
+    return bool(mask.reshape(-1)[int(torch.argmax(big))])
 
 
 def union_mask(
@@ -229,10 +241,7 @@ def union_mask(
 def peak_hit(heatmap: torch.Tensor, mask: torch.Tensor) -> bool:
     """The pointing game's rule (Zhang et al. 2016): the maximum of `heatmap` (h x w), upsampled
     to the mask size, lies inside `mask` (H x W); ties go to the first maximum in raster order."""
-    if heatmap.ndim != 2 or mask.ndim != 2:
-        raise ValueError("heatmap and mask must be 2-D")
-    big = upsample(heatmap.float()[None], (mask.shape[0], mask.shape[1]))[0]
-    return bool(mask.reshape(-1)[int(torch.argmax(big))])
+    return _peak_in(_to_mask_size(heatmap, mask), mask)
 
 
 @dataclass(frozen=True)
@@ -260,6 +269,7 @@ def concept_trials(
     rule = world.by_name(class_name)
     if rule is None:
         raise UserError(f"class '{class_name}' is not in world.json")
+    class_big = None  # a class map serves every trial: upsampled once, at the first
     trials = []
     for concept in rule.defining:
         if concept not in concept_index:
@@ -267,12 +277,18 @@ def concept_trials(
         mask = masks[concept_index[concept]].bool()
         if not mask.any():
             continue
-        heat = class_map if concept_maps is None else concept_maps.get(concept)
-        if heat is None:
+        if concept_maps is None:
+            if class_big is None and class_map is not None:
+                class_big = _to_mask_size(class_map, mask)
+            big = class_big
+        else:
+            shown = concept_maps.get(concept)
+            big = None if shown is None else _to_mask_size(shown, mask)
+        if big is None:
             trials.append(ConceptTrial(concept, False, False, False))
             continue
-        overlap = point(heat, mask, fraction).hit
-        trials.append(ConceptTrial(concept, True, peak_hit(heat, mask), overlap))
+        overlap = _region_pointing(big, mask, fraction).hit
+        trials.append(ConceptTrial(concept, True, _peak_in(big, mask), overlap))
     return trials
 
 

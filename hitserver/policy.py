@@ -134,10 +134,14 @@ def _is_null_sqlite(element: _IsNull, compiler: SQLCompiler, **kw: Any) -> str:
 _FIND_WORKER = select(Worker.id, Worker.blocked).where(
     Worker.platform == bindparam("platform"), Worker.platform_worker_id == bindparam("key")
 )
+# Not SKIP LOCKED: a claim that finds nothing free must wait for a concurrent claim expiring
+# the same rows, then see the slots it freed (skipping them, it would answer "nothing left" and
+# the worker would leave). In id order, so that two expiring claims cannot deadlock.
 _STALE = (
     select(Assignment.id)
     .where(Assignment.status == "accepted", Assignment.expires_at < bindparam("now"))
-    .with_for_update(skip_locked=True)
+    .order_by(Assignment.id)
+    .with_for_update()
 )
 
 
@@ -376,6 +380,15 @@ def _standing_rows(
     return list(conn.execute(_STANDING_IN_BATCH, {**params, "batch": batch}))
 
 
+def _eligible(batches: dict[int, Row[Any]]) -> list[int]:
+    """The open batches where the worker is below the cap of items per worker."""
+    return [
+        b.batch_id
+        for b in batches.values()
+        if b.max_items_per_worker is None or b.held < b.max_items_per_worker
+    ]
+
+
 def claim(
     conn: Connection,
     *,
@@ -402,27 +415,21 @@ def claim(
         raise Invalid(f"no open batch is named {batch!r}", "batch")
 
     assignment_id = new_assignment_id()
-    # Stale assignments are expired only when nothing is free without them: most claims
-    # find a slot at once and skip that work.
-    for expired in (False, True):
-        if expired:
-            if expire_stale(conn, now) == 0:
-                return None
-            batches = {
-                b.batch_id: b
-                for b in _standing_rows(conn, platform, worker_key, batch)
-                if b.batch_id is not None
-            }
-        eligible = [
-            b.batch_id
-            for b in batches.values()
-            if b.max_items_per_worker is None or b.held < b.max_items_per_worker
-        ]
-        slot = take_slot(conn, assignment_id, None, eligible, worker_id)
-        if slot is not None:
-            break
-    else:
-        return None
+    slot = take_slot(conn, assignment_id, None, _eligible(batches), worker_id)
+    if slot is None:
+        # Stale assignments are expired only when nothing is free without them: most claims
+        # find a slot at once and skip that work. Look again even when this claim expired
+        # nothing: it may have waited for a concurrent claim that did, and (READ COMMITTED)
+        # the next statement sees the slots that one freed.
+        expire_stale(conn, now)
+        batches = {
+            b.batch_id: b
+            for b in _standing_rows(conn, platform, worker_key, batch)
+            if b.batch_id is not None
+        }
+        slot = take_slot(conn, assignment_id, None, _eligible(batches), worker_id)
+        if slot is None:
+            return None
     token = new_token()
     cap = batches[slot.batch_id].max_items_per_worker
     conn.execute(

@@ -210,3 +210,32 @@ def test_racing_claims_for_the_last_slots_never_over_assign(loaded: Engine) -> N
             .all()
         )
     assert held == [0, 1]
+
+
+def test_a_claim_waits_for_slots_another_claim_is_expiring(loaded: Engine) -> None:
+    """Two stale assignments hold the item's two slots. One claim expires both (and takes one)
+    but has not committed yet; a second claim must wait and take the other, not answer "nothing
+    left" (a worker told that leaves the study, and the slot waits for a newcomer)."""
+    engine = loaded
+    later = NOW.replace(hour=1)
+
+    def claim_as(worker: str, now: datetime) -> Any:
+        return lambda conn: claim(conn, platform="local", worker_key=worker, now=now, timeout_s=60)
+
+    for worker in ("s1", "s2"):
+        assert in_transaction(engine, claim_as(worker, NOW)) is not None
+    results: list[Any] = []
+    with engine.begin() as first:
+        assert claim_as("x1", later)(first) is not None  # expired s1's and s2's assignments
+        second = threading.Thread(
+            target=lambda: results.append(in_transaction(engine, claim_as("x2", later)))
+        )
+        second.start()
+        second.join(timeout=0.5)  # on PostgreSQL it waits on the expired rows' locks
+    second.join(timeout=30)
+    assert len(results) == 1 and results[0] is not None, "the second claim found nothing"
+    with engine.connect() as conn:
+        statuses = conn.execute(
+            text("SELECT status, count(*) FROM assignments GROUP BY status ORDER BY status")
+        ).all()
+    assert [tuple(s) for s in statuses] == [("accepted", 2), ("expired", 2)]

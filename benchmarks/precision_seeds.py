@@ -25,21 +25,22 @@ import numpy as np
 from ibd import paths
 from ibd.basis import HELD_OUT_SPLIT, Settings, learn
 from ibd.decompose import greedy_nnls
-from ibd.evaluate import match_rules, read_world
+from ibd.evaluate import match_rules, rank_by_contribution, read_world
 from ibd.features import FeatureStore
 from ibd.models import final_linear, load_model
 
 K = 3
 
 
-def class_features(store: FeatureStore, w: np.ndarray, b: np.ndarray) -> dict[int, np.ndarray]:
-    """Per class, the mean pooled feature vector of the held-out images the model assigns to it
-    (the mean contribution of a concept is its contribution to this mean, as it is linear)."""
+def held_out_pooled(
+    store: FeatureStore, w: np.ndarray, b: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The pooled feature vectors of the store's held-out images and the model's class for
+    each (the class an IBD explanation explains by default)."""
     images = store.images_in(HELD_OUT_SPLIT)
     pooled = np.stack([store.features[i].reshape(-1, store.dim).mean(0) for i in images])
     pooled = pooled.astype(np.float64)
-    predicted = np.argmax(pooled @ w.T + b, axis=1)
-    return {k: pooled[predicted == k].mean(0) for k in np.unique(predicted)}
+    return pooled, np.argmax(pooled @ w.T + b, axis=1)
 
 
 def main() -> int:
@@ -54,7 +55,8 @@ def main() -> int:
     world = read_world(paths.world_dir() / "world.json")
     w_t, b_t = final_linear(load_model(None, weights).model)
     w, b = w_t.numpy().astype(np.float64), b_t.numpy().astype(np.float64)
-    mean_a = class_features(store, w, b)
+    pooled, predicted = held_out_pooled(store, w, b)
+    class_names = [c.name for c in world.classes]
     rows = []
     print(f"{'seed':>4} {'mAP*':>6} {'residual':>8}  P@3 coef (lenient/strict)  P@3 contrib")
     for seed in range(args.seeds):
@@ -62,18 +64,27 @@ def main() -> int:
                       log=lambda _: None)  # fmt: skip
         q = basis.q.astype(np.float64)
         dec = greedy_nnls(q, w, max_concepts=7)
-        scores = {"coef_l": [], "coef_s": [], "contrib_l": [], "contrib_s": []}
-        for k, cls in enumerate(world.classes):
-            terms = dec.terms(k)
-            by_coef = [basis.names[c] for c, _ in sorted(terms, key=lambda t: -t[1])]
-            rankings = {"coef": by_coef}
-            if k in mean_a:
-                contrib = sorted(terms, key=lambda t: -(t[1] * q[t[0]] @ mean_a[k]))
-                rankings["contrib"] = [basis.names[c] for c, _ in contrib]
-            for name, ranked in rankings.items():
-                match = match_rules(ranked, cls.defining, world.parts, K)
-                scores[f"{name}_l"].append(match.precision_lenient)
-                scores[f"{name}_s"].append(match.precision_strict)
+        by_coef = {
+            class_names[k]: sorted(
+                ((basis.names[c], s) for c, s in dec.terms(k)), key=lambda p: -p[1]
+            )
+            for k in range(len(class_names))
+        }
+        # eq. 9 per image: concept c of the explained class k contributes s_c q_c . a
+        explained = (
+            (class_names[k], {basis.names[c]: s * q[c] @ a for c, s in dec.terms(k)})
+            for a, k in zip(pooled, predicted, strict=True)
+        )
+        rankings = {"coef": by_coef, "contrib": rank_by_contribution(by_coef, explained)}
+        scores: dict[str, list[float]] = {}
+        for name, ranked in rankings.items():
+            for cls in world.classes:
+                if cls.name not in ranked:
+                    continue  # no held-out image is assigned to the class
+                top = [concept for concept, _ in ranked[cls.name]]
+                match = match_rules(top, cls.defining, world.parts, K)
+                scores.setdefault(f"{name}_l", []).append(match.precision_lenient)
+                scores.setdefault(f"{name}_s", []).append(match.precision_strict)
         row = {key: float(np.mean(v)) for key, v in scores.items()}
         rows.append(row)
         print(

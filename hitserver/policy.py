@@ -334,11 +334,9 @@ def release(conn: Connection, assignment_ids: list[str], status: str, now: datet
     conn.execute(update(ItemSlot).where(ItemSlot.holder.in_(assignment_ids)).values(holder=None))
 
 
-def expire_stale(conn: Connection, now: datetime) -> int:
+def expire_stale(conn: Connection, now: datetime) -> None:
     """Expire every accepted assignment past its deadline; their slots become free again."""
-    stale = list(conn.execute(_STALE, {"now": now}).scalars())
-    release(conn, stale, "expired", now)
-    return len(stale)
+    release(conn, list(conn.execute(_STALE, {"now": now}).scalars()), "expired", now)
 
 
 def take_slot(
@@ -380,6 +378,11 @@ def _standing_rows(
     return list(conn.execute(_STANDING_IN_BATCH, {**params, "batch": batch}))
 
 
+def _open_batches(standing: list[Row[Any]]) -> dict[int, Row[Any]]:
+    """The worker's standing rows by batch id (a worker with no open batch has none)."""
+    return {b.batch_id: b for b in standing if b.batch_id is not None}
+
+
 def _eligible(batches: dict[int, Row[Any]]) -> list[int]:
     """The open batches where the worker is below the cap of items per worker."""
     return [
@@ -410,7 +413,7 @@ def claim(
     worker_id, blocked = standing[0].worker_id, standing[0].blocked
     if blocked:
         raise Forbidden("this worker is blocked from the study", "worker_id")
-    batches = {b.batch_id: b for b in standing if b.batch_id is not None}
+    batches = _open_batches(standing)
     if batch is not None and not batches:
         raise Invalid(f"no open batch is named {batch!r}", "batch")
 
@@ -422,11 +425,7 @@ def claim(
         # nothing: it may have waited for a concurrent claim that did, and (READ COMMITTED)
         # the next statement sees the slots that one freed.
         expire_stale(conn, now)
-        batches = {
-            b.batch_id: b
-            for b in _standing_rows(conn, platform, worker_key, batch)
-            if b.batch_id is not None
-        }
+        batches = _open_batches(_standing_rows(conn, platform, worker_key, batch))
         slot = take_slot(conn, assignment_id, None, _eligible(batches), worker_id)
         if slot is None:
             return None

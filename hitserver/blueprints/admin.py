@@ -24,7 +24,7 @@ from flask import (
     session,
     url_for,
 )
-from sqlalchemy import select, update
+from sqlalchemy import Update, select, update
 from werkzeug.security import check_password_hash
 from werkzeug.wrappers import Response as WerkzeugResponse
 
@@ -136,15 +136,17 @@ def _done(payload: dict[str, object], back: str) -> Reply:
     return redirect(back)
 
 
+def _update_one_or_404(statement: Update) -> None:
+    """Run an UPDATE of one row named in the URL; 404 when there is no such row."""
+    with state().engine.begin() as conn:
+        if conn.execute(statement).rowcount == 0:
+            abort(404)
+
+
 @blueprint.post("/workers/<int:worker_id>/<any(block, unblock):action>")
 def block(worker_id: int, action: str) -> Reply:
     blocked = action == "block"
-    with state().engine.begin() as conn:
-        changed = conn.execute(
-            update(Worker).where(Worker.id == worker_id).values(blocked=blocked)
-        ).rowcount
-    if changed == 0:
-        abort(404)
+    _update_one_or_404(update(Worker).where(Worker.id == worker_id).values(blocked=blocked))
     back = request.form.get("batch")
     target = url_for("admin.batch", name=back) if back else url_for("admin.dashboard")
     return _done({"worker": worker_id, "blocked": blocked}, target)
@@ -153,12 +155,7 @@ def block(worker_id: int, action: str) -> Reply:
 @blueprint.post("/batches/<name>/<any(open, close):action>")
 def open_close(name: str, action: str) -> Reply:
     is_open = action == "open"
-    with state().engine.begin() as conn:
-        changed = conn.execute(
-            update(Batch).where(Batch.name == name).values(is_open=is_open)
-        ).rowcount
-    if changed == 0:
-        abort(404)
+    _update_one_or_404(update(Batch).where(Batch.name == name).values(is_open=is_open))
     return _done({"batch": name, "open": is_open}, url_for("admin.batch", name=name))
 
 

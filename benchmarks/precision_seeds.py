@@ -8,7 +8,7 @@ For each seed, the concept basis is learned again (the paper's procedure, `ibd b
 by mean contribution s_i q_i . a (eq. 9) over the store's held-out images that the model assigns
 to the class, a = the pooled feature vector. The model, the world and the images stay fixed.
 
-    .venv/bin/python benchmarks/precision_seeds.py [--seeds 5]
+    .venv/bin/python benchmarks/precision_seeds.py [--seeds 5] [--weights W.pt --features DIR]
 
 Needs `make demo`'s reference model, world and feature store in $IBD_HOME (default ./ibd-data);
 about 20 s per seed on 2 cores.
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -30,6 +31,7 @@ from ibd.features import FeatureStore
 from ibd.models import final_linear, load_model
 
 K = 3
+PRINCIPAL = 10  # principal directions of the features in the norm-vs-function diagnostic
 
 
 def held_out_pooled(
@@ -43,11 +45,45 @@ def held_out_pooled(
     return pooled, np.argmax(pooled @ w.T + b, axis=1)
 
 
+def feature_covariance(store: FeatureStore, step: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues (descending) and eigenvectors (columns) of the covariance of the feature
+    vectors at every `step`-th training position."""
+    rows = store.rows_of(store.images_in("train"))[::step]
+    x = store.read_vectors(rows).astype(np.float64)
+    x -= x.mean(0)
+    values, vectors = np.linalg.eigh(x.T @ x / len(x))
+    return values[::-1], vectors[:, ::-1]
+
+
+def principal_share(q: np.ndarray, values: np.ndarray, vectors: np.ndarray) -> tuple[float, float]:
+    """Where the basis vectors live, averaged over concepts: the share of ||q_c||^2 in the
+    PRINCIPAL leading principal directions of the features, and the share of the variance of
+    the score q_c . x over the data that those directions carry. A small first and a large
+    second: q_c's norm lies in directions the features hardly vary along, which barely change
+    its scores but count fully in the decomposition's residual ||w_k - sum s_c q_c||."""
+    coords = q @ vectors
+    norm = (coords**2).sum(1)
+    score = (coords**2 * values).sum(1)
+    lead = slice(0, PRINCIPAL)
+    return (
+        float(((coords[:, lead] ** 2).sum(1) / norm).mean()),
+        float(((coords[:, lead] ** 2 * values[lead]).sum(1) / score).mean()),
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 (default 5)")
+    parser.add_argument("--weights", type=Path, default=None, help="model (default: the demo's)")
+    parser.add_argument(
+        "--features", type=Path, default=None, help="its feature store (default: the demo's)"
+    )
+    parser.add_argument(
+        "--l2", type=float, default=None, help="the basis trainer's L2 penalty (default: its own)"
+    )
     args = parser.parse_args()
-    store_dir, weights = paths.features_dir(), paths.model_path()
+    store_dir = args.features or paths.features_dir()
+    weights = args.weights or paths.model_path()
     if not (store_dir / "header.json").exists() or not weights.exists():
         print(f"needs `make demo` first: no feature store in {store_dir} or no {weights}")
         return 1
@@ -57,12 +93,22 @@ def main() -> int:
     w, b = w_t.numpy().astype(np.float64), b_t.numpy().astype(np.float64)
     pooled, predicted = held_out_pooled(store, w, b)
     class_names = [c.name for c in world.classes]
+    values, vectors = feature_covariance(store)
+    lead = (w @ vectors[:, :PRINCIPAL]) ** 2
+    print(
+        f"class vectors w_k: share of ||w_k||^2 in the features' {PRINCIPAL} leading principal "
+        f"directions {float((lead.sum(1) / (w**2).sum(1)).mean()):.3f} (mean over classes)"
+    )
     rows = []
-    print(f"{'seed':>4} {'mAP*':>6} {'residual':>8}  P@3 coef (lenient/strict)  P@3 contrib")
+    print(
+        f"{'seed':>4} {'mAP*':>6} {'residual':>8}  P@3 coef (lenient/strict)  P@3 contrib"
+        f"       q in top-{PRINCIPAL} PCs: norm / score"
+    )
     for seed in range(args.seeds):
-        basis = learn(store, Settings.for_procedure("paper", seed=seed), progress=False,
+        basis = learn(store, Settings.for_procedure("paper", seed=seed, l2=args.l2), progress=False,
                       log=lambda _: None)  # fmt: skip
         q = basis.q.astype(np.float64)
+        norm_share, score_share = principal_share(q, values, vectors)
         dec = greedy_nnls(q, w, max_concepts=7)
         by_coef = {
             class_names[k]: sorted(
@@ -90,9 +136,14 @@ def main() -> int:
         print(
             f"{seed:>4} {basis.mean_ap:6.3f} {dec.mean_residual_fraction:8.3f}  "
             f"{row['coef_l']:.3f} / {row['coef_s']:.3f}              "
-            f"{row['contrib_l']:.3f} / {row['contrib_s']:.3f}"
+            f"{row['contrib_l']:.3f} / {row['contrib_s']:.3f}        "
+            f"{norm_share:.3f} / {score_share:.3f}"
         )
     print("mAP*: held-out AP over all positions (`ibd basis learn` also prints it at 1:20)")
+    print(
+        f"q in top-{PRINCIPAL} PCs: share of ||q_c||^2 in the features' {PRINCIPAL} leading "
+        "principal directions / share of the variance of q_c . x they carry (mean over concepts)"
+    )
     for key, label in (("coef_l", "by coefficient"), ("contrib_l", "by contribution")):
         values = [r[key] for r in rows]
         spread = statistics.stdev(values) if len(values) > 1 else 0.0

@@ -8,7 +8,8 @@ For each seed, the concept basis is learned again (the paper's procedure, `ibd b
 by mean contribution s_i q_i . a (eq. 9) over the store's held-out images that the model assigns
 to the class, a = the pooled feature vector. The model, the world and the images stay fixed.
 
-    .venv/bin/python benchmarks/precision_seeds.py [--seeds 5] [--weights W.pt --features DIR]
+    .venv/bin/python benchmarks/precision_seeds.py [--seeds 5] [--l2 L]
+        [--weights W.pt --features DIR]
 
 Needs `make demo`'s reference model, world and feature store in $IBD_HOME (default ./ibd-data);
 about 20 s per seed on 2 cores.
@@ -93,8 +94,8 @@ def main() -> int:
     w, b = w_t.numpy().astype(np.float64), b_t.numpy().astype(np.float64)
     pooled, predicted = held_out_pooled(store, w, b)
     class_names = [c.name for c in world.classes]
-    values, vectors = feature_covariance(store)
-    lead = (w @ vectors[:, :PRINCIPAL]) ** 2
+    eigenvalues, eigenvectors = feature_covariance(store)
+    lead = (w @ eigenvectors[:, :PRINCIPAL]) ** 2
     print(
         f"class vectors w_k: share of ||w_k||^2 in the features' {PRINCIPAL} leading principal "
         f"directions {float((lead.sum(1) / (w**2).sum(1)).mean()):.3f} (mean over classes)"
@@ -108,7 +109,7 @@ def main() -> int:
         basis = learn(store, Settings.for_procedure("paper", seed=seed, l2=args.l2), progress=False,
                       log=lambda _: None)  # fmt: skip
         q = basis.q.astype(np.float64)
-        norm_share, score_share = principal_share(q, values, vectors)
+        norm_share, score_share = principal_share(q, eigenvalues, eigenvectors)
         dec = greedy_nnls(q, w, max_concepts=7)
         by_coef = {
             class_names[k]: sorted(

@@ -83,6 +83,8 @@ def main() -> int:
         "--l2", type=float, default=None, help="the basis trainer's L2 penalty (default: its own)"
     )
     args = parser.parse_args()
+    if (args.weights is None) != (args.features is None):
+        parser.error("--weights and --features go together: the store must be of that model")
     store_dir = args.features or paths.features_dir()
     weights = args.weights or paths.model_path()
     if not (store_dir / "header.json").exists() or not weights.exists():

@@ -1,9 +1,10 @@
 """How far the class decomposition's precision@3 on the concept world moves with the basis seed
 alone (issue 4's target: >= 0.8 on the reference model).
 
-For each seed, the concept basis is learned again (the paper's procedure, `ibd basis learn
---seed S`) from the demo's feature store of the reference model, every class is decomposed
-(`ibd.decompose.greedy_nnls`, 7 concepts), and its top 3 are scored against `world.json`
+For each seed, the concept basis is learned again (the paper's procedure unless `--procedure`
+says otherwise, as `ibd basis learn --seed S`) from the demo's feature store of the reference
+model, every class is decomposed (`ibd.decompose.greedy_nnls`, 7 concepts), and its top 3 are
+scored against `world.json`
 (`ibd.evaluate.match_rules`, lenient and strict) in two rankings: by coefficient s_i (eq. 6) and
 by mean contribution s_i q_i . a (eq. 9) over the store's held-out images that the model assigns
 to the class, a = the pooled feature vector. The model, the world and the images stay fixed.
@@ -15,7 +16,7 @@ to the class, a = the pooled feature vector. The model, the world and the images
 hardest negatives of a 1:20 pool, 15 epochs) instead of the paper's.
 
 Needs `make demo`'s reference model, world and feature store in $IBD_HOME (default ./ibd-data);
-about 20 s per seed on 2 cores (the authors' trainer: about 5 s).
+about 20 s per seed on 2 cores (the authors' trainer: about 3 s).
 """
 
 from __future__ import annotations

@@ -4,10 +4,10 @@ alone (issue 4's target: >= 0.8 on the reference model).
 For each seed, the concept basis is learned again (the paper's procedure unless `--procedure`
 says otherwise, as `ibd basis learn --seed S`) from the demo's feature store of the reference
 model, every class is decomposed (`ibd.decompose.greedy_nnls`, 7 concepts), and its top 3 are
-scored against `world.json`
-(`ibd.evaluate.match_rules`, lenient and strict) in two rankings: by coefficient s_i (eq. 6) and
-by mean contribution s_i q_i . a (eq. 9) over the store's held-out images that the model assigns
-to the class, a = the pooled feature vector. The model, the world and the images stay fixed.
+scored against `world.json` (`ibd.evaluate.match_rules`, lenient and strict) in two rankings:
+by coefficient s_i (eq. 6) and by mean contribution s_i q_i . a (eq. 9) over the store's
+held-out images that the model assigns to the class, a = the pooled feature vector. The model,
+the world and the images stay fixed.
 
     .venv/bin/python benchmarks/precision_seeds.py [--seeds 5] [--procedure paper|authors]
         [--l2 L] [--weights W.pt --features DIR]

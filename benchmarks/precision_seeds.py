@@ -31,6 +31,7 @@ import numpy as np
 from ibd import paths
 from ibd.basis import HELD_OUT_SPLIT, PROCEDURES, Settings, learn
 from ibd.decompose import greedy_nnls
+from ibd.errors import UserError
 from ibd.evaluate import match_rules, rank_by_contribution, read_world
 from ibd.features import FeatureStore
 from ibd.models import final_linear, load_model
@@ -90,8 +91,10 @@ def main() -> int:
         "--l2", type=float, default=None, help="the paper trainer's L2 penalty (default: its own)"
     )
     args = parser.parse_args()
-    if args.l2 is not None and args.procedure != "paper":
-        parser.error("--l2 is a setting of the paper procedure only")
+    try:  # the library's own check of the settings (--l2 is the paper procedure's only)
+        Settings.for_procedure(args.procedure, l2=args.l2)
+    except UserError as error:
+        parser.error(str(error))
     if (args.weights is None) != (args.features is None):
         parser.error("--weights and --features go together: the store must be of that model")
     store_dir = args.features or paths.features_dir()

@@ -8,6 +8,11 @@ mountain pass, optional in beach; house in harbor, street and village, optional 
 snowfield; tent defining campsite, optional in village and snowfield), so telling them apart
 needs the right concept, as in the paper's Fig. 3.
 
+Every class has three defining concepts, or two and an object with parts (forest: tree, whose
+trunk and foliage count), so a decomposition whose top 3 are exactly the defining concepts
+scores precision@3 = 1 in `ibd evaluate`. (Generator 2 gave snowfield, coast and desert two
+defining concepts each, which capped the mean at 11/12.)
+
 The rules are mutually exclusive by construction (`check_exclusive`): for any two classes A and
 B, some concept B needs is one that A never draws, or some concept A always draws is one B
 forbids. So an image's visible concepts determine its class, and explanations can be scored
@@ -101,20 +106,20 @@ def _classes() -> tuple[SceneClass, ...]:
         ),
         (
             "snowfield",
-            ("snow", "snowman"),
-            ("tree", "mountain", "house", "fence", "tent"),
+            ("snow", "snowman", "mountain"),
+            ("tree", "house", "fence", "tent"),
             ("water", "sand", "grass", "road", "car", "boat"),
         ),
         (
             "coast",
-            ("cliff", "water"),
-            ("lighthouse", "boat", "rock", "house"),
+            ("cliff", "water", "lighthouse"),
+            ("boat", "rock", "house"),
             ("sand", "grass", "road", "snow", "umbrella", "tree"),
         ),
         (
             "desert",
-            ("sand", "cactus"),
-            ("rock", "cliff", "mountain"),
+            ("sand", "cactus", "cliff"),
+            ("rock", "mountain"),
             ("water", "grass", "snow", "road", "house", "tree", "car", "umbrella"),
         ),
         (

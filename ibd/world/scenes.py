@@ -264,8 +264,7 @@ def _campsite(s: Scene) -> None:
 
 def _snowfield(s: Scene) -> None:
     s.sky(0.28, 0.45)
-    if s.chance(0.6):
-        things.mountains(s.cv, s.rng, s.horizon)
+    things.mountains(s.cv, s.rng, s.horizon)
     s.ground("snow", s.horizon, s.size)
     s.place(things.snowman, (1, 2), s.at(0.2), s.at(0.95), (0.32, 0.46))
     s.place(things.tree, (1, 3), s.at(0.02), s.at(0.92), (0.32, 0.48), p=0.5)
@@ -281,11 +280,13 @@ def _coast(s: Scene) -> None:
     s.ground("water", s.horizon, s.size)
     side = s.side()
     top_x, top_y = things.cliff(s.cv, s.rng, s.horizon, side)
-    if s.chance(0.3):
-        offset = s.uniform(-0.05, 0.05) * s.cv.width
-        things.house(s.cv, s.rng, top_x + offset, top_y + 1.5, s.uniform(0.2, 0.28) * s.size)
-    elif s.chance(0.5):
-        things.lighthouse(s.cv, s.rng, top_x, top_y + 1.5, s.uniform(0.3, 0.42) * s.size)
+    edge = 0.0 if side == "left" else float(s.cv.width)  # the cliff's image edge
+    light_x = top_x
+    if s.chance(0.3):  # a house inland of the lighthouse, both on the cliff top
+        light_x = edge + 1.5 * (top_x - edge)
+        house_x = edge + 0.5 * (top_x - edge)
+        things.house(s.cv, s.rng, house_x, top_y + 1.5, s.uniform(0.2, 0.28) * s.size)
+    things.lighthouse(s.cv, s.rng, light_x, top_y + 1.5, s.uniform(0.3, 0.42) * s.size)
     far_side = (0.55, 0.95) if side == "left" else (0.05, 0.45)
     s.place(things.boat, (1, 2), s.at(0.1), s.at(0.9), (0.2, 0.32), p=0.4, xs=far_side)
     s.rocks(0.3, s.at(0.15), s.size)
@@ -298,8 +299,7 @@ def _desert(s: Scene) -> None:
     if s.chance(0.3):
         things.mountains(s.cv, s.rng, s.horizon)
     s.ground("sand", s.horizon, s.size)
-    if s.chance(0.35):
-        things.cliff(s.cv, s.rng, s.horizon, s.side())
+    things.cliff(s.cv, s.rng, s.horizon, s.side())
     s.place(things.cactus, (1, 4), s.at(0.08), s.at(0.96), (0.28, 0.48))
     s.rocks(0.4, s.at(0.08), s.size)
     s.draw_queue()

@@ -38,7 +38,7 @@ from ibd.world.vocabulary import COLOURS, OBJECTS, PARTS, PARTS_OF
 
 WORLD_FORMAT = "concept-world-1"
 # Bump when a change to the generator changes its output, so cached worlds are rebuilt.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3  # 3: snowfield, coast and desert gained a third defining concept
 CATEGORIES = ("color", "object", "part", "scene")
 SPLIT_FRACTIONS = (("train", 0.7), ("val", 0.1), ("test", 0.1), ("explain", 0.1))
 

@@ -105,7 +105,19 @@ if [ ! -e "$H/figures/fig8.png" ] || [ "$H/batches" -nt "$H/figures/fig8.png" ];
 fi
 
 say "the human study: batches loaded into $H/hitserver.sqlite"
+# The server refuses to load a rebuilt batch over the one it holds under that name (answers may
+# hang on it). So when the batches changed since the last load (a new world, say), the old study
+# database is kept under a dated name and a fresh one takes its place: nothing is deleted.
+LOADED="$H/hitserver.loaded"
+sha256sum "${BATCHES[@]/%//manifest.json}" > "$LOADED.new"
+if [ -z "${HITSERVER_DATABASE_URL:-}" ] && [ -e "$H/hitserver.sqlite" ] \
+  && ! cmp -s "$LOADED" "$LOADED.new"; then
+  KEPT="$H/hitserver-$(date -u +%Y%m%dT%H%M%SZ).sqlite"
+  for f in "$H"/hitserver.sqlite*; do mv "$f" "$KEPT${f#"$H/hitserver.sqlite"}"; done
+  echo "demo: the batches changed since they were loaded; the old study database is now $KEPT"
+fi
 "$BIN/hitserver" load --assignments 3 "${BATCHES[@]}"
+mv "$LOADED.new" "$LOADED"
 mkdir -p "$H"
 [ -s "$H/admin-token" ] || "$BIN/python" -c "import secrets; print(secrets.token_urlsafe(32))" > "$H/admin-token"
 export HITSERVER_ADMIN_TOKEN

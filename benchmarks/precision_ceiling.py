@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from ibd import paths
 from ibd.broden import BrodenDataset
-from ibd.evaluate import match_rules, read_world
+from ibd.evaluate import lenient_correct, match_rules, read_world
 from ibd.train import read_scenes
 
 K = 3
@@ -96,7 +96,7 @@ def main() -> int:
         contribution = beta[cls.index] * x[mine].double().mean(0)
         top = [names[i] for i in contribution.argsort(descending=True)[:K]]
         match = match_rules(top, cls.defining, world.parts, K)
-        correct = set(cls.defining).union(*(world.parts.get(d, ()) for d in cls.defining))
+        correct = lenient_correct(cls.defining, world.parts)
         lenient.append(match.precision_lenient)
         strict.append(match.precision_strict)
         bound.append(min(K, len(correct & set(names))) / K)

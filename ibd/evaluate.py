@@ -156,6 +156,11 @@ class RuleMatch:
     recall_lenient: float
 
 
+def lenient_correct(defining: Sequence[str], parts: Mapping[str, Sequence[str]]) -> set[str]:
+    """G of the lenient reading: the defining concepts and the parts of each."""
+    return {c for d in defining for c in (d, *parts.get(d, ()))}
+
+
 def match_rules(
     ranked: Sequence[str],
     defining: Sequence[str],
@@ -169,8 +174,8 @@ def match_rules(
         raise ValueError("k must be at least 1")
     top = tuple(ranked[:k])
     shown = set(top)
-    lenient_of = {d: {d, *parts.get(d, ())} for d in defining}
-    correct_lenient = set().union(*lenient_of.values()) if lenient_of else set()
+    lenient_of = {d: lenient_correct([d], parts) for d in defining}
+    correct_lenient = lenient_correct(defining, parts)
 
     def ratio(hits: int, total: int) -> float:
         return hits / total if total else math.nan

@@ -81,12 +81,12 @@ def main() -> int:
         return 1
     store = FeatureStore(paths.features_dir())
     world = read_world(paths.world_dir() / "world.json")
-    w_t, b_t = final_linear(load_model(None, paths.model_path()).model)
+    loaded = load_model(None, paths.model_path())
+    w_t, b_t = final_linear(loaded.model)
     w, b = w_t.numpy().astype(np.float64), b_t.numpy().astype(np.float64)
     q, names = read_basis(paths.basis_path())
     q = q.astype(np.float64)
-    class_names = [c.name for c in world.classes]
-    terms = read_class_terms(paths.decompose_path(), names, class_names)
+    terms = read_class_terms(paths.decompose_path(), names, q, loaded)
 
     images = store.images_in(HELD_OUT_SPLIT)
     maps = np.stack([store.features[i].reshape(-1, store.dim) for i in images]).astype(np.float64)

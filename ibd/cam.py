@@ -1,4 +1,4 @@
-"""CAM and Grad-CAM: the paper's single-heatmap baselines (section 3.4, eq. 13 and 14).
+"""CAM and Grad-CAM: the paper's single-heatmap baselines (section 3.4, eq. 13).
 
 Both return raw maps at feature resolution (N x H x W), in torch, on the features' device.
 ReLU, normalisation and upsampling are explicit, separate steps (`relu=`, `normalize`, `upsample`).
@@ -7,10 +7,10 @@ ReLU, normalisation and upsampling are explicit, separate steps (`relu=`, `norma
   for a network whose feature layer feeds global average pooling and a linear classifier
   h_k = w_k . GAP(A) + b_k. Then mean_ij M[i, j] + b_k = h_k, the logit; `bias=True` adds b_k to
   every position so that the map's mean is the logit itself.
-- Grad-CAM (Selvaraju et al. 2017; paper eq. 14): Grad-CAM_k(A) = w_k(A)^T A with
-  w_k(A) = mean_ij dh_k / dA[:, i, j], the spatially averaged gradient of the pre-softmax class
-  score. For a layer that feeds GAP + linear, dh_k/dA[d, i, j] = w_kd / (H W), so the Grad-CAM
-  weights are w_k / (H W) and the Grad-CAM map is CAM / (H W) exactly.
+- Grad-CAM (Selvaraju et al. 2017; paper eq. 13): Grad-CAM_k(A) = w_k(A)^T A with
+  w_k(A) = mean_ij dh_k / dA[:, i, j] (paper eq. 12), the spatially averaged gradient of the
+  pre-softmax class score. For a layer that feeds GAP + linear, dh_k/dA[d, i, j] = w_kd / (H W),
+  so the Grad-CAM weights are w_k / (H W) and the Grad-CAM map is CAM / (H W) exactly.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def cam(
 
 
 def gradcam_weights(gradients: torch.Tensor) -> torch.Tensor:
-    """w_k(A) = mean_ij dh_k/dA[:, i, j]: N x D."""
+    """w_k(A) = mean_ij dh_k/dA[:, i, j] (paper eq. 12): N x D."""
     return gradients.mean(dim=(2, 3))
 
 

@@ -9,14 +9,17 @@ so concept i contributes s_i q_i.a, the residual is r_k.a + b_k, and the concept
 classifier response q_i^T A (H x W; its spatial mean times s_i is the contribution). Components
 are ranked by contribution, largest first.
 For a network whose logits are not linear in GAP(A) (AlexNet, VGG with fc layers), the paper's
-Grad-CAM variant (eq. 12) decomposes, per image, the pooled gradient w_k(A) = mean_ij dh_k/dA into
-concepts; contributions are s_i q_i.a as above and the residual is whatever remains of the logit,
-h_k - sum_i s_i q_i.a (it then also holds the head's nonlinearity).
+Grad-CAM variant (eq. 12) decomposes, per image, the pooled gradient w_k(A) = mean_ij dh_k/dA
+into concepts, w_k(A) = sum_i s_i q_i + r. The Grad-CAM map w_k(A)^T A sums over positions to the
+first-order estimate of the logit, sum_ij w_k(A) . A_ij = HW w_k(A) . GAP(A), so concept i
+contributes s_i q_i . sum_ij A_ij (its heatmap q_i^T A summed, times s_i). On a GAP network
+w_k(A) = w_k / HW and these are exactly the contributions above. The residual is whatever remains
+of the logit, h_k - sum_i contributions (it also holds the head's nonlinearity).
 
-Network Dissection. The basis is the unit vectors e_u: unit u contributes w_ku a_u (with w_k the
-classifier row, or the pooled gradient for non-GAP heads), its heatmap is its activation map A_u,
-and its label is its dissection concept (`tally.csv`). The top units are listed; the residual is
-the logit minus their contributions.
+Network Dissection. The basis is the unit vectors e_u: unit u contributes w_ku a_u (for non-GAP
+heads, w_k(A)_u sum_ij A_uij, as above), its heatmap is its activation map A_u, and its label is its
+dissection concept (`tally.csv`). The top units are listed; the residual is the logit minus their
+contributions.
 
 In both, sum(contributions) + residual == logit.
 """
@@ -48,42 +51,77 @@ def read_basis(path: Path) -> tuple[np.ndarray, list[str]]:
 
 
 def read_class_terms(
-    path: Path, names: list[str], classes: list[str]
+    path: Path, names: list[str], q: np.ndarray, loaded: LoadedModel
 ) -> list[list[tuple[int, float]]]:
-    """Per class, the (basis index, coefficient) pairs of a decompose.json (contracts.md 6)."""
+    """Per class of `loaded`, the (basis index, coefficient) pairs of a decompose.json
+    (contracts.md 6). The file must be a decomposition of this model's class weights over this
+    basis: same class names, same concepts, and each class's stored residual fraction must be
+    what its terms leave of the model's w_k (a file from before a retraining fails that)."""
+    classes = loaded.classes
     try:
         document = json.loads(path.read_text())
         entries = {int(c["index"]): c for c in document["classes"]}
+        terms = [
+            [(int(c["index"]), float(c["coefficient"])) for c in entries[k]["concepts"]]
+            if k in entries
+            else None
+            for k in range(len(classes))
+        ]
+        stored = {k: float(entry["residual_fraction"]) for k, entry in entries.items()}
+        concept_names = [
+            [str(c["name"]) for c in entries[k]["concepts"]] if k in entries else []
+            for k in range(len(classes))
+        ]
     except FileNotFoundError:
         raise UserError(f"decomposition not found: {path} (run `ibd decompose`)") from None
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise UserError(f"{path} is not a decompose.json: {exc}") from None
-    terms: list[list[tuple[int, float]]] = []
-    for k in range(len(classes)):
-        if k not in entries:
+    except OSError as exc:
+        raise UserError(f"cannot read decomposition {path}: {exc.strerror}") from None
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise UserError(f"{path} is not a decompose.json: {type(exc).__name__} {exc}") from None
+    if len(entries) != len(classes):
+        raise UserError(
+            f"{path} decomposes {len(entries)} classes but {loaded.name} has {len(classes)}: "
+            "was it made from another model?"
+        )
+    weight, _ = final_linear(loaded.model)
+    w = weight.double().cpu().numpy()
+    result: list[list[tuple[int, float]]] = []
+    for k, pairs in enumerate(terms):
+        if pairs is None:
             raise UserError(f"{path} has no class {k} ({classes[k]}) of this model")
-        pairs = []
-        for concept in entries[k]["concepts"]:
-            c = int(concept["index"])
-            if c >= len(names) or names[c] != concept["name"]:
+        if entries[k].get("name", classes[k]) != classes[k]:
+            raise UserError(
+                f"{path}: class {k} is {entries[k]['name']!r} but {loaded.name}'s class {k} is "
+                f"{classes[k]!r}: was it made from another model?"
+            )
+        for (c, _), name in zip(pairs, concept_names[k], strict=True):
+            if not 0 <= c < len(names) or names[c] != name:
                 raise UserError(
-                    f"{path}: concept {concept['name']!r} is not index {c} of the basis; "
+                    f"{path}: concept {name!r} is not index {c} of the basis; "
                     "was it made with another basis?"
                 )
-            pairs.append((c, float(concept["coefficient"])))
-        terms.append(pairs)
-    return terms
+        residual = w[k] - sum((s * q[c] for c, s in pairs), np.zeros(w.shape[1]))
+        norm = float(w[k] @ w[k])
+        fraction = float(residual @ residual) / norm if norm > 0 else 0.0
+        if abs(fraction - stored[k]) > 1e-4:
+            raise UserError(
+                f"{path}: class {classes[k]!r} leaves {fraction:.4f} of {loaded.name}'s class "
+                f"weight unexplained, but the file says {stored[k]:.4f}: it decomposes other "
+                "weights (another model, or this one before retraining); rerun `ibd decompose`"
+            )
+        result.append(pairs)
+    return result
 
 
-def gap_linear(loaded: LoadedModel) -> bool:
-    """Whether the model's logits are W GAP(A) + b for its feature layer (checked numerically on
-    one random input)."""
+def feature_probe(loaded: LoadedModel) -> tuple[int, bool]:
+    """The feature layer's channel count D, and whether the model's logits are W GAP(A) + b
+    (checked numerically on one random input)."""
     generator = torch.Generator().manual_seed(0)
     probe = torch.randn(1, 3, *loaded.input_size, generator=generator).to(loaded.device)
     with torch.no_grad():
         fwd = run(loaded.model, loaded.layer, probe)
     weight, bias = final_linear(loaded.model)
-    return cam_lib.is_gap_linear(fwd.features, fwd.logits, weight, bias)
+    return fwd.features.shape[1], cam_lib.is_gap_linear(fwd.features, fwd.logits, weight, bias)
 
 
 def concept_parts(
@@ -111,29 +149,37 @@ def ibd_splitter(
     *,
     top: int = 7,
     gradient: bool = False,
+    explicit_decomposition: bool = False,
 ) -> tuple[Splitter, bool]:
-    """The IBD splitter and whether it needs gradients (the eq. 12 variant)."""
+    """The IBD splitter and whether it needs gradients (the eq. 12 variant). Decompositions made
+    here (no file, or per image) keep max(7, top) concepts, the `ibd decompose` default."""
     q_np, names = read_basis(basis)
-    weight, _ = final_linear(loaded.model)
-    if q_np.shape[1] != weight.shape[1]:
+    channels, is_gap = feature_probe(loaded)
+    if q_np.shape[1] != channels:
         raise UserError(
             f"basis {basis} has D={q_np.shape[1]} but {loaded.name}'s layer '{loaded.layer}' "
-            f"feeds {weight.shape[1]} features: was it learned on another model or layer?"
+            f"has {channels} channels: was it learned on another model or layer?"
         )
     q = torch.as_tensor(q_np, dtype=torch.float32, device=loaded.device)
-    use_gradient = gradient or not gap_linear(loaded)
-    if use_gradient:
+    max_concepts = max(7, top)
+    if gradient or not is_gap:
+        if explicit_decomposition:
+            raise UserError(
+                "--decomposition holds the class weights' decompositions, but this explanation "
+                "decomposes each image's pooled gradient (paper eq. 12): drop --decomposition"
+                + ("" if gradient else f" ({loaded.name} has no GAP -> linear head)")
+            )
 
         def split_gradient(fwd: Forward) -> list[tuple[list[Part], float | None]]:
             assert fwd.gradients is not None
             pooled_grad = cam_lib.gradcam_weights(fwd.gradients).double().cpu().numpy()
-            dec = decompose(q_np, pooled_grad)
-            pooled = fwd.features.mean(dim=(2, 3))
+            dec = decompose(q_np, pooled_grad, max_concepts=max_concepts)
+            summed = fwd.features.sum(dim=(2, 3))
             out = []
             for n, k in enumerate(fwd.targets.tolist()):
                 score = float(fwd.logits[n, k])
                 parts, residual = concept_parts(
-                    q, names, dec.terms(n), fwd.features[n], pooled[n], score, top
+                    q, names, dec.terms(n), fwd.features[n], summed[n], score, top
                 )
                 out.append((parts, residual))
             return out
@@ -141,10 +187,11 @@ def ibd_splitter(
         return split_gradient, True
 
     if decomposition is None:
-        dec = decompose(q_np, weight.double().cpu().numpy())
+        weight, _ = final_linear(loaded.model)
+        dec = decompose(q_np, weight.double().cpu().numpy(), max_concepts=max_concepts)
         class_terms = [dec.terms(k) for k in range(weight.shape[0])]
     else:
-        class_terms = read_class_terms(decomposition, names, loaded.classes)
+        class_terms = read_class_terms(decomposition, names, q_np, loaded)
 
     def split(fwd: Forward) -> list[tuple[list[Part], float | None]]:
         pooled = fwd.features.mean(dim=(2, 3))
@@ -165,22 +212,27 @@ def netdissect_splitter(loaded: LoadedModel, tally: Path, *, top: int = 7) -> tu
     from ibd.dissect import read_tally
 
     units = {u.unit: u for u in read_tally(tally)}
+    channels, is_gap = feature_probe(loaded)
+    if missing := sorted(set(range(channels)) - set(units)):
+        raise UserError(
+            f"{tally} labels {len(units)} units but layer '{loaded.layer}' has units "
+            f"1..{channels} (NetDissect numbering) and unit {missing[0] + 1} is not in it: "
+            "was it dissected on another model or layer?"
+        )
+    if extra := sorted(set(units) - set(range(channels))):
+        raise UserError(
+            f"{tally} labels unit {extra[0] + 1} but layer '{loaded.layer}' has only {channels}: "
+            "was it dissected on another model or layer?"
+        )
     weight, _ = final_linear(loaded.model)
-    use_gradient = not gap_linear(loaded)
 
     def split(fwd: Forward) -> list[tuple[list[Part], float | None]]:
-        if fwd.features.shape[1] != len(units):
-            raise UserError(
-                f"{tally} labels {len(units)} units but layer '{loaded.layer}' has "
-                f"{fwd.features.shape[1]}: was it dissected on another model or layer?"
-            )
-        pooled = fwd.features.mean(dim=(2, 3))
-        if use_gradient:
+        if is_gap:
+            rows, activation = weight.to(fwd.features.dtype)[fwd.targets], fwd.features.mean((2, 3))
+        else:  # first-order, as for IBD's eq. 12 variant (module docstring)
             assert fwd.gradients is not None
-            rows = cam_lib.gradcam_weights(fwd.gradients)
-        else:
-            rows = weight.to(pooled.dtype)[fwd.targets]
-        contributions = rows * pooled
+            rows, activation = cam_lib.gradcam_weights(fwd.gradients), fwd.features.sum((2, 3))
+        contributions = rows * activation
         out = []
         for n, k in enumerate(fwd.targets.tolist()):
             order = torch.argsort(contributions[n], descending=True)[:top].tolist()
@@ -197,7 +249,7 @@ def netdissect_splitter(loaded: LoadedModel, tally: Path, *, top: int = 7) -> tu
             out.append((parts, score - sum(p.contribution for p in parts)))
         return out
 
-    return split, use_gradient
+    return split, not is_gap
 
 
 def splitter_for(
@@ -217,6 +269,7 @@ def splitter_for(
             decomposition if (args.decomposition or decomposition.exists()) else None,
             top=args.top,
             gradient=args.gradient_decomposition,
+            explicit_decomposition=bool(args.decomposition),
         )
     if method == "netdissect":
         tally = Path(args.tally) if args.tally else paths.dissect_dir(loaded.name) / "tally.csv"

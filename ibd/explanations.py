@@ -62,7 +62,10 @@ def _finite(value: object) -> bool:
 def write(out_dir: str | Path, explanations: list[Explanation], heatmaps: dict[str, np.ndarray]):
     """Write both files into `out_dir` (created), replacing earlier ones atomically."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create the output directory {out}: {exc.strerror}") from None
     keys = [c.heatmap for e in explanations for c in e.components]
     if len(set(keys)) != len(keys):
         raise ValueError("heatmap keys must be unique within an explanation directory")

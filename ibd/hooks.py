@@ -45,6 +45,9 @@ def capture(model: nn.Module, layer: str) -> Iterator[_Slot]:
         if not isinstance(output, torch.Tensor) or output.ndim != 4:
             shape = getattr(output, "shape", type(output).__name__)
             raise UserError(f"layer '{layer}' gives {shape}, not an N x D x H x W feature map")
+        if torch.is_grad_enabled() and not output.requires_grad:
+            # a frozen network (requires_grad off): make A a leaf so dScore/dA still exists
+            output = output.detach().requires_grad_()
         slot.activation = output
         return output.clone()
 

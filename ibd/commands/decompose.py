@@ -86,6 +86,11 @@ def _load_npz_arrays(path: Path) -> dict[str, np.ndarray]:
             raise UserError(f"cannot read basis {path}: {first}") from None
 
 
+def _text(value: object) -> str:
+    """A string array element as text (byte strings, dtype S, are UTF-8)."""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
 def read_basis(path: Path) -> tuple[np.ndarray, list[str], dict[str, Any]]:
     """(q as C x D float64, concept names, the basis meta) from a `basis.npz`."""
     arrays = _load_npz_arrays(path)
@@ -99,12 +104,12 @@ def read_basis(path: Path) -> tuple[np.ndarray, list[str], dict[str, Any]]:
     meta: dict[str, Any] = {}
     if "meta" in arrays:
         try:
-            parsed = json.loads(str(arrays["meta"]))
-        except json.JSONDecodeError:
+            parsed = json.loads(_text(arrays["meta"].item()))
+        except (json.JSONDecodeError, ValueError):  # not JSON, or not one element
             parsed = None
         if isinstance(parsed, dict):
             meta = parsed
-    return q.astype(np.float64), [str(n) for n in names], meta
+    return q.astype(np.float64), [_text(n) for n in names], meta
 
 
 def read_class_weights(path: Path) -> np.ndarray:
@@ -215,6 +220,8 @@ def run(args: argparse.Namespace) -> int:
         w, class_names, model, source = _from_model(args)
     basis_path = Path(args.basis) if args.basis else paths.basis_path(model)
     out = Path(args.out) if args.out else paths.decompose_path(model)
+    if out.is_dir():
+        raise UserError(f"--out {out} is a directory; give the decompose.json file to write")
     q, concept_names, basis_meta = read_basis(basis_path)
     if q.shape[1] != w.shape[1]:
         where = source.get("class_weights") or source["weights"]
@@ -236,10 +243,14 @@ def run(args: argparse.Namespace) -> int:
         "settings": settings,
     }
     document = to_json(dec, class_names, concept_names, meta)
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
-    tmp.replace(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
+        tmp.replace(out)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"cannot write {out}: {exc.strerror}") from None
     print(
         f"decomposed {len(class_names)} classes over {len(concept_names)} concepts "
         f"({args.solver}): mean residual fraction {dec.mean_residual_fraction:.3f}, "

@@ -56,9 +56,15 @@ def world_explain_images() -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.batch_size < 1:
-        raise UserError("--batch-size must be at least 1")
+    for flag, value, least in (("batch-size", args.batch_size, 1), ("top", args.top, 1)):
+        if value < least:
+            raise UserError(f"--{flag} must be at least {least}, got {value}")
+    if args.limit is not None and args.limit < 1:
+        raise UserError(f"--limit must be at least 1, got {args.limit}")
     loaded = load_from_args(args)
+    out = Path(args.out) if args.out else paths.explanations_dir(loaded.name, args.method)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; it must be a directory (created if missing)")
     images = image_paths(args.images) if args.images else world_explain_images()
     if args.limit is not None:
         images = images[: args.limit]
@@ -82,7 +88,6 @@ def run(args: argparse.Namespace) -> int:
         targets=target,
         batch_size=args.batch_size,
     )
-    out = Path(args.out) if args.out else paths.explanations_dir(loaded.name, args.method)
     explanations.write(out, records, heatmaps)
     print(f"{len(records)} {args.method} explanations of {loaded.name} -> {out}")
     return 0

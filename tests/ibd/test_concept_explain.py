@@ -12,7 +12,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from ibd.concept_explain import ibd_splitter, splitter_for
+from ibd.concept_explain import ibd_splitter, netdissect_splitter, splitter_for
+from ibd.decompose import decompose
 from ibd.errors import UserError
 from ibd.explain import explain_images
 from ibd.models import LoadedModel
@@ -142,39 +143,151 @@ def test_gradient_decomposition_for_a_non_gap_head(files: Path) -> None:
     lm = loaded(TinyNonGap())
     split, needs_grad = ibd_splitter(lm, files / "basis.npz", None)
     assert needs_grad
-    records, _ = explain_images(
+    records, heatmaps = explain_images(
         lm, images(files), "ibd", split, needs_gradients=True, progress=False
     )
+    q = torch.tensor(Q, dtype=torch.float32)
     for rec in records:
-        assert rec.components, "the pooled gradient has concept components"
+        # h = fc(mean A^2): dh/dA_ij = 2 w_k A_ij / HW, so w_k(A) = 2 w_k * mean(A) / HW
+        a_map = features_of(lm.model, rec.image)
+        w_k = lm.model.fc.weight.detach()[rec.class_index]
+        pooled_grad = (2 * w_k * a_map.mean(dim=(1, 2)) / 36).double().numpy()
+        dec = decompose(Q, pooled_grad[None])
+        expected = {NAMES[c]: s * float(q[c] @ a_map.sum(dim=(1, 2))) for c, s in dec.terms(0)}
+        got = {c.label: c.contribution for c in rec.components}
+        assert got.keys() == expected.keys() and got
+        for label in expected:
+            assert got[label] == pytest.approx(expected[label], rel=1e-4, abs=1e-6)
+            comp = next(c for c in rec.components if c.label == label)
+            expected_map = torch.einsum("d,dhw->hw", q[NAMES.index(label)], a_map).numpy()
+            np.testing.assert_allclose(heatmaps[comp.heatmap], expected_map, atol=1e-5)
         total = sum(c.contribution for c in rec.components) + rec.residual
         assert total == pytest.approx(rec.score, abs=1e-4)
 
 
-def test_decomposition_file_is_used_and_checked(files: Path) -> None:
+def test_gradient_decomposition_of_a_gap_model_equals_the_class_decomposition(
+    files: Path,
+) -> None:
+    """On a GAP network w_k(A) = w_k / HW: eq. 12's contributions are exactly eq. 9's."""
     lm = loaded(TinyGap())
-    doc = {
+    plain, _ = ibd_splitter(lm, files / "basis.npz", None)
+    per_image, needs_grad = ibd_splitter(lm, files / "basis.npz", None, gradient=True)
+    assert needs_grad
+    a, _ = explain_images(lm, images(files), "ibd", plain, needs_gradients=False, progress=False)
+    b, _ = explain_images(lm, images(files), "ibd", per_image, needs_gradients=True, progress=False)
+    for x, y in zip(a, b, strict=True):
+        assert [c.label for c in x.components] == [c.label for c in y.components]
+        for cx, cy in zip(x.components, y.components, strict=True):
+            assert cy.contribution == pytest.approx(cx.contribution, rel=1e-4, abs=1e-6)
+        assert y.residual == pytest.approx(x.residual, abs=1e-4)
+
+
+class TinyFlatHead(TinyGap):
+    """Same 5-channel trunk, then flatten (5 x 6 x 6 = 180 inputs) and a linear layer, as
+    AlexNet's and VGG's fc heads: the classifier's input is not the channel count."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(1)
+        self.fc = nn.Linear(180, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x).flatten(1))
+
+
+def test_a_flattening_head_takes_a_basis_of_the_channel_count(files: Path) -> None:
+    lm = loaded(TinyFlatHead())
+    split, needs_grad = ibd_splitter(lm, files / "basis.npz", None)
+    assert needs_grad
+    records, _ = explain_images(
+        lm, images(files), "ibd", split, needs_gradients=True, progress=False
+    )
+    for rec in records:
+        total = sum(c.contribution for c in rec.components) + rec.residual
+        assert total == pytest.approx(rec.score, abs=1e-4)
+    (files / "dec.json").write_text("{}")
+    with pytest.raises(UserError, match="drop --decomposition"):
+        ibd_splitter(lm, files / "basis.npz", files / "dec.json", explicit_decomposition=True)
+
+
+def tally(path: Path, units: list[int]) -> Path:
+    rows = "".join(f"{u},object,concept{u},0.{u}\n" for u in units)
+    path.write_text("unit,category,label,score\n" + rows)
+    return path
+
+
+def test_netdissect_ranks_units_by_w_ku_a_u(files: Path) -> None:
+    lm = loaded(TinyGap())
+    split, needs_grad = netdissect_splitter(lm, tally(files / "tally.csv", [1, 2, 3, 4, 5]), top=3)
+    assert not needs_grad
+    records, heatmaps = explain_images(
+        lm, images(files), "netdissect", split, needs_gradients=False, targets=0, progress=False
+    )
+    w_0 = lm.model.fc.weight.detach()[0]
+    for rec in records:
+        a_map = features_of(lm.model, rec.image)
+        unit_terms = (w_0 * a_map.mean(dim=(1, 2))).tolist()
+        best = sorted(range(5), key=lambda u: -unit_terms[u])[:3]
+        assert [c.label for c in rec.components] == [f"concept{u + 1}" for u in best]
+        for comp, u in zip(rec.components, best, strict=True):
+            assert comp.contribution == pytest.approx(unit_terms[u], abs=1e-5)
+            assert comp.extra["unit"] == u
+            np.testing.assert_allclose(heatmaps[comp.heatmap], a_map[u].numpy(), atol=1e-6)
+        assert rec.residual == pytest.approx(rec.score - sum(unit_terms[u] for u in best), abs=1e-4)
+
+
+def test_netdissect_refuses_a_tally_of_other_units(files: Path) -> None:
+    lm = loaded(TinyGap())
+    with pytest.raises(UserError, match="unit 1 is not in it"):
+        netdissect_splitter(lm, tally(files / "gap.csv", [2, 3, 4, 5, 6]))
+    with pytest.raises(UserError, match="unit 3 is not in it"):
+        netdissect_splitter(lm, tally(files / "short.csv", [1, 2, 4, 5]))
+
+
+def dec_doc(sky: float = 1.0) -> dict:
+    """A decompose.json of TinyGap over Q: class 0 as `sky` x q_sky, class 1 with no concepts."""
+    w_0 = 2 * Q[0] + 0.5 * Q[2]
+    r_0 = w_0 - sky * Q[2]
+    return {
         "classes": [
             {
                 "index": 0,
                 "name": "harbor",
-                "concepts": [{"name": "sky", "index": 2, "coefficient": 1.0}],
-                "residual_fraction": 0.5,
+                "concepts": [{"name": "sky", "index": 2, "coefficient": sky}],
+                "residual_fraction": float(r_0 @ r_0 / (w_0 @ w_0)),
             },
             {"index": 1, "name": "beach", "concepts": [], "residual_fraction": 1.0},
         ],
         "meta": {},
     }
+
+
+def test_decomposition_file_is_used_and_checked(files: Path) -> None:
+    lm = loaded(TinyGap())
+    doc = dec_doc()
     (files / "dec.json").write_text(json.dumps(doc))
     split, _ = ibd_splitter(lm, files / "basis.npz", files / "dec.json")
     records, _ = explain_images(
         lm, images(files)[:1], "ibd", split, needs_gradients=False, targets=0, progress=False
     )
     assert [c.label for c in records[0].components] == ["sky"]
-    doc["classes"][0]["concepts"][0]["name"] = "boat"
-    (files / "dec.json").write_text(json.dumps(doc))
-    with pytest.raises(UserError, match="another basis"):
-        ibd_splitter(lm, files / "basis.npz", files / "dec.json")
+    cases = [
+        ("another basis", lambda d: d["classes"][0]["concepts"][0].update(name="boat")),
+        ("another model", lambda d: d["classes"][1].update(name="forest")),
+        ("decomposes 1 classes", lambda d: d["classes"].pop()),
+        ("not a decompose.json", lambda d: d["classes"][0].pop("concepts")),
+        ("not a decompose.json", lambda d: d["classes"][0]["concepts"][0].pop("coefficient")),
+        # the file of another model's weights: right names, wrong residual
+        ("rerun `ibd decompose`", lambda d: d["classes"][0].update(residual_fraction=0.5)),
+    ]
+    for message, change in cases:
+        bad = dec_doc()
+        change(bad)
+        (files / "dec.json").write_text(json.dumps(bad))
+        with pytest.raises(UserError, match=message):
+            ibd_splitter(lm, files / "basis.npz", files / "dec.json")
+    with pytest.raises(UserError, match="cannot read decomposition"):
+        ibd_splitter(lm, files / "basis.npz", files)  # a directory
 
 
 def test_missing_inputs_are_clear(files: Path) -> None:

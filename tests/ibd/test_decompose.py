@@ -371,3 +371,30 @@ def test_cli_errors_are_one_line(inputs: Path, monkeypatch, capsys, flags, messa
     assert err.startswith("ibd decompose: error: ") and err.count("\n") == 1
     assert message in err
     assert not (inputs / "out.json").exists()
+
+
+def test_cli_out_that_is_a_directory_is_refused_before_work(inputs: Path, monkeypatch, capsys):
+    monkeypatch.chdir(inputs)
+    (inputs / "taken").mkdir()
+    argv = ["decompose", "--basis", "basis.npz", "--class-weights", "W.npy", "--out", "taken"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--out taken is a directory" in err and err.count("\n") == 1
+    assert list((inputs / "taken").iterdir()) == [] and not (inputs / "taken.tmp").exists()
+
+
+def test_cli_reads_byte_string_concept_names(inputs: Path, monkeypatch) -> None:
+    monkeypatch.chdir(inputs)
+    q = standardised(np.random.default_rng(5).normal(size=(4, 6)))
+    np.savez(
+        inputs / "bytes.npz",
+        q=q,
+        names=np.array([b"sky", b"sea", b"boat", b"sand"]),
+        meta=np.array(b'{"model": "m"}'),
+    )
+    argv = ["decompose", "--basis", "bytes.npz", "--class-weights", "W.npy", "--out", "o.json"]
+    assert main(argv) == 0
+    doc = json.loads((inputs / "o.json").read_text())
+    names = {c["name"] for k in doc["classes"] for c in k["concepts"]}
+    assert names and names <= {"sky", "sea", "boat", "sand"}
+    assert doc["meta"]["basis_meta"] == {"model": "m"}

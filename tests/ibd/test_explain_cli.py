@@ -122,6 +122,12 @@ def test_errors_are_one_line_without_traceback(setup: Path) -> None:
         (["--weights", str(setup / "r18.pth.tar"), "--num-classes", "9"], "shape mismatch"),
         (["--weights", str(setup / "r18.pth.tar"), str(setup / "bad.jpg")], "not a readable image"),
         (["--weights", str(setup / "r18.pth.tar"), "--target", "moon"], "unknown class 'moon'"),
+        (["--weights", str(setup / "r18.pth.tar"), "--top", "0"], "--top must be at least 1"),
+        (["--weights", str(setup / "r18.pth.tar"), "--limit", "-1"], "--limit must be at least 1"),
+        (
+            ["--weights", str(setup / "r18.pth.tar"), "--out", str(setup / "img0.png")],
+            "is a file; it must be a directory",
+        ),
     ]
     for flags, message in cases:
         args = [sys.executable, "-m", "ibd.cli", "explain", "--method", "cam", *flags]

@@ -31,6 +31,16 @@ def test_gradients_leave_parameter_grads_alone() -> None:
     assert not model.features._forward_hooks
 
 
+def test_gradients_of_a_frozen_model_equal_those_of_a_trainable_one() -> None:
+    model = GapHead().eval()
+    expected = hooks.run(model, "features", x_1234(), gradients=True).gradients
+    model.requires_grad_(False)
+    fwd = hooks.run(model, "features", x_1234(), gradients=True)
+    assert fwd.gradients is not None and expected is not None
+    torch.testing.assert_close(fwd.gradients, expected)
+    assert not fwd.features.requires_grad
+
+
 def test_gradients_under_no_grad_is_a_clear_error() -> None:
     model = GapHead().eval()
     with torch.no_grad(), pytest.raises(hooks.GradientsDisabledError, match="no_grad"):

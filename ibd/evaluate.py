@@ -190,14 +190,19 @@ def match_rules(
 
 
 def top_region(heatmap: torch.Tensor, fraction: float = POINTING_FRACTION) -> torch.Tensor:
-    """Boolean map of the top `fraction` of `heatmap`'s values: h >= the ceil(fraction N)-th
-    largest value (ties at the threshold included)."""
+    """Boolean map of the top `fraction` of `heatmap`'s values. With t the ceil(fraction N)-th
+    largest value, pixels tied at t are kept or left out together: the region is h >= t, or
+    h > t when that is closer to ceil(fraction N) pixels (and not empty). So a map that is flat
+    below its peak (a ReLU'd or sparse map, zero on more than 80% of pixels) gives its raised
+    part, not the whole image; a constant map, which points nowhere, gives the whole image."""
     if not 0 < fraction <= 1:
         raise ValueError("fraction must lie in (0, 1]")
     flat = heatmap.reshape(-1)
     count = max(1, math.ceil(fraction * flat.numel()))
     threshold = torch.topk(flat, count).values[-1]
-    return heatmap >= threshold
+    region, above = heatmap >= threshold, heatmap > threshold
+    size, size_above = int(region.sum()), int(above.sum())
+    return above if size_above > 0 and count - size_above < size - count else region
 
 
 @dataclass(frozen=True)

@@ -188,6 +188,11 @@ def _items(
             continue
         if not maps:
             raise UserError(f"{where} has no components")
+        shapes = {np.shape(m) for m in maps}
+        if len(shapes) != 1 or len(next(iter(shapes))) != 2:
+            raise UserError(f"{where}: heatmaps must be 2-D and of one shape, got {sorted(shapes)}")
+        if not all(np.all(np.isfinite(m)) for m in maps):
+            raise UserError(f"{where}: a heatmap holds NaN or infinite values")
         if method in ("ibd", "netdissect") and saliency == "sum":
             faith_map = fa.combine(maps, contributions)
         else:

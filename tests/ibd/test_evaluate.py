@@ -166,6 +166,21 @@ def test_top_region_of_upsampled_corner() -> None:
     assert ev.top_region(torch.ones(3, 3)).all()  # ties: a constant map points everywhere
 
 
+def test_top_region_of_a_sparse_map_is_its_raised_part() -> None:
+    """A ReLU'd map that is zero on 46 of 49 cells: the 20% threshold (the 10th largest value)
+    is 0, and counting every tied zero would make the region the whole map."""
+    heatmap = torch.zeros(7, 7)
+    heatmap[0, 0], heatmap[0, 1], heatmap[1, 0] = 3.0, 2.0, 1.0
+    region = ev.top_region(heatmap)
+    assert torch.equal(region, heatmap > 0)
+    far = torch.zeros(7, 7, dtype=torch.bool)
+    far[5:, 5:] = True
+    assert ev.point(heatmap, far).hit is False
+    # ties within the fraction stay in: 10 equal cells of 49 are exactly the top ceil(9.8)
+    heatmap[3, :] = 1.0
+    assert int(ev.top_region(heatmap).sum()) == 10
+
+
 def test_pointing_hits_and_misses() -> None:
     mask = torch.zeros(4, 4, dtype=torch.bool)
     mask[:2, :2] = True  # top-left: disjoint from the region
@@ -598,6 +613,48 @@ def test_insertion_from_the_mean_colour(home: Path, monkeypatch: pytest.MonkeyPa
     assert float(rows[-1]["insertion"]) == pytest.approx(float(rows[0]["deletion"]), abs=1e-5)
     settings = json.loads((out / "evaluate.json").read_text())["settings"]
     assert settings["insertion_baseline"] == "mean colour"
+
+
+def test_items_carry_each_explanation_s_own_saliency(home: Path) -> None:
+    """Deletion and insertion remove pixels in the order of the explanation's own map: the
+    class map for cam, sum_i c_i norm(h_i) for ibd (faithfulness.combine)."""
+    from ibd.commands import evaluate as command
+
+    world = home / "world"
+    lookup = {(world / "images" / f"{n}.png").resolve(): i for i, n in enumerate("ab")}
+    cam, _ = command._items(home / "explanations" / "tiny" / "cam", None, lookup, {}, "sum")
+    assert all(np.array_equal(item.saliency, TOP_RIGHT) for item in cam)
+    ibd, _ = command._items(home / "explanations" / "tiny" / "ibd", None, lookup, {}, "sum")
+    np.testing.assert_allclose(ibd[0].saliency, 1.0 * BOTTOM_LEFT + 0.5 * TOP_RIGHT)
+    top, _ = command._items(home / "explanations" / "tiny" / "ibd", None, lookup, {}, "top")
+    np.testing.assert_allclose(top[0].saliency, BOTTOM_LEFT)
+
+
+@pytest.mark.parametrize(
+    ("heatmap", "message"),
+    [
+        (np.zeros((2, 2, 2), np.float32), "must be 2-D and of one shape"),
+        (np.full((2, 2), np.nan, np.float32), "NaN or infinite"),
+    ],
+)
+def test_evaluate_refuses_bad_heatmaps(
+    home: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    heatmap: np.ndarray,
+    message: str,
+) -> None:
+    image = str(home / "world" / "images" / "a.png")
+    record = Explanation(
+        image, "tiny", "ibd", 0, "harbor", 1.0, [Component("boat", 1.0, "h")], 0.0, (2, 2)
+    )
+    explanations.write(tmp_path / "bad", [record], {"h": heatmap})
+    monkeypatch.setenv("IBD_HOME", str(home))
+    argv = ["evaluate", "--out", str(tmp_path / "o"), "--explanations", str(tmp_path / "bad")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ibd evaluate: error:") and message in err[0]
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from ibd import __version__
-from ibd.errors import UserError
+from ibd.errors import UserError, one_line
 
 # name -> (module under ibd.commands, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -73,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(run(args) or 0)
     except UserError as exc:
-        print(f"ibd {args.command}: error: {exc}", file=sys.stderr)
+        print(f"ibd {args.command}: error: {one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"ibd {args.command}: interrupted", file=sys.stderr)

@@ -14,15 +14,24 @@ For unit u and concept c over a dataset of images x (REFERENCE.md 5):
   A_ug = sum_{x counted for category g} |M_u(x)|,
   IoU_uc = I_uc / (A_u,g(c) + L_c - I_uc)   (0 where the denominator is 0).
   Which images count for the activation side of category g is the `rule`:
-  `image` (default, REFERENCE.md 5): images in which category g is present at all;
+  `image` (default, REFERENCE.md 5): images in which category g is present at all: g's
+  index.csv cell is non-empty, or a concept whose primary category is g is labelled there;
   `overlap` (NetDissect-Lite's code): images in which M_u(x) touches a pixel labelled with a
   concept of g (a whole-image label such as a scene touches every pixel);
   `all` (the NetDissect paper's formula): every image.
+  g(c) is the concept's primary category. A label listed in several categories (Broden's
+  `object(2);material(1)`) is one concept whose mask merges its pixels from every selected
+  category's planes, and those pixels count for g(c) whichever plane they come from, as in
+  NetDissect-Lite (its `labelcat` maps each label to its primary category). Under the `image`
+  rule this is why a concept labelled only in a secondary category's plane still makes g(c)
+  present: every image that adds to I_uc then adds all of M_u(x) to A_u,g(c), so I_uc <= A_u,g(c)
+  and IoU <= 1 under every rule.
 - The unit's label is its best-IoU concept; IoU >= 0.04 counts as interpretable.
 
 All counting is in torch on the model's device: the intersections of an image are one matrix
 product of flattened binary maps, (units x pixels) @ (pixels x concepts), restricted to the units
-that fire on it and the concepts present in it (exact: the others add zero).
+that fire on it and the concepts present in it (exact: the others add zero). Apart from the batch
+itself, temporaries stay within blocks of 2^24 pixels or one image's labelled concepts.
 """
 
 from __future__ import annotations
@@ -231,7 +240,9 @@ class IoUAccumulator:
     ) -> None:
         """One block of b images: features b x D x h x w, masks bool b x C x H x W (the
         segmentation size, the same for the block), present bool b x G (category g labelled
-        somewhere in image i; used by the `image` rule)."""
+        somewhere in image i: a non-empty index.csv cell; used by the `image` rule, which also
+        counts g as present wherever a concept whose primary category is g is labelled, see the
+        module docstring)."""
         b = features.shape[0]
         size = (int(masks.shape[2]), int(masks.shape[3]))
         pixels = size[0] * size[1]
@@ -239,24 +250,43 @@ class IoUAccumulator:
         features = features.to(self.device).float()
         thresholds = thresholds.to(self.device).float()
         masks = masks.to(self.device).reshape(b, masks.shape[1], pixels)
-        present = present.to(self.device)
-        self.truth += masks.sum(dim=(0, 2), dtype=torch.float64)
+        # the concepts labelled in each image (b x C); `any` reads the masks without a copy
+        labelled = masks.any(dim=2)
+        present = present.to(self.device).bool()
+        if self.rule == "image":
+            # A concept labelled in image i makes its primary category count there even when its
+            # pixels come only from another category's plane (a label listed in two categories):
+            # otherwise I_uc could exceed A_u,g(c) and the IoU exceed 1.
+            present = present | (labelled.float() @ self.category_onehot > 0)
+        # blocks of at most _BLOCK_ELEMENTS pixels (one map at least), which also keeps every
+        # float32 count below 2^24, where it is exact
+        step = max(1, _BLOCK_ELEMENTS // pixels)
+        self._add_truth(masks, labelled, step)
 
         # Only (image, unit) pairs whose maximum exceeds T_u can fire: a bilinear upsample is a
         # convex combination of the map's values. At the top 0.5% these are a few percent of all.
         fires = features.flatten(2).amax(dim=2) > thresholds[None, :]
         pairs = fires.nonzero()  # K x (image, unit), ordered by image
-        # blocks of at most _BLOCK_ELEMENTS pixels (one map at least), which also keeps every
-        # float32 count below 2^24, where it is exact
-        step = max(1, _BLOCK_ELEMENTS // pixels)
         for start in range(0, len(pairs), step):
-            self._add_pairs(features, thresholds, masks, present, pairs[start : start + step], size)
+            self._add_pairs(
+                features, thresholds, masks, labelled, present, pairs[start : start + step], size
+            )
+
+    def _add_truth(self, masks: torch.Tensor, labelled: torch.Tensor, step: int) -> None:
+        """L_c += |L_c(x)|, counting only the non-empty (image, concept) masks, in blocks of
+        `step` masks in int32: no float or whole-batch copy of the masks."""
+        where = labelled.nonzero()  # (image, concept) pairs with a non-empty mask
+        for start in range(0, len(where), step):
+            image, concept = where[start : start + step].unbind(1)
+            counts = masks[image, concept].sum(dim=1, dtype=torch.int32)
+            self.truth.index_add_(0, concept, counts.double())
 
     def _add_pairs(
         self,
         features: torch.Tensor,
         thresholds: torch.Tensor,
         masks: torch.Tensor,
+        labelled: torch.Tensor,
         present: torch.Tensor,
         pairs: torch.Tensor,
         size: tuple[int, int],
@@ -274,14 +304,19 @@ class IoUAccumulator:
             rows = slice(first, first + n)
             first += n
             fired, units = act[rows], unit[rows]
-            concepts = masks[j].any(dim=1).nonzero().flatten()
-            if concepts.numel():
-                # I[u, c] += M_u(x_j) . L_c(x_j) for the units firing on x_j, the concepts in it
-                inter = fired @ masks[j, concepts].float().T
-                self.intersection[units[:, None], concepts[None, :]] += inter.double()
+            concepts = labelled[j].nonzero().flatten()
+            if not concepts.numel():
+                if self.rule == "overlap":
+                    added[rows] = 0.0  # nothing labelled to touch
+                continue
+            # I[u, c] += M_u(x_j) . L_c(x_j) for the units firing on x_j, the concepts in it
+            inter = fired @ masks[j, concepts].float().T
+            self.intersection[units[:, None], concepts[None, :]] += inter.double()
             if self.rule == "overlap":
-                category_masks = (self.category_onehot.T @ masks[j].float() > 0).float()  # G x P
-                added[rows] *= (fired @ category_masks.T > 0).float()
+                # M_u(x_j) touches category g iff it meets some concept of g (as NetDissect-Lite,
+                # a concept's pixels count for its primary category, whichever plane they are in)
+                touched = (inter > 0).float() @ self.category_onehot[concepts] > 0  # n x G
+                added[rows] *= touched.float()
         self.activation.index_add_(0, unit, added.double())
 
     def result(self) -> Tally:
@@ -541,14 +576,18 @@ def dissect(
             dtype=torch.bool,
         )
         # images whose segmentations differ in size go in separate blocks
+        items: list[Any] = batch.pop("mask")
         shapes: dict[tuple[int, ...], list[int]] = {}
-        for j, mask in enumerate(batch["mask"]):
+        for j, mask in enumerate(items):
             shapes.setdefault(tuple(mask.shape), []).append(j)
         for shape, js in shapes.items():
             if shape[0] != len(concepts):
                 raise UserError(f"the dataset gave {shape[0]} mask channels for {len(concepts)}")
-            masks = torch.stack([batch["mask"][j] for j in js]).bool()
+            masks = torch.stack([items[j] for j in js]).bool()
+            for j in js:
+                items[j] = None  # one copy of the batch's masks at a time
             acc.add(features[js], thresholds, masks, present[js])
+            del masks
     pass2 = time.perf_counter() - started
 
     tally = acc.result()

@@ -48,8 +48,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         choices=CATEGORY_RULES,
         default="image",
         help="which images count toward a unit's activation for a category's concepts: image "
-        "(default: the category is labelled in the image), overlap (NetDissect-Lite's code: the "
-        "firing region touches a pixel of the category), all (every image)",
+        "(default: the category, or a concept whose primary category it is, is labelled in the "
+        "image), overlap (NetDissect-Lite's code: the firing region touches a pixel of the "
+        "category), all (every image)",
     )
     parser.add_argument("--split", choices=("train", "val"), help="only this split (default all)")
     parser.add_argument(

@@ -185,6 +185,37 @@ def test_tally_does_not_depend_on_batching(monkeypatch: pytest.MonkeyPatch) -> N
     split = tally_of("overlap", [slice(0, 1), slice(1, 2)])
     for a, b in [(whole.intersection, split.intersection), (whole.activation, split.activation)]:
         assert torch.equal(a, b)
+    assert torch.equal(whole.truth, split.truth)
+
+
+@pytest.mark.parametrize("block", [1, 2 * 16, 3 * 16, 1 << 24])
+def test_truth_counts_equal_the_mask_sums_in_any_block(
+    block: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 1, 2 or 3 masks of 4 x 4 per block (the last splits an image's masks), or all at once
+    monkeypatch.setattr(nd, "_BLOCK_ELEMENTS", block)
+    rng = np.random.default_rng(7)
+    masks = torch.from_numpy(rng.random((5, 6, 4, 4)) < 0.3)
+    masks[:, 2] = False  # a concept never labelled
+    masks[1, 4] = True  # a whole-image label
+    acc = nd.IoUAccumulator(2, [0, 0, 1, 1, 2, 2], ["a", "b", "c"])
+    features = torch.zeros(5, 2, 2, 2)
+    acc.add(features, torch.ones(2), masks, torch.ones(5, 3, dtype=torch.bool))
+    expected = masks.numpy().sum(axis=(0, 2, 3)).astype(np.float64)
+    assert acc.truth.dtype == torch.float64
+    np.testing.assert_array_equal(acc.truth.numpy(), expected)
+    assert expected[2] == 0 and expected[4] >= 16
+
+
+def test_image_rule_counts_a_category_wherever_one_of_its_concepts_is_labelled() -> None:
+    # `present` from index.csv may miss a category whose concept's pixels come from another
+    # category's plane; the labelled concepts alone give the same tally as the known case
+    features, masks, present = known_case()
+    acc = nd.IoUAccumulator(5, [0, 0, 1], CATEGORIES, rule="image")
+    acc.add(features, torch.full((5,), 0.5), masks, torch.zeros_like(present))
+    expected = tally_of("image")
+    assert torch.equal(acc.activation, expected.activation)
+    assert torch.equal(acc.intersection, expected.intersection)
 
 
 def test_best_labels_pick_the_top_concept_per_category_and_overall() -> None:
@@ -487,8 +518,221 @@ def test_dissect_through_the_broden_reader_with_scalar_labels(broden_dir: Path) 
     ]
 
 
-def brute_force(model: nn.Module, data: Any, layer: str, q: float) -> dict[str, np.ndarray]:
-    """The counts by a plain loop over images and units, with numpy sets of pixels."""
+# ------------------------------------------------------------------------------------------------
+# A label listed in two categories (Broden's `object(2);material(1)`) and a whole-image label
+
+MULTI_LABELS = {1: "red-thing", 2: "glass", 3: "wood", 4: "indoor-s"}
+MULTI_CATEGORIES = ("object", "material", "scene")
+# One image: its squares (colour channel, cell of the 4 x 4 grid of 8 x 8 pixel squares, the
+# category plane it is labelled in or None, label number) and whether it has the scene label.
+Square = tuple[int, int, str | None, int]
+
+
+def write_layout(root: Path, layout: list[tuple[list[Square], bool]], seed: int = 0) -> Path:
+    """32 x 32 images with 16 x 16 label planes in Broden's format; label.csv and c_*.csv list
+    each label under every category it occurs in, with its image counts."""
+    from ibd.broden import encode_plane
+
+    (root / "images").mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    counts: dict[str, dict[int, int]] = {cat: {} for cat in MULTI_CATEGORIES}
+    rows = []
+    for i, (squares, scene) in enumerate(layout):
+        pixels = np.zeros((32, 32, 3), dtype=np.uint8)
+        planes: dict[str, np.ndarray] = {}
+        for channel, cell, category, number in squares:
+            r, c = divmod(cell, 4)
+            pixels[8 * r : 8 * r + 8, 8 * c : 8 * c + 8, channel] = rng.integers(128, 256, (8, 8))
+            if category is not None:
+                plane = planes.setdefault(category, np.zeros((16, 16), int))
+                plane[4 * r : 4 * r + 4, 4 * c : 4 * c + 4] = number
+        Image.fromarray(pixels).save(root / "images" / f"{i:02d}.png")
+        cells = {}
+        for category, plane in planes.items():
+            cells[category] = f"{i:02d}_{category}.png"
+            encode_plane(plane).save(root / "images" / cells[category])
+            for number in np.unique(plane[plane > 0]).tolist():
+                counts[category][number] = counts[category].get(number, 0) + 1
+        if scene:
+            cells["scene"] = "4"
+            counts["scene"][4] = counts["scene"].get(4, 0) + 1
+        rows.append(
+            [f"{i:02d}.png", "train", 32, 32, 16, 16, *(cells.get(c, "") for c in MULTI_CATEGORIES)]
+        )
+    _csv(root / "index.csv", ["image", "split", "ih", "iw", "sh", "sw", *MULTI_CATEGORIES], rows)
+    label_rows: list[list[object]] = [[0, "-", "-", 0, 0.0, ""]]
+    for number, name in MULTI_LABELS.items():
+        cats = ";".join(
+            f"{c}({counts[c][number]})" for c in MULTI_CATEGORIES if number in counts[c]
+        )
+        label_rows.append([number, name, cats, 1, 1.0, ""])
+    _csv(
+        root / "label.csv",
+        ["number", "name", "category", "frequency", "coverage", "syns"],
+        label_rows,
+    )
+    _csv(
+        root / "category.csv",
+        ["name", "first", "last", "count", "frequency"],
+        [[c, 1, 1, 1, len(layout)] for c in MULTI_CATEGORIES],
+    )
+    for cat in MULTI_CATEGORIES:
+        _csv(
+            root / f"c_{cat}.csv",
+            ["code", "number", "name", "frequency", "coverage"],
+            [
+                [code, k, MULTI_LABELS[k], n, 1.0]
+                for code, (k, n) in enumerate(sorted(counts[cat].items()), start=1)
+            ],
+        )
+    return root
+
+
+def multi_dataset(root: Path, image_size: tuple[int, int] = (32, 32)) -> Any:
+    from ibd.broden import BrodenDataset
+
+    return BrodenDataset(
+        root, MULTI_CATEGORIES, min_images=1, image_size=image_size, mean=(0,) * 3, std=(1,) * 3
+    )
+
+
+R, G, B = 0, 1, 2
+RED, GLASS, WOOD = (R, 0, "object", 1), (G, 5, "object", 2), (B, 10, "material", 3)
+# glass in image 1 only in the material plane, with no object cell: its primary category,
+# object (2 images against 1), is absent from image 1's index.csv row
+KNOWN_LAYOUT: list[tuple[list[Square], bool]] = [
+    ([RED, GLASS], True),
+    ([(G, 5, "material", 2), WOOD, (R, 0, None, 0)], False),
+    ([RED, WOOD], False),
+    ([GLASS, WOOD, (R, 0, None, 0)], True),
+]
+# (activation per category: object, material, scene; IoU per concept: red-thing, glass, wood,
+# indoor-s) of units R, G, B, R + G (-R never fires: all zero). Each square is 16 plane pixels;
+# truth: red-thing 32, glass 48, wood 48, indoor-s 2 x 256.
+KNOWN_MULTI = {
+    # object counts in every image (image 1 through glass), material in 1-3, scene in 0 and 3
+    "image": (
+        [[64, 48, 32], [48, 32, 32], [48, 48, 16], [112, 80, 64]],
+        [[32 / 64, 0, 0, 1 / 16], [0, 1, 0, 1 / 16], [0, 0, 1, 1 / 32], [2 / 7, 3 / 7, 0, 1 / 8]],
+    ),
+    # glass's pixels in image 1's material plane touch object (its primary category), not material
+    "overlap": (
+        [[32, 0, 32], [48, 0, 32], [0, 48, 16], [112, 0, 64]],
+        [[1, 0, 0, 1 / 16], [0, 1, 0, 1 / 16], [0, 0, 1, 1 / 32], [2 / 7, 3 / 7, 0, 1 / 8]],
+    ),
+    "all": (
+        [[64] * 3, [48] * 3, [48] * 3, [112] * 3],
+        [[1 / 2, 0, 0, 1 / 17], [0, 1, 0, 2 / 33], [0, 0, 1, 1 / 34], [2 / 7, 3 / 7, 0, 4 / 35]],
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def known_multi_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_layout(tmp_path_factory.mktemp("multi") / "broden", KNOWN_LAYOUT)
+
+
+@pytest.mark.parametrize("rule", nd.CATEGORY_RULES)
+def test_a_label_in_two_categories_and_a_scene_under_every_rule(
+    known_multi_dir: Path, rule: str
+) -> None:
+    data = multi_dataset(known_multi_dir)
+    assert [(c.name, c.category, c.categories) for c in data.concepts] == [
+        ("red-thing", "object", ("object",)),
+        ("glass", "object", ("object", "material")),
+        ("wood", "material", ("material",)),
+        ("indoor-s", "scene", ("scene",)),
+    ]
+    assert data.category_present(1) == {"material"}
+    result = nd.dissect(
+        PooledColourUnits().eval(), "features", data, quantile=0.2, rule=rule, progress=False
+    )
+    tally = result.tally
+    assert result.thresholds.tolist() == [0.0] * 5
+    assert tally.categories == list(MULTI_CATEGORIES)
+    assert tally.truth.tolist() == [32, 48, 48, 512]
+    assert tally.intersection.tolist() == [
+        [32, 0, 0, 32], [0, 48, 0, 32], [0, 0, 48, 16], [32, 48, 0, 64], [0, 0, 0, 0],
+    ]  # fmt: skip
+    activation, iou = KNOWN_MULTI[rule]
+    assert tally.activation.tolist() == [*activation, [0, 0, 0]]
+    np.testing.assert_allclose(tally.iou().numpy(), [*iou, [0] * 4], rtol=0, atol=1e-15)
+    assert (tally.intersection <= tally.activation[:, tally.concept_category]).all()
+    assert tally.iou().max() == 1.0
+
+
+def brute_force_layout(n: int = 10) -> list[tuple[list[Square], bool]]:
+    """Random cells; red-thing labelled (object) unless i % 3 == 1; glass in the object plane,
+    the material plane, both or neither by i % 4; wood (material) in even images; the scene in
+    every third. Images 1 and 7 have glass or colour but no object cell."""
+    rng = np.random.default_rng(11)
+    layout = []
+    for i in range(n):
+        red, green, blue = (int(x) for x in rng.choice(16, size=3, replace=False))
+        squares: list[Square] = [(R, red, "object", 1) if i % 3 != 1 else (R, red, None, 0)]
+        glass_in = [["object"], ["material"], ["object", "material"], []][i % 4]
+        squares += [(G, green, cat, 2) for cat in glass_in] or [(G, green, None, 0)]
+        squares.append((B, blue, "material", 3) if i % 2 == 0 else (B, blue, None, 0))
+        layout.append((squares, i % 3 == 0))
+    return layout
+
+
+class RandomUnits(nn.Module):
+    """A random 3 x 3 conv layer + ReLU, 4 x 4 average pooling (8 x 8 features for 32 x 32
+    images, upsampled to the 16 x 16 planes) and a linear head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(3)
+        self.features = nn.Sequential(nn.Conv2d(3, 12, 3, padding=1), nn.ReLU(), nn.AvgPool2d(4))
+        self.fc = nn.Linear(12, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x).mean(dim=(2, 3)))
+
+
+@pytest.fixture(scope="module")
+def random_multi_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_layout(tmp_path_factory.mktemp("multi") / "broden", brute_force_layout(), seed=4)
+
+
+@pytest.mark.parametrize("rule", nd.CATEGORY_RULES)
+def test_dissect_matches_a_brute_force_count_under_every_rule(
+    random_multi_dir: Path, rule: str
+) -> None:
+    data = multi_dataset(random_multi_dir)
+    glass = data.concepts[1]
+    assert (glass.name, glass.category, glass.categories) == (
+        "glass",
+        "object",
+        MULTI_CATEGORIES[:2],
+    )
+    assert data.category_present(1) == {"material"}  # glass only in the material plane
+    model = RandomUnits().eval()
+    result = nd.dissect(
+        model, "features", data, quantile=0.1, rule=rule, batch_size=3, progress=False
+    )
+    expected = brute_force(model, data, "features", 0.1, rule)
+    tally = result.tally
+    np.testing.assert_array_equal(result.thresholds.numpy(), expected["thresholds"])
+    for key in ("intersection", "activation", "truth"):
+        np.testing.assert_array_equal(getattr(tally, key).numpy(), expected[key], err_msg=key)
+    # the counts are not trivial: units meet every concept, the scene included
+    assert (expected["intersection"].max(axis=0) > 0).all()
+    iou = tally.iou().numpy()
+    assert 0 < iou.max() <= 1
+    activation = expected["activation"][:, tally.concept_category.numpy()]
+    union = activation + expected["truth"] - expected["intersection"]
+    np.testing.assert_allclose(iou, expected["intersection"] / union, rtol=1e-15)
+
+
+def brute_force(
+    model: nn.Module, data: Any, layer: str, q: float, rule: str = "image"
+) -> dict[str, np.ndarray]:
+    """The counts by a plain loop over images, units and concepts, with numpy sets of pixels,
+    under any category rule. A concept's category is its primary one; under `image` a category
+    counts in an image when its index.csv cell is non-empty or one of its concepts is labelled
+    there, under `overlap` when the unit's firing pixels meet a pixel of one of its concepts."""
     from ibd import hooks
 
     images = torch.stack([data.load_image(i) for i in range(len(data))])
@@ -505,14 +749,19 @@ def brute_force(model: nn.Module, data: Any, layer: str, q: float) -> dict[str, 
         up = torch.nn.functional.interpolate(
             a[i : i + 1], size=mask.shape[1:], mode="bilinear", align_corners=False
         )[0].numpy()
-        present = data.category_present(i)
-        truth += mask.sum(axis=(1, 2))
+        labels = [{tuple(p) for p in np.argwhere(m)} for m in mask]
+        present = data.category_present(i) | {c.category for c in data.concepts if labels[c.index]}
+        truth += [len(pixels) for pixels in labels]
         for u in range(d):
             fire = {tuple(p) for p in np.argwhere(up[u] > np.float32(t[u]))}
-            for c in range(len(data.concepts)):
-                inter[u, c] += len(fire & {tuple(p) for p in np.argwhere(mask[c])})
+            touched = set()
+            for c, concept in enumerate(data.concepts):
+                inter[u, c] += len(fire & labels[c])
+                if fire & labels[c]:
+                    touched.add(concept.category)
+            counted = {"image": present, "overlap": touched, "all": set(cats)}[rule]
             for g, cat in enumerate(cats):
-                act[u, g] += len(fire) * (cat in present)
+                act[u, g] += len(fire) * (cat in counted)
     return {"thresholds": t, "intersection": inter, "activation": act, "truth": truth}
 
 

@@ -157,6 +157,50 @@ def unpack_labels(packed: np.ndarray, num_concepts: int) -> np.ndarray:
     return bits.astype(bool)
 
 
+HEADER_INTS = ("num_images", "height", "width", "dim", "num_concepts")
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_progress(value: Any) -> bool:
+    return (
+        isinstance(value, dict)
+        and _is_count(value.get("images_done"))
+        and isinstance(value.get("complete"), bool)
+    )
+
+
+def _checked_header(path: Path) -> dict[str, Any]:
+    """The header at `path`, with the fields a reader needs checked (one-line errors)."""
+    header = _read_json(path)
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise UserError(f"{path} is not a {FORMAT} header")
+    for name in HEADER_INTS:
+        if name not in header:
+            raise UserError(f"{path} is corrupt: it has no '{name}'")
+        if not _is_count(header[name]):
+            raise UserError(f"{path} is corrupt: '{name}' is {header[name]!r}, not a count")
+    if header.get("dtype") not in DTYPES:
+        raise UserError(f"{path} is corrupt: 'dtype' must be one of {', '.join(DTYPES)}")
+    return header
+
+
+def _checked_concepts(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(kept, dropped) concept records of a store's concepts.json (one-line errors)."""
+    document = _read_json(path)
+    if not isinstance(document, dict) or not isinstance(document.get("concepts"), list):
+        raise UserError(f"{path} is corrupt: expected an object with a 'concepts' list")
+    dropped = document.get("dropped", [])
+    if not isinstance(dropped, list):
+        raise UserError(f"{path} is corrupt: 'dropped' is not a list")
+    for record in (*document["concepts"], *dropped):
+        if not isinstance(record, dict) or not isinstance(record.get("name"), str):
+            raise UserError(f"{path} is corrupt: every concept needs a 'name' ({record!r})")
+    return document["concepts"], dropped
+
+
 class FeatureStore:
     """A complete store opened read-only; arrays are memory-mapped, nothing is loaded whole."""
 
@@ -164,23 +208,24 @@ class FeatureStore:
         self.path = Path(path)
         if not (self.path / "header.json").is_file():
             raise UserError(f"no feature store at {self.path} (run `ibd features`)")
-        self.header: dict[str, Any] = _read_json(self.path / "header.json")
-        if not isinstance(self.header, dict) or self.header.get("format") != FORMAT:
-            raise UserError(f"{self.path / 'header.json'} is not a {FORMAT} header")
+        self.header: dict[str, Any] = _checked_header(self.path / "header.json")
         progress = _read_json(self.path / "progress.json")
-        if not (isinstance(progress, dict) and progress.get("complete")):
+        if not _is_progress(progress):
             raise UserError(
-                f"feature store {self.path} is incomplete ({progress.get('images_done', 0)} of "
-                f"{self.header.get('num_images')} images): re-run `ibd features` to finish it"
+                f"{self.path / 'progress.json'} is corrupt: expected "
+                '{"images_done": n, "complete": true|false}'
+            )
+        if not progress["complete"]:
+            raise UserError(
+                f"feature store {self.path} is incomplete ({progress['images_done']} of "
+                f"{self.header['num_images']} images): re-run `ibd features` to finish it"
             )
         n, h, w, d = (self.header[k] for k in ("num_images", "height", "width", "dim"))
         self.num_concepts = int(self.header["num_concepts"])
         self.features = self._memmap("features.npy", (n, h, w, d), np.dtype(self.header["dtype"]))
         self.labels = self._memmap("labels.npy", (n, h, w, (self.num_concepts + 7) // 8), "u1")
         self.paths, self.splits = self._read_images(n)
-        document = _read_json(self.path / "concepts.json")
-        self.concepts: list[dict[str, Any]] = document["concepts"]
-        self.dropped: list[dict[str, Any]] = document.get("dropped", [])
+        self.concepts, self.dropped = _checked_concepts(self.path / "concepts.json")
         if len(self.concepts) != self.num_concepts:
             raise UserError(
                 f"{self.path / 'concepts.json'} lists {len(self.concepts)} concepts but the "
@@ -208,7 +253,11 @@ class FeatureStore:
                 rows = list(csv.DictReader(handle))
         except FileNotFoundError:
             raise UserError(f"feature store file missing: {path}") from None
-        if len(rows) != n or any(set(r) != {"index", "path", "split"} for r in rows):
+        except (UnicodeDecodeError, csv.Error):
+            raise UserError(f"feature store file is corrupt (not CSV text): {path}") from None
+        if len(rows) != n or any(
+            set(r) != {"index", "path", "split"} or None in r.values() for r in rows
+        ):
             raise UserError(f"{path} must hold index,path,split rows for {n} images")
         return [r["path"] for r in rows], np.array([r["split"] for r in rows])
 
@@ -262,17 +311,69 @@ class FeatureStore:
 def _progress(path: Path) -> dict[str, Any] | None:
     try:
         value = json.loads((path / "progress.json").read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
         return None
-    return value if isinstance(value, dict) else None
+    return value if _is_progress(value) else None
 
 
-def _existing_header(path: Path) -> dict[str, Any] | None:
+def existing_header(path: str | Path) -> dict[str, Any] | None:
+    """The header of whatever store is at `path` (complete or not), None when there is none or
+    it is unreadable."""
     try:
-        value = json.loads((path / "header.json").read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        value = json.loads((Path(path) / "header.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
         return None
     return value if isinstance(value, dict) else None
+
+
+def spec_differences(header: dict[str, Any], spec: StoreSpec) -> list[str]:
+    """The settings, as dotted names (`dtype`, `layer`, `model.weights_sha256`,
+    `dataset.min_images`, ...), in which the store with `header` differs from `spec`; empty when
+    `spec` describes that store."""
+    new = json.loads(json.dumps({"format": FORMAT, **dataclasses.asdict(spec)}, default=str))
+    found = []
+    for name, value in new.items():
+        old = header.get(name)
+        if isinstance(value, dict) and isinstance(old, dict):
+            found += [f"{name}.{k}" for k in sorted({*value, *old}) if value.get(k) != old.get(k)]
+        elif value != old:
+            found.append(name)
+    return found
+
+
+def make_store_dir(path: str | Path) -> Path:
+    """Create the store directory `path` (and its parents); one-line errors."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"feature store {path} is a file, not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create the feature store directory {path}: {exc}") from None
+    return path
+
+
+def _open_for_resume(
+    out: Path, header: dict[str, Any], n: int, num_concepts: int
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The arrays of the unfinished store at `out`, opened for writing, or None when they are
+    missing or do not match its header (then the store is rebuilt)."""
+    try:
+        shape = tuple(int(header[k]) for k in ("num_images", "height", "width", "dim"))
+        features = np.load(out / "features.npy", mmap_mode="r+", allow_pickle=False)
+        labels = np.load(out / "labels.npy", mmap_mode="r+", allow_pickle=False)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if (
+        shape[0] != n
+        or header.get("dtype") not in DTYPES
+        or features.shape != shape
+        or features.dtype != np.dtype(header["dtype"])
+        or labels.shape != (*shape[:3], (num_concepts + 7) // 8)
+        or labels.dtype != np.uint8
+    ):
+        return None
+    return features, labels
 
 
 def _remove_store_files(path: Path) -> None:
@@ -318,45 +419,55 @@ def build(
     """Extract `spec.layer` of `model` over `dataset` into the store at `out`; returns it opened.
 
     Complete store with the same `spec.key()`: nothing to do. Incomplete one with the same key:
-    continue after its last flushed batch. Anything else there: rebuild from scratch.
+    continue after its last flushed batch. Anything else there: rebuild from scratch. The input
+    is checked first, and an old store is only removed once the first batch of the new one has
+    been extracted, so a bad invocation leaves it as it was.
     """
     if spec.dtype not in DTYPES:
         raise UserError(f"feature dtype must be one of {', '.join(DTYPES)}, not {spec.dtype}")
     if batch_size < 1:
         raise UserError(f"batch size must be at least 1, got {batch_size}")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    key = spec.key()
-    header = _existing_header(out)
-    state = _progress(out) if header and header.get("key") == key else None
-    if state is not None and state.get("complete"):
-        return FeatureStore(out)
-    start = int(state["images_done"]) if state is not None else 0
-    if state is None:
-        _remove_store_files(out)
     n = len(dataset)
     if n == 0:
         raise UserError("the concept dataset has no images")
     num_concepts = len(dataset.concepts)
     if num_concepts == 0:
         raise UserError("the concept dataset keeps no concepts (lower --min-images?)")
+    out = make_store_dir(out)
+    key = spec.key()
+    header = existing_header(out)
+    state = _progress(out) if header and header.get("key") == key else None
+    if state is not None and state["complete"]:
+        return FeatureStore(out)
+    features = labels = None
+    start = 0
+    if state is not None and 0 < state["images_done"] < n:
+        opened = _open_for_resume(out, header or {}, n, num_concepts)
+        if opened is not None:
+            features, labels = opened
+            start = state["images_done"]
 
     loader = DataLoader(
         Subset(dataset, range(start, n)), batch_size=batch_size, num_workers=workers
     )
     model = model.eval().to(device)
-    features = labels = None
-    if start > 0:
-        features = np.load(out / "features.npy", mmap_mode="r+")
-        labels = np.load(out / "labels.npy", mmap_mode="r+")
     done = start
     bar = tqdm(total=n, initial=start, unit="img", desc="features", disable=not progress)
     try:
         for batch in loader:
             with torch.no_grad():
                 forward = hooks.run(model, spec.layer, batch["image"].to(device))
+            _, d, h, w = forward.features.shape
+            mask = batch["mask"]
+            if mask.ndim != 4 or mask.shape[1] != num_concepts:
+                raise UserError(
+                    f"dataset masks are {tuple(mask.shape)}, expected N x {num_concepts} x h x w"
+                )
+            block = _to_store_dtype(forward.features, spec.dtype)
+            packed = pack_labels(downsample_labels(mask.bool(), (h, w)).numpy())
             if features is None or labels is None:
-                _, d, h, w = forward.features.shape
+                # The first batch went through: only now does an old store make way.
+                _remove_store_files(out)
                 header = {
                     "format": FORMAT,
                     "key": key,
@@ -379,15 +490,14 @@ def build(
                     shape=(n, h, w, (num_concepts + 7) // 8),
                 )
                 _atomic_write(out / "header.json", json.dumps(header, indent=1) + "\n")
-            size = features.shape[1:3]
-            mask = batch["mask"]
-            if mask.ndim != 4 or mask.shape[1] != num_concepts:
+            if features.shape[1:] != (h, w, d):
                 raise UserError(
-                    f"dataset masks are {tuple(mask.shape)}, expected N x {num_concepts} x h x w"
+                    f"layer {spec.layer} gives {d} x {h} x {w} features, the store at {out} "
+                    f"holds {features.shape[3]} x {features.shape[1]} x {features.shape[2]}"
                 )
             k = forward.features.shape[0]
-            features[done : done + k] = _to_store_dtype(forward.features, spec.dtype)
-            labels[done : done + k] = pack_labels(downsample_labels(mask.bool(), size).numpy())
+            features[done : done + k] = block
+            labels[done : done + k] = packed
             features.flush()
             labels.flush()
             done += k

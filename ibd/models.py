@@ -141,8 +141,8 @@ def load_model(
     """Build `arch` and load `weights` (see the module docstring for the accepted formats).
 
     `arch` may be omitted when the checkpoint names it. With `weights=None` the network keeps
-    its random initialisation (needs `num_classes`). Class names come from `labels` if given,
-    else from the checkpoint, else `class_<k>`.
+    its random initialisation (needs `num_classes`) and is named `<arch>_random`. Class names
+    come from `labels` if given, else from the checkpoint, else `class_<k>`.
     """
     meta: dict[str, Any] = {}
     state: dict[str, Any] | None = None
@@ -215,7 +215,9 @@ def load_model(
     size = tuple(meta.get("input_size") or (spec.input_size if spec else (224, 224)))
     mean = tuple(meta.get("mean") or (spec.mean if spec else architectures.IMAGENET_MEAN))
     std = tuple(meta.get("std") or (spec.std if spec else architectures.IMAGENET_STD))
-    default_name = path.name.split(".")[0] if path is not None else str(arch)
+    # A randomly initialised network is `<arch>_random`: its outputs must not overwrite those of
+    # a trained model named after its architecture (the reference world_resnet.pt).
+    default_name = path.name.split(".")[0] if path is not None else f"{arch}_random"
     if mirrored and not default_name.endswith("_mirror"):
         default_name += "_mirror"  # its outputs must not overwrite the unmirrored model's
     return LoadedModel(

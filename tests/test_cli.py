@@ -21,3 +21,9 @@ def test_help_lists_subcommands(script: str) -> None:
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     for sub in SCRIPTS[script]:
         assert sub in out, f"{script} --help does not list {sub}"
+
+
+def test_basis_learn_help_lists_rebuild() -> None:
+    cmd = [sys.executable, "-m", "ibd.cli", "basis", "learn", "--help"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    assert "--rebuild" in out and "--float16" in out

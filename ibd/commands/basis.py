@@ -4,15 +4,20 @@ held-out images (per-concept AP and mAP, paper Table 1) and write `basis.npz`
 (docs/contracts.md 5).
 
 The features come from the feature store of `ibd features` (built or reused here, cached under
-$IBD_HOME/features/<model>/). With no flags: the concept world's reference model.
+$IBD_HOME/features/<model>/). An existing store is reused in its own dtype (float16 or float32);
+one built with other settings (model, layer, dataset, categories, min images) is an error unless
+`--rebuild` is given. With no flags: the concept world's reference model.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
+from typing import Any
 
 from ibd import paths
+from ibd.errors import UserError
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -69,15 +74,41 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     train.add_argument("--quiet", action="store_true", help="no progress bars")
     add_store_flags(learn)
+    learn.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="replace an existing feature store built with other settings (default: refuse; "
+        "a store differing only in --float16 is used as it is)",
+    )
     add_model_flags(learn)
+
+
+def check_output_file(path: Path) -> None:
+    """Fail now, before any work, when `path` cannot be written as a file."""
+    if path.is_dir():
+        raise UserError(f"basis output {path} is a directory: give --out a file such as basis.npz")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError(f"cannot write {path}: {parent} is a file, not a directory")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise UserError(f"cannot write {path}: {parent} is not writable")
+            break
+
+
+def save_basis(basis: Any, out: Path) -> None:
+    try:
+        basis.save(out)
+    except OSError as exc:
+        out.with_name(out.name + ".tmp.npz").unlink(missing_ok=True)
+        raise UserError(f"cannot write {out}: {exc.strerror or exc}") from None
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
 
     from ibd.basis import Settings, learn
-    from ibd.commands.features import store_from_args
-    from ibd.errors import UserError
+    from ibd.commands.features import store_dir, store_from_args
     from ibd.modelargs import load_from_args
 
     if args.threads is not None:
@@ -100,10 +131,12 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     loaded = load_from_args(args)
-    store = store_from_args(args, loaded, progress=not args.quiet)
-    basis = learn(store, settings, progress=not args.quiet)
     out = Path(args.out) if args.out else paths.basis_path(loaded.name)
-    basis.save(out)
+    check_output_file(out)
+    store_dir(args, loaded)
+    store = store_from_args(args, loaded, progress=not args.quiet, keep_existing=not args.rebuild)
+    basis = learn(store, settings, progress=not args.quiet)
+    save_basis(basis, out)
     order = basis.ap.argsort()
     worst = ", ".join(f"{basis.names[i]} {basis.ap[i]:.2f}" for i in order[:3])
     best = ", ".join(f"{basis.names[i]} {basis.ap[i]:.2f}" for i in order[::-1][:3])

@@ -3,11 +3,18 @@ feature layer over a Broden-format concept dataset into a feature store (see `ib
 
 With no flags: the concept world's reference model over $IBD_HOME/world, into
 $IBD_HOME/features/<model>/. `ibd basis learn` builds (or reuses) the same store.
+
+A store already at the output directory is reused when it was built with the same settings and
+rebuilt otherwise (`ibd features` is the command that builds stores); `ibd basis learn` instead
+adopts an existing store's dtype and refuses to replace a store built with other settings
+unless given `--rebuild` (see `store_from_args`).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -83,11 +90,61 @@ def feature_grid(loaded: Any) -> tuple[int, int]:
     return int(forward.features.shape[2]), int(forward.features.shape[3])
 
 
-def store_from_args(args: argparse.Namespace, loaded: Any, *, progress: bool = True) -> Any:
-    """Build or reuse the feature store the flags describe; returns the opened `FeatureStore`."""
+def store_dir(args: argparse.Namespace, loaded: Any) -> Path:
+    """The store directory the flags name, checked to be usable as one (one-line errors)."""
+    out = Path(args.features) if args.features else paths.features_dir(loaded.name)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"feature store directory {out} is a file, not a directory")
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError(f"cannot create the feature store {out}: {parent} is a file")
+            break
+    return out
+
+
+def _keep_existing(out: Path, spec: Any) -> Any:
+    """`ibd basis learn`'s rule for a store already at `out`: the spec to build or reuse.
+
+    Same settings: reuse (or resume). Only the dtype differs: adopt the store's dtype (float16
+    and float32 features are the same activations) and say so. Other settings differ: refuse,
+    naming them, rather than throw the store away. A store of a randomly initialised model can
+    never be reused, so it is replaced without asking."""
+    from ibd import features
+
+    header = features.existing_header(out)
+    if header is None or header.get("key") == spec.key():
+        return spec
+    old_model = header.get("model")
+    if isinstance(old_model, dict) and "random_init" in old_model:
+        return spec
+    differences = features.spec_differences(header, spec)
+    if differences == ["dtype"] and header.get("dtype") in features.DTYPES:
+        print(
+            f"using the existing {header['dtype']} feature store {out} "
+            f"(pass --rebuild to rebuild it as {spec.dtype})",
+            file=sys.stderr,
+        )
+        return dataclasses.replace(spec, dtype=header["dtype"])
+    if not differences:  # same settings under another key (an older store format)
+        differences = ["key"]
+    raise UserError(
+        f"the feature store {out} was built with other settings ({', '.join(differences)}): "
+        "pass --rebuild to replace it, or --features DIR to build a separate store"
+    )
+
+
+def store_from_args(
+    args: argparse.Namespace, loaded: Any, *, progress: bool = True, keep_existing: bool = False
+) -> Any:
+    """Build or reuse the feature store the flags describe; returns the opened `FeatureStore`.
+
+    `keep_existing` (`ibd basis learn` without `--rebuild`): never replace a store built with
+    other settings, see `_keep_existing`."""
     from ibd import features
     from ibd.broden import BrodenDataset
 
+    out = store_dir(args, loaded)
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.workers < 0:
@@ -119,7 +176,8 @@ def store_from_args(args: argparse.Namespace, loaded: Any, *, progress: bool = T
         },
         dtype="float16" if args.float16 else "float32",
     )
-    out = Path(args.features) if args.features else paths.features_dir(loaded.name)
+    if keep_existing:
+        spec = _keep_existing(out, spec)
     return features.build(
         loaded.model,
         dataset,

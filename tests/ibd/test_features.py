@@ -5,6 +5,7 @@ the centre nearest-neighbour rule, resume after a crash byte for byte, skip and 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -145,7 +146,79 @@ def test_same_settings_skip_and_different_settings_rebuild(tmp_path: Path) -> No
         model, other, tmp_path / "s", spec("float16"), batch_size=4, progress=False
     )
     assert other.loaded == 10 and store.header["dtype"] == "float16"
-    assert not (tmp_path / "s" / "features.npy.tmp").exists()
+    # the rebuilt store is exactly its files (no old arrays, no temporaries left behind), and
+    # every file is the new store's
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == sorted(features.FILES)
+    assert np.load(tmp_path / "s" / "features.npy").dtype == np.float16
+    assert json.loads((tmp_path / "s" / "progress.json").read_text()) == {
+        "images_done": 10,
+        "complete": True,
+    }
+
+
+def _snapshot(path: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(path.iterdir())}
+
+
+def test_a_failing_rebuild_leaves_the_old_store_as_it_was(tmp_path: Path) -> None:
+    model, out = Pooled().eval(), tmp_path / "s"
+    features.build(model, Images(), out, spec(), batch_size=4, progress=False)
+    before = _snapshot(out)
+    no_concepts = Images()
+    no_concepts.concepts = []
+    with pytest.raises(UserError, match="keeps no concepts"):
+        features.build(model, no_concepts, out, spec("float16"), progress=False)
+    assert _snapshot(out) == before
+    empty = Images(n=0)
+    with pytest.raises(UserError, match="no images"):
+        features.build(model, empty, out, spec("float16"), progress=False)
+    assert _snapshot(out) == before
+    # the new store fails on its first batch: the old one has not made way yet
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        features.build(model, Images(fail_at=1), out, spec("float16"), progress=False)
+    assert _snapshot(out) == before
+    huge = Images()
+    huge.images *= 1e6
+    with pytest.raises(UserError, match="float16"):
+        features.build(model, huge, out, spec("float16"), progress=False)
+    assert _snapshot(out) == before
+    assert features.FeatureStore(out).header["dtype"] == "float32"
+
+
+def test_store_directory_that_is_a_file_is_a_user_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("mine")
+    for out in (tmp_path / "file", tmp_path / "file" / "s"):
+        with pytest.raises(UserError, match="file"):
+            features.build(Pooled(), Images(), out, spec(), progress=False)
+    assert (tmp_path / "file").read_text() == "mine"
+
+
+def test_resume_with_missing_arrays_rebuilds(tmp_path: Path) -> None:
+    model = Pooled().eval()
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        features.build(
+            model, Images(fail_at=7), tmp_path / "s", spec(), batch_size=3, progress=False
+        )
+    (tmp_path / "s" / "features.npy").unlink()
+    data = Images()
+    store = features.build(model, data, tmp_path / "s", spec(), batch_size=3, progress=False)
+    assert data.loaded == 10 and store.num_images == 10
+
+
+def test_spec_differences_name_the_settings() -> None:
+    header = {"format": features.FORMAT, **dataclasses.asdict(spec())}
+    assert features.spec_differences(header, spec()) == []
+    assert features.spec_differences(header, spec("float16")) == ["dtype"]
+    other = features.StoreSpec(
+        model={"name": "pooled", "weights": "w"},
+        layer="fc",
+        dataset={"fingerprint": "y"},
+    )
+    assert features.spec_differences(header, other) == [
+        "model.weights",
+        "layer",
+        "dataset.fingerprint",
+    ]
 
 
 def test_float16_overflow_is_a_user_error(tmp_path: Path) -> None:
@@ -162,6 +235,37 @@ def test_corrupt_store_is_a_user_error(tmp_path: Path) -> None:
         features.FeatureStore(tmp_path / "s")
     with pytest.raises(UserError, match="no feature store"):
         features.FeatureStore(tmp_path / "missing")
+
+
+def _without_dim(text: str) -> str:
+    header = json.loads(text)
+    del header["dim"]
+    return json.dumps(header)
+
+
+@pytest.mark.parametrize(
+    ("name", "corrupt"),
+    [
+        ("progress.json", lambda text: "[]"),
+        ("progress.json", lambda text: '{"complete": true}'),
+        ("header.json", _without_dim),
+        ("header.json", lambda text: text.replace('"num_images": 10', '"num_images": "10"')),
+        ("header.json", lambda text: text.replace('"float32"', '"float64"')),
+        ("concepts.json", lambda text: "{}"),
+        ("concepts.json", lambda text: '{"concepts": [1, 2]}'),
+        ("images.csv", lambda text: text.replace(",train\n", "\n", 1)),
+    ],
+)
+def test_hand_edited_store_files_are_user_errors_naming_the_file(
+    tmp_path: Path, name: str, corrupt: Any
+) -> None:
+    features.build(Pooled(), Images(), tmp_path / "s", spec(), progress=False)
+    path = tmp_path / "s" / name
+    edited = corrupt(path.read_text())
+    assert edited != path.read_text()
+    path.write_text(edited)
+    with pytest.raises(UserError, match=name.replace(".", r"\.")):
+        features.FeatureStore(tmp_path / "s")
 
 
 # -- a small Broden directory and the command --------------------------------------------
@@ -276,3 +380,111 @@ def test_features_command_errors_are_one_line(world: Path, capsys: pytest.Captur
         main(["features", *weights, "--dataset", str(world / "broden"), "--batch-size", "0"]) == 2
     )
     assert "--batch-size must be at least 1" in capsys.readouterr().err
+
+
+def test_features_command_with_bad_settings_keeps_the_existing_store(
+    world: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "store"
+    argv = ["features", "--weights", str(world / "model.pt"), "--dataset", str(world / "broden")]
+    assert main([*argv, "--out", str(out), "--min-images", "1"]) == 0
+    before = _snapshot(out)
+    capsys.readouterr()
+    assert main([*argv, "--out", str(out), "--min-images", "1000"]) == 2
+    err = capsys.readouterr().err
+    assert "keeps no concepts" in err and err.count("\n") == 1
+    assert _snapshot(out) == before
+    features.FeatureStore(out)
+
+
+FAST = ["--epochs", "1", "--rounds", "0", "--min-positives", "1", "--quiet"]
+
+
+def _learn(world: Path, *extra: str) -> list[str]:
+    weights = ["--weights", str(world / "model.pt"), "--dataset", str(world / "broden")]
+    return ["basis", "learn", *weights, "--min-images", "1", *FAST, *extra]
+
+
+def test_basis_learn_uses_an_existing_store_and_never_silently_replaces_it(
+    world: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    store, out = tmp_path / "store", tmp_path / "basis.npz"
+    argv = ["features", "--weights", str(world / "model.pt"), "--dataset", str(world / "broden")]
+    assert main([*argv, "--out", str(store), "--min-images", "1", "--float16"]) == 0
+    before = _snapshot(store)
+    capsys.readouterr()
+    # only the dtype differs: the float16 store is used as it is, and the user is told
+    assert main(_learn(world, "--features", str(store), "--out", str(out))) == 0
+    err = capsys.readouterr().err
+    assert f"using the existing float16 feature store {store}" in err
+    assert _snapshot(store) == before
+    assert json.loads(str(np.load(out)["meta"]))["features"]
+    # other settings: a one-line error naming them, and the store is untouched
+    for flags, named in (
+        (["--min-images", "2"], "dataset.min_images"),
+        (["--categories", "object"], "dataset.categories"),
+        (["--layer", "layer3"], "layer"),
+    ):
+        assert main(_learn(world, "--features", str(store), "--out", str(out), *flags)) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("ibd basis: error: the feature store") and named in err, err
+        assert "--rebuild" in err and err.count("\n") == 1
+        assert _snapshot(store) == before
+    # --rebuild replaces it, with the flags' settings
+    flags = ["--features", str(store), "--out", str(out), "--min-images", "2", "--rebuild"]
+    assert main(_learn(world, *flags)) == 0
+    header = json.loads((store / "header.json").read_text())
+    assert (header["dtype"], header["dataset"]["min_images"]) == ("float32", 2)
+
+
+def test_basis_learn_output_paths_are_checked_before_any_work(
+    world: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    (tmp_path / "outdir").mkdir()
+    (tmp_path / "afile").write_text("mine")
+    store = tmp_path / "store"
+    cases = [
+        (["--features", str(store), "--out", str(tmp_path / "outdir")], "is a directory"),
+        (["--features", str(store), "--out", str(tmp_path / "afile" / "b.npz")], "is a file"),
+        (["--features", str(tmp_path / "afile"), "--out", str(tmp_path / "b.npz")], "is a file"),
+        (["--features", str(tmp_path / "afile" / "s"), "--out", str(tmp_path / "b.npz")], "file"),
+    ]
+    for flags, message in cases:
+        assert main(_learn(world, *flags)) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("ibd basis: error: ") and message in err, err
+        assert err.count("\n") == 1
+    assert not store.exists()  # nothing was extracted
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "outdir"]
+    assert list((tmp_path / "outdir").iterdir()) == []
+    assert (tmp_path / "afile").read_text() == "mine"
+
+
+def test_a_random_model_does_not_overwrite_the_trained_models_outputs(
+    world: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    from ibd import paths
+    from ibd.models import load_model
+
+    assert load_model("resnet18", None, num_classes=3).name == "resnet18_random"
+    assert load_model("resnet18", None, num_classes=3, mirrored=True).name == (
+        "resnet18_random_mirror"
+    )
+    monkeypatch.setenv("IBD_HOME", str(tmp_path / "home"))
+    (tmp_path / "home" / "models").mkdir(parents=True)
+    (tmp_path / "home" / "models" / "resnet18.pt").write_bytes((world / "model.pt").read_bytes())
+    trained = ["--weights", str(paths.model_path("resnet18"))]
+    base = ["basis", "learn", "--dataset", str(world / "broden"), "--min-images", "1", *FAST]
+    assert main([*base, *trained]) == 0
+    basis_before = paths.basis_path("resnet18").read_bytes()
+    store_before = _snapshot(paths.features_dir("resnet18"))
+    assert main([*base, "--arch", "resnet18", "--num-classes", "3"]) == 0
+    assert "resnet18_random: mAP" in capsys.readouterr().out
+    assert paths.basis_path("resnet18_random").is_file()
+    assert features.FeatureStore(paths.features_dir("resnet18_random")).header["model"]["name"] == (
+        "resnet18_random"
+    )
+    assert paths.basis_path("resnet18").read_bytes() == basis_before
+    assert _snapshot(paths.features_dir("resnet18")) == store_before
+    # a second random model replaces the first one's store (it can never be reused) silently
+    assert main([*base, "--arch", "resnet18", "--num-classes", "3"]) == 0

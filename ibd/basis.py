@@ -13,8 +13,27 @@ Training never treats concepts one after another. The C classifiers form one lin
 W (C x D), b (C); every concept has its own training set, given as a sample mask over a shared
 bank of positions held in memory (a random pool of training positions plus each concept's
 positives). A step scores a block of bank rows for all concepts with one matrix product and
-lets each concept learn only from the rows in its own set. Concepts do not interact: concept c's
-weights after training are what training it alone on the same steps would give.
+lets each concept learn only from the rows in its own set.
+
+What is each concept's own and what is shared. The sample masks keep each concept's loss its
+own: concept c's gradient comes only from its own rows, and a step in which c has no rows leaves
+c's weights and optimiser state untouched. So, *given the same steps and the same training set*,
+c's weights are those of c trained alone (up to float rounding). But the steps and the sets are
+not c's alone:
+
+- the paper trainer cuts each epoch's blocks from the union of all concepts' rows
+  (`epoch_blocks`), so how many steps c takes and how many of its rows each step holds depend on
+  the other concepts: on the concept world, chimney (693 rows) takes 99 Adam steps per epoch
+  holding a median of 7 of its rows, not 1024;
+- random negatives (the paper's training negatives and mining refills, the authors' candidate
+  pool) follow one random priority over the bank's rows (`random_negatives`), and the bank holds
+  every concept's positives, so which pool rows c draws depends on the other concepts too.
+
+Adding or dropping concepts therefore changes the other concepts' steps and negatives, and so
+their weights; the same store, concepts and settings give the same run again. What is
+drawn per concept (which positives are kept beyond `max_positives`, the authors' initial
+weights, first-epoch negatives and shuffles) comes from streams keyed by the concept's store
+index (`_concept_rng`) and does not depend on the other concepts.
 
 Procedures (REFERENCE.md 2):
 
@@ -42,6 +61,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -64,6 +85,7 @@ _CHUNK_ROWS = 1 << 16
 _SCORE_BUDGET = 1 << 28  # bytes of float32 scores held at once when scoring many positions
 _GATHER_BUDGET = 1 << 24  # floats gathered at once by the per-concept SGD step
 _AP_BUDGET = 1 << 22  # positions x concepts per AP computation (~50 bytes of work each)
+_COUNT_BUDGET = 1 << 24  # bytes of int64 partial counts when counting a B x C mask
 
 
 @dataclass(frozen=True)
@@ -109,8 +131,12 @@ class Settings:
                 raise UserError(f"{name.replace('_', '-')} must be at least 1")
         if self.rounds < 0 or self.min_positives < 1:
             raise UserError("rounds must be >= 0 and min-positives >= 1")
-        if not (self.lr > 0 and self.l2 >= 0):
-            raise UserError("lr must be > 0 and l2 >= 0")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise UserError(f"lr must be a finite number > 0, got {self.lr}")
+        if not (math.isfinite(self.l2) and self.l2 >= 0):
+            raise UserError(f"l2 must be a finite number >= 0, got {self.l2}")
+        if self.seed < 0:
+            raise UserError(f"seed must be >= 0, got {self.seed}")
         if not 0 <= self.hard_fraction <= 1:
             raise UserError("hard-fraction must lie in 0..1")
 
@@ -148,10 +174,22 @@ def _chunks(n: int, size: int) -> Iterator[slice]:
         yield slice(start, min(start + size, n))
 
 
+def column_counts(mask: torch.Tensor) -> torch.Tensor:
+    """True entries of each column of a boolean B x C mask (int64), counted over row chunks:
+    `mask.sum(0)` on a boolean tensor first makes a B x C int64 copy (8 times the mask)."""
+    counts = torch.zeros(mask.shape[1], dtype=torch.int64)
+    for part in _chunks(len(mask), max(1, _COUNT_BUDGET // (8 * max(1, mask.shape[1])))):
+        counts += mask[part].sum(0)
+    return counts
+
+
 def _concept_rng(seed: int, concept: int, *stage: int) -> np.random.Generator:
-    """Per-concept random stream keyed by the concept's store index, so that a concept's
-    samples do not depend on which other concepts are trained with it. Streams shared by all
-    concepts are keyed (seed, 0, purpose, ...), per-concept ones (seed, 1, concept, ...)."""
+    """Per-concept random stream keyed by the concept's store index: the draws taken from it
+    (which of c's positives are kept, the authors' initial weights, first-epoch negatives and
+    shuffles) do not depend on which other concepts are trained with it. The streams shared by
+    all concepts, keyed (seed, 0, purpose, ...), do: the pool, the random-negative priority over
+    the bank's rows, the paper trainer's block order (see the module docstring). Per-concept
+    streams are keyed (seed, 1, concept, ...)."""
     return np.random.default_rng([seed, 1, concept, *stage])
 
 
@@ -172,7 +210,7 @@ class Bank:
 
     @property
     def num_positives(self) -> torch.Tensor:
-        return self.positive.sum(0)
+        return column_counts(self.positive)
 
 
 def count_positives(store: FeatureStore, images: np.ndarray, concepts: np.ndarray) -> np.ndarray:
@@ -279,11 +317,13 @@ def hardest_negatives(
     highest scores w_c . x + b_c (all candidates when there are fewer)."""
     chosen = torch.zeros_like(candidates)
     for part, scores in scores_by_group(x, weight, bias):
-        masked = torch.where(candidates[:, part], scores, -torch.inf)
+        # masked in place and dropped before the next group: one B x G score buffer at a time
+        masked = scores.masked_fill_(~candidates[:, part], -torch.inf)
         for j, c in enumerate(range(part.start, part.stop)):
             k = int(min(int(counts[c]), int(candidates[:, c].sum())))
             if k:
                 chosen[masked[:, j].topk(k).indices, c] = True
+        del scores, masked
     return chosen
 
 
@@ -301,7 +341,7 @@ def mine_negatives(
     drawn afresh from the pool. hard_fraction = 1 replaces every negative by a hard one."""
     wanted = (counts * hard_fraction).round().long()
     hard = hardest_negatives(x, weight, bias, ~bank.y, wanted)
-    return hard | random_negatives(bank, counts - hard.sum(0), seed, exclude=hard)
+    return hard | random_negatives(bank, counts - column_counts(hard), seed, exclude=hard)
 
 
 # -- the two trainers -------------------------------------------------------------------
@@ -309,9 +349,12 @@ def mine_negatives(
 
 @dataclass
 class Adam:
-    """Adam (Kingma & Ba) with a step count per concept: a concept absent from a step's rows
-    takes no step, exactly as if it were trained alone. Gradient of the L2 penalty (l2/2)||w||^2
-    is added to w's gradient (torch.optim.Adam's `weight_decay`); the bias is not penalised."""
+    """Adam (Kingma & Ba) with a step count per concept: a concept that is not `active` in a
+    step (none of its rows in the block) takes no step and its count does not advance, so its
+    updates are those of torch.optim.Adam on that concept alone over the steps in which it is
+    active. Which steps those are is not the concept's own choice (see `fit_masked`). Gradient of
+    the L2 penalty (l2/2)||w||^2 is added to w's gradient (torch.optim.Adam's `weight_decay`);
+    the bias is not penalised."""
 
     lr: float
     l2: float
@@ -358,7 +401,8 @@ def epoch_blocks(
     num_rows: int, active: torch.Tensor, block: int, rng: np.random.Generator
 ) -> list[torch.Tensor]:
     """One epoch's steps for the shared-bank trainer: the rows in some concept's set, in a
-    random order, cut into blocks of `block` rows."""
+    random order, cut into blocks of `block` rows. The blocks are shared by all concepts: a
+    concept's rows are spread over about |union of all sets| / block steps."""
     order = torch.from_numpy(rng.permutation(num_rows))
     return list(order[active[order]].split(block))
 
@@ -384,7 +428,14 @@ def fit_masked(
         L_c = 1/|M_c| sum_{r in M_c} [log(1 + exp(z_rc)) - y_rc z_rc] + l2/2 ||w_c||^2,
         z = X_s W^T + b,  dL_c/dz_rc = sigmoid(z_rc) - y_rc,
     so the gradient of all C classifiers is one product G^T X_s (G = masked residuals / |M_c|).
-    Returns new (weight, bias); the inputs are not modified."""
+
+    Each concept's loss is its own (the masks), but the step schedule is shared: the blocks are
+    cut from the union of all concepts' rows (`epoch_blocks`), so the number of steps concept c
+    takes per epoch and |M_c| in each depend on the other concepts' sets, not only on c's (a
+    concept with 693 rows among many others can take ~100 steps of ~7 rows each rather than one
+    of 693). Given the schedule, c's updates are those of torch.optim.Adam on c alone over its
+    rows of each block in which it has any. Returns new (weight, bias); the inputs are not
+    modified."""
     weight, bias = weight.clone(), bias.clone()
     adam = Adam(lr=lr, l2=l2, shape=tuple(weight.shape))
     active_rows = member.any(1)
@@ -451,15 +502,32 @@ class Fit:
     seconds: float
 
 
-def train_paper(
-    bank: Bank, concepts: np.ndarray, settings: Settings, progress: bool = False
-) -> Fit:
-    """Paper procedure on standardised features (see the module docstring)."""
-    started = time.perf_counter()
-    mu = bank.x.mean(0)
-    sigma = bank.x.std(0)
+def standardize_features(
+    x: torch.Tensor, in_place: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(x~, mu, sigma): x~ = (x - mu) / sigma per dimension (sigma of a constant dimension taken
+    as 1). With `in_place`, x itself becomes x~ (no copy); otherwise x~ is one new tensor, filled
+    in place (no temporary besides it). Either way the values are those of (x - mu) / sigma."""
+    mu = x.mean(0)
+    sigma = x.std(0)
     sigma = torch.where(sigma > 1e-8, sigma, torch.ones_like(sigma))
-    xt = (bank.x - mu) / sigma
+    xt = x if in_place else x.clone()
+    return xt.sub_(mu).div_(sigma), mu, sigma
+
+
+def train_paper(
+    bank: Bank,
+    concepts: np.ndarray,
+    settings: Settings,
+    progress: bool = False,
+    *,
+    in_place: bool = False,
+) -> Fit:
+    """Paper procedure on standardised features (see the module docstring). The standardised
+    features take a copy of `bank.x`, or with `in_place` replace it (the bank's raw features are
+    then gone: for callers that do not need them afterwards, such as `learn`)."""
+    started = time.perf_counter()
+    xt, mu, sigma = standardize_features(bank.x, in_place)
     n_pos = bank.num_positives
     counts = settings.ratio * n_pos
     negative = random_negatives(bank, counts, (settings.seed, 0, 1, 0))
@@ -502,15 +570,21 @@ def train_paper(
         raw_w.numpy(),
         raw_b.numpy(),
         n_pos.numpy(),
-        negative.sum(0).numpy(),
+        column_counts(negative).numpy(),
         time.perf_counter() - started,
     )
 
 
 def train_authors(
-    bank: Bank, concepts: np.ndarray, settings: Settings, progress: bool = False
+    bank: Bank,
+    concepts: np.ndarray,
+    settings: Settings,
+    progress: bool = False,
+    *,
+    in_place: bool = False,
 ) -> Fit:
-    """The authors' procedure on raw features (see the module docstring)."""
+    """The authors' procedure on raw features (see the module docstring). `in_place` is accepted
+    for a signature shared with `train_paper`; the bank is never modified."""
     started = time.perf_counter()
     d = bank.x.shape[1]
     n_pos = bank.num_positives
@@ -549,12 +623,34 @@ def train_authors(
         weight.numpy(),
         bias.numpy(),
         n_pos.numpy(),
-        candidates.sum(0).numpy(),
+        column_counts(candidates).numpy(),
         time.perf_counter() - started,
     )
 
 
 TRAINERS = {"paper": train_paper, "authors": train_authors}
+
+
+def peak_memory_mib() -> float | None:
+    """The process's peak resident memory so far (None where the platform does not say)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, else KiB
+
+
+def check_finite(fit: Fit, names: Sequence[str]) -> None:
+    """UserError naming the concepts whose trained weight or bias is not finite (a diverging
+    run, e.g. a learning rate far too large): such a basis must not be saved."""
+    bad = np.flatnonzero(~(np.isfinite(fit.weight).all(1) & np.isfinite(fit.bias)))
+    if len(bad):
+        shown = ", ".join(names[i] for i in bad[:10]) + (", ..." if len(bad) > 10 else "")
+        raise UserError(
+            f"training diverged: non-finite weights for {len(bad)} of {len(names)} concepts "
+            f"({shown}); try a smaller lr"
+        )
 
 
 # -- evaluation and the whole pipeline --------------------------------------------------
@@ -591,7 +687,7 @@ def held_out_ap(
             scores[chunk] = torch.addmm(b[part], x, w[part].T)
             labels[chunk] = torch.from_numpy(store.read_labels(rows[chunk])[:, concepts[part]])
         keep = labels.clone()
-        keep[order] |= first_k(~labels[order], ratio * labels.sum(0))
+        keep[order] |= first_k(~labels[order], ratio * column_counts(labels))
         # Left-out positions score -inf: one last threshold after every positive, adding no
         # recall, so the AP is that of the kept positions alone.
         sampled = torch.where(keep, scores, -torch.inf)
@@ -704,13 +800,23 @@ def learn(
     bank = build_bank(store, train_images, kept, settings, progress)
     log(
         f"training {len(kept)} concept classifiers ({settings.procedure} procedure) on a bank of "
-        f"{len(bank.rows)} positions x D={store.dim} ({bank.x.numel() * 4 / 2**20:.0f} MiB)"
+        f"{len(bank.rows)} positions x D={store.dim}: {bank.x.numel() * 4 / 2**20:.0f} MiB of "
+        f"features, held once (no standardised copy), and {bank.y.numel() / 2**20:.0f} MiB per "
+        f"positions x concepts mask (up to 6 at once while negatives are rebuilt)"
     )
-    fit = TRAINERS[settings.procedure](bank, kept, settings, progress)
+    # The bank's raw features are not needed after training: the paper trainer standardises
+    # them in place instead of holding a second copy.
+    fit = TRAINERS[settings.procedure](bank, kept, settings, progress, in_place=True)
+    peak = peak_memory_mib()
+    log(
+        f"trained in {fit.seconds:.0f} s"
+        + (f"; peak memory of this process so far {peak:.0f} MiB" if peak is not None else "")
+    )
+    concepts = [store.concepts[c] for c in kept]
+    check_finite(fit, [str(c["name"]) for c in concepts])
     ap, ap_ratio = held_out_ap(
         store, held_images, kept, fit.weight, fit.bias, EVAL_RATIO, settings.seed, progress
     )
-    concepts = [store.concepts[c] for c in kept]
     h, w = store.grid
     meta = {
         "format": BASIS_FORMAT,

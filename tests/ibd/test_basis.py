@@ -1,6 +1,7 @@
 """Concept basis learning: recovery of known concept directions, the sampling and the hard
 negatives on hand cases, batched training equal to each concept trained alone with torch's own
-optimisers, AP and q by hand, the basis.npz contract, and `ibd basis learn` end to end."""
+optimisers on the same (shared) steps, the trainers' negatives and weight mapping step by step,
+AP and q by hand, the basis.npz contract, and `ibd basis learn` end to end."""
 
 from __future__ import annotations
 
@@ -226,6 +227,150 @@ def test_batched_authors_sgd_equals_torch_sgd_per_concept() -> None:
         assert torch.allclose(b[c : c + 1], bc.detach(), atol=1e-6), c
 
 
+# -- the trainers, step by step on a synthetic bank -----------------------------------------
+
+
+def synthetic_bank(rows: int = 3000, dim: int = 12, concepts: int = 3) -> basis.Bank:
+    """Features far from zero mean and unit variance (so that mapping the weights back to raw
+    features matters), rare learnable concepts (top 2% of a noisy direction), an 80% pool."""
+    gen = torch.Generator().manual_seed(11)
+    scale, shift = torch.linspace(0.3, 4.0, dim), torch.linspace(-5.0, 5.0, dim)
+    z = torch.randn(rows, dim, generator=gen)
+    x = z * scale + shift
+    signal = z @ torch.randn(dim, concepts, generator=gen) + 0.5 * torch.randn(
+        rows, concepts, generator=gen
+    )
+    y = signal > signal.quantile(0.98, dim=0)
+    pool = torch.rand(rows, generator=gen) < 0.8
+    return basis.Bank(np.arange(rows), x, y, y.clone(), pool)
+
+
+def record_calls(monkeypatch: pytest.MonkeyPatch, name: str) -> list[dict[str, Any]]:
+    """Wrap basis.`name`, recording clones of its arguments at the call and of its result."""
+    real = getattr(basis, name)
+    calls: list[dict[str, Any]] = []
+
+    def clone(v: Any) -> Any:
+        if isinstance(v, torch.Tensor):
+            return v.clone()
+        if isinstance(v, list):
+            return [clone(e) for e in v]
+        return v.copy() if isinstance(v, np.ndarray) else v
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        call = {"args": [clone(a) for a in args], "kwargs": dict(kwargs)}
+        result = real(*args, **kwargs)
+        call["result"] = clone(result) if result is None else tuple(clone(r) for r in result)
+        calls.append(call)
+        return result
+
+    monkeypatch.setattr(basis, name, wrapper)
+    return calls
+
+
+def assert_top_scoring(
+    chosen: torch.Tensor, among: torch.Tensor, scores: torch.Tensor, count: int
+) -> None:
+    """`chosen` (a mask within `among`) holds `count` rows, and none of the rows of `among` left
+    out scores higher than a chosen one (up to float rounding)."""
+    assert not (chosen & ~among).any()
+    assert int(chosen.sum()) == count
+    assert float(scores[chosen].min()) >= float(scores[among & ~chosen].max()) - 1e-5
+
+
+def test_raw_weights_score_raw_features_as_the_standardised_classifier_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    bank = synthetic_bank()
+    raw = bank.x.clone()
+    calls = record_calls(monkeypatch, "fit_masked")
+    settings = basis.Settings.for_procedure("paper", epochs=2, rounds=1, batch_size=256)
+    fit = basis.train_paper(bank, np.arange(3), settings)
+    assert torch.equal(bank.x, raw)  # not in place: the bank keeps its raw features
+    xt = calls[-1]["args"][0]
+    # the trainer saw x~ = (x - mu) / sigma per dimension
+    expected = (raw.double() - raw.double().mean(0)) / raw.double().std(0)
+    assert torch.allclose(xt.double(), expected, atol=1e-5)
+    # w . x + b == w~ . x~ + b~ for every bank row: w = w~ / sigma, b = b~ - w . mu
+    w_t, b_t = calls[-1]["result"]
+    standardised = xt.double() @ w_t.double().T + b_t.double()
+    mapped = raw.double() @ torch.from_numpy(fit.weight).double().T + torch.from_numpy(fit.bias)
+    assert standardised.abs().max() > 1  # a classifier that says something
+    assert torch.allclose(mapped, standardised, atol=1e-4)
+
+
+def test_standardising_in_place_gives_the_same_weights() -> None:
+    settings = basis.Settings.for_procedure("paper", epochs=2, rounds=1, batch_size=256)
+    copied = basis.train_paper(synthetic_bank(), np.arange(3), settings)
+    bank = synthetic_bank()
+    in_place = basis.train_paper(bank, np.arange(3), settings, in_place=True)
+    assert np.array_equal(copied.weight, in_place.weight)
+    assert np.array_equal(copied.bias, in_place.bias)
+    raw = synthetic_bank().x
+    assert torch.equal(bank.x, (raw - raw.mean(0)) / raw.std(0))  # the bank's copy, replaced
+
+
+def test_paper_mining_rounds_train_on_the_highest_scoring_negatives(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    bank = synthetic_bank()
+    calls = record_calls(monkeypatch, "fit_masked")
+    settings = basis.Settings.for_procedure("paper", epochs=2, rounds=2, batch_size=256)
+    fit = basis.train_paper(bank, np.arange(3), settings)
+    assert len(calls) == 3  # the first training and two mining rounds
+    n_pos = bank.positive.sum(0)
+    for round_, call in enumerate(calls):
+        xt, _, member, weight, bias = call["args"][:5]
+        assert torch.equal(member & bank.positive, bank.positive)
+        negative = member & ~bank.positive
+        assert not (negative & bank.y).any()
+        assert negative.sum(0).tolist() == (20 * n_pos).tolist()
+        if round_ == 0:
+            assert not (negative & ~bank.pool[:, None]).any()  # random, from the pool
+            continue
+        # half of them: the highest-scoring negatives of the whole bank under the classifier
+        # of the previous round (the one this round starts from); the rest random from the pool
+        assert torch.equal(weight, calls[round_ - 1]["result"][0])
+        scores = xt @ weight.T + bias
+        for c in range(3):
+            hard = int(10 * n_pos[c])
+            top = torch.zeros(len(xt), dtype=torch.bool)
+            top[torch.where(bank.y[:, c], -torch.inf, scores[:, c]).topk(hard).indices] = True
+            assert_top_scoring(top, ~bank.y[:, c], scores[:, c], hard)
+            assert (negative[top, c]).all(), (round_, c)
+            assert not (negative[:, c] & ~top & ~bank.pool).any()
+    assert fit.negatives.tolist() == (20 * n_pos).tolist()
+
+
+def test_authors_epochs_train_on_two_negatives_per_positive_the_hardest_candidates(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    bank = synthetic_bank()
+    calls = record_calls(monkeypatch, "sgd_epoch_mse")
+    settings = basis.Settings.for_procedure("authors", epochs=4, lr=0.5)
+    fit = basis.train_authors(bank, np.arange(3), settings)
+    assert len(calls) == 4
+    n_pos = bank.positive.sum(0)
+    candidates = basis.random_negatives(bank, 20 * n_pos, (0, 0, 1, 0))
+    assert fit.negatives.tolist() == candidates.sum(0).tolist() == (20 * n_pos).tolist()
+    for epoch, call in enumerate(calls):
+        x, y, sets, weight, bias = call["args"]
+        assert torch.equal(x, bank.x) and torch.equal(y, bank.y)  # raw features
+        scores = x @ weight.T + bias  # the classifier as this epoch starts
+        moved = 0.0
+        for c in range(3):
+            rows = torch.from_numpy(sets[c])
+            assert torch.equal(rows[: int(n_pos[c])], bank.positive[:, c].nonzero().flatten())
+            negative = torch.zeros(len(x), dtype=torch.bool)
+            negative[rows[int(n_pos[c]) :]] = True
+            assert int(negative.sum()) == len(rows) - int(n_pos[c]) == 2 * int(n_pos[c])
+            assert not (negative & ~candidates[:, c]).any()
+            if epoch > 0:  # the hardest candidates under the previous epoch's classifier
+                assert_top_scoring(negative, candidates[:, c], scores[:, c], 2 * int(n_pos[c]))
+                moved += float((weight[c] - calls[epoch - 1]["args"][3][c]).abs().max())
+        assert epoch == 0 or moved > 0
+
+
 # -- learning on planted concepts ---------------------------------------------------------
 
 
@@ -373,6 +518,73 @@ def test_bad_settings_are_user_errors() -> None:
         basis.Settings.for_procedure("authors", rounds=2, l2=0.1)
     with pytest.raises(UserError, match="unknown procedure"):
         basis.Settings.for_procedure("other")
+    with pytest.raises(UserError, match="seed must be >= 0, got -1"):
+        basis.Settings.for_procedure("paper", seed=-1)
+    for lr in (float("inf"), float("nan"), 0.0):
+        with pytest.raises(UserError, match="lr must be a finite number > 0"):
+            basis.Settings.for_procedure("authors", lr=lr)
+    with pytest.raises(UserError, match="l2 must be a finite number >= 0"):
+        basis.Settings.for_procedure("paper", l2=float("inf"))
+
+
+def test_the_1_to_20_ap_in_meta_is_the_held_out_ap_at_1_to_20(tmp_path: Path) -> None:
+    store, _ = planted_store(tmp_path, strength=1.5, rate=0.05)  # imperfect classifiers
+    settings = basis.Settings.for_procedure("paper", epochs=2, rounds=1, seed=2)
+    learned = basis.learn(store, settings, **quiet())
+    held = store.images_in("val")
+    kept = np.arange(4)
+    ap, at_20 = basis.held_out_ap(store, held, kept, learned.weight, learned.bias, 20, seed=2)
+    _, at_1 = basis.held_out_ap(store, held, kept, learned.weight, learned.bias, 1, seed=2)
+    assert np.abs(at_1 - at_20).max() > 1e-3  # the ratio matters on this store
+    assert np.array_equal(learned.ap, ap)
+    assert learned.meta["mAP_1to20"] == pytest.approx(float(at_20.mean()), abs=1e-12)
+    assert [m["ap_1to20"] for m in learned.meta["concepts"]] == pytest.approx(at_20, abs=1e-12)
+
+
+def test_a_diverging_run_is_a_user_error_naming_the_concepts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, _ = planted_store(tmp_path)
+    with pytest.raises(
+        UserError, match=r"non-finite weights for 4 of 4 concepts \(c0, c1, c2, c3\)"
+    ):
+        basis.learn(store, basis.Settings.for_procedure("paper", lr=1e38, epochs=2), **quiet())
+    real = basis.TRAINERS["authors"]
+
+    def one_nan(*args: Any, **kwargs: Any) -> basis.Fit:
+        fit = real(*args, **kwargs)
+        fit.bias[2] = np.nan
+        return fit
+
+    monkeypatch.setitem(basis.TRAINERS, "authors", one_nan)
+    settings = basis.Settings.for_procedure("authors", epochs=2)
+    with pytest.raises(UserError, match=r"non-finite weights for 1 of 4 concepts \(c2\)"):
+        basis.learn(store, settings, **quiet())
+
+
+def test_learn_holds_the_features_once_and_logs_the_peak_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, _ = planted_store(tmp_path, n=400, dim=256)
+    real = basis.TRAINERS["paper"]
+    flags: list[bool] = []
+
+    def trainer(*args: Any, in_place: bool = False) -> basis.Fit:
+        flags.append(in_place)
+        return real(*args, in_place=in_place)
+
+    monkeypatch.setitem(basis.TRAINERS, "paper", trainer)
+    lines: list[str] = []
+    basis.learn(
+        store,
+        basis.Settings.for_procedure("paper", epochs=1, rounds=0),
+        progress=False,
+        log=lines.append,
+    )
+    features = 300 * 16 * 256 * 4 / 2**20  # every training position is in the bank
+    assert f"{features:.0f} MiB of features, held once (no standardised copy)" in lines[0]
+    assert lines[1].startswith("trained in ") and "peak memory of this process" in lines[1]
+    assert flags == [True]  # the bank's raw features are standardised in place, not copied
 
 
 # -- the command --------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
+from tinynets import PooledConv
 from torch import nn
 
 from ibd import dissect as nd
@@ -677,20 +678,6 @@ def brute_force_layout(n: int = 10) -> list[tuple[list[Square], bool]]:
     return layout
 
 
-class RandomUnits(nn.Module):
-    """A random 3 x 3 conv layer + ReLU, 4 x 4 average pooling (8 x 8 features for 32 x 32
-    images, upsampled to the 16 x 16 planes) and a linear head."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(3)
-        self.features = nn.Sequential(nn.Conv2d(3, 12, 3, padding=1), nn.ReLU(), nn.AvgPool2d(4))
-        self.fc = nn.Linear(12, 2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.features(x).mean(dim=(2, 3)))
-
-
 @pytest.fixture(scope="module")
 def random_multi_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_layout(tmp_path_factory.mktemp("multi") / "broden", brute_force_layout(), seed=4)
@@ -708,7 +695,7 @@ def test_dissect_matches_a_brute_force_count_under_every_rule(
         MULTI_CATEGORIES[:2],
     )
     assert data.category_present(1) == {"material"}  # glass only in the material plane
-    model = RandomUnits().eval()
+    model = PooledConv(12, seed=3).eval()
     result = nd.dissect(
         model, "features", data, quantile=0.1, rule=rule, batch_size=3, progress=False
     )

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch import nn
+from tinynets import PooledConv
 
 from ibd import features, hooks
 from ibd.broden import BrodenDataset, Concept, encode_plane
@@ -23,19 +23,6 @@ from ibd.errors import UserError
 from ibd.models import save_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-class Pooled(nn.Module):
-    """features: 3x3 conv 3 -> 5 channels + ReLU + 4x4 average pooling (8 x 8 -> 2 x 2)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.features = nn.Sequential(nn.Conv2d(3, 5, 3, padding=1), nn.ReLU(), nn.AvgPool2d(4))
-        self.fc = nn.Linear(5, 2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.features(x).mean(dim=(2, 3)))
 
 
 class Images(torch.utils.data.Dataset):
@@ -72,7 +59,7 @@ def spec(dtype: str = "float32") -> features.StoreSpec:
 
 
 def test_store_round_trips_the_hooked_activations_exactly(tmp_path: Path) -> None:
-    model, data = Pooled().eval(), Images()
+    model, data = PooledConv(5, seed=0).eval(), Images()
     store = features.build(model, data, tmp_path / "s", spec(), batch_size=4, progress=False)
     assert (store.num_images, store.grid, store.dim, store.num_concepts) == (10, (2, 2), 5, 11)
     for lo in range(0, 10, 4):
@@ -98,7 +85,9 @@ def test_store_round_trips_the_hooked_activations_exactly(tmp_path: Path) -> Non
 
 def test_labels_are_the_centre_pixel_of_each_feature_cell(tmp_path: Path) -> None:
     data = Images()
-    store = features.build(Pooled(), data, tmp_path / "s", spec(), batch_size=3, progress=False)
+    store = features.build(
+        PooledConv(5, seed=0), data, tmp_path / "s", spec(), batch_size=3, progress=False
+    )
     # 8 -> 2 cells: cell i covers pixels 4i..4i+3, its centre pixel is floor((i + 0.5) * 4) = 4i + 2
     for n in range(10):
         expected = data.masks[n][:, [2, 6]][:, :, [2, 6]].numpy()
@@ -119,7 +108,7 @@ def test_bit_packing_puts_concept_c_in_bit_c_mod_8_of_byte_c_div_8() -> None:
 
 
 def test_resume_after_a_crash_gives_identical_files(tmp_path: Path) -> None:
-    model = Pooled().eval()
+    model = PooledConv(5, seed=0).eval()
     features.build(model, Images(), tmp_path / "whole", spec(), batch_size=3, progress=False)
     crashing = Images(fail_at=7)  # batches [0-2], [3-5] flushed; crash inside [6-8]
     with pytest.raises(RuntimeError, match="simulated crash"):
@@ -136,7 +125,7 @@ def test_resume_after_a_crash_gives_identical_files(tmp_path: Path) -> None:
 
 
 def test_same_settings_skip_and_different_settings_rebuild(tmp_path: Path) -> None:
-    model = Pooled().eval()
+    model = PooledConv(5, seed=0).eval()
     features.build(model, Images(), tmp_path / "s", spec(), batch_size=4, progress=False)
     again = Images()
     features.build(model, again, tmp_path / "s", spec(), batch_size=4, progress=False)
@@ -161,7 +150,7 @@ def _snapshot(path: Path) -> dict[str, bytes]:
 
 
 def test_a_failing_rebuild_leaves_the_old_store_as_it_was(tmp_path: Path) -> None:
-    model, out = Pooled().eval(), tmp_path / "s"
+    model, out = PooledConv(5, seed=0).eval(), tmp_path / "s"
     features.build(model, Images(), out, spec(), batch_size=4, progress=False)
     before = _snapshot(out)
     no_concepts = Images()
@@ -189,12 +178,12 @@ def test_store_directory_that_is_a_file_is_a_user_error(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("mine")
     for out in (tmp_path / "file", tmp_path / "file" / "s"):
         with pytest.raises(UserError, match="file"):
-            features.build(Pooled(), Images(), out, spec(), progress=False)
+            features.build(PooledConv(5, seed=0), Images(), out, spec(), progress=False)
     assert (tmp_path / "file").read_text() == "mine"
 
 
 def test_resume_with_missing_arrays_rebuilds(tmp_path: Path) -> None:
-    model = Pooled().eval()
+    model = PooledConv(5, seed=0).eval()
     with pytest.raises(RuntimeError, match="simulated crash"):
         features.build(
             model, Images(fail_at=7), tmp_path / "s", spec(), batch_size=3, progress=False
@@ -225,11 +214,11 @@ def test_float16_overflow_is_a_user_error(tmp_path: Path) -> None:
     data = Images()
     data.images *= 1e6
     with pytest.raises(UserError, match="float16"):
-        features.build(Pooled(), data, tmp_path / "s", spec("float16"), progress=False)
+        features.build(PooledConv(5, seed=0), data, tmp_path / "s", spec("float16"), progress=False)
 
 
 def test_corrupt_store_is_a_user_error(tmp_path: Path) -> None:
-    features.build(Pooled(), Images(), tmp_path / "s", spec(), progress=False)
+    features.build(PooledConv(5, seed=0), Images(), tmp_path / "s", spec(), progress=False)
     (tmp_path / "s" / "labels.npy").write_bytes(b"garbage")
     with pytest.raises(UserError, match="labels.npy"):
         features.FeatureStore(tmp_path / "s")
@@ -259,7 +248,7 @@ def _without_dim(text: str) -> str:
 def test_hand_edited_store_files_are_user_errors_naming_the_file(
     tmp_path: Path, name: str, corrupt: Any
 ) -> None:
-    features.build(Pooled(), Images(), tmp_path / "s", spec(), progress=False)
+    features.build(PooledConv(5, seed=0), Images(), tmp_path / "s", spec(), progress=False)
     path = tmp_path / "s" / name
     edited = corrupt(path.read_text())
     assert edited != path.read_text()

@@ -41,3 +41,19 @@ class ProductHead(Doubler):
 def x_1234() -> torch.Tensor:
     """The 1 x 1 x 2 x 2 input [[1, 2], [3, 4]]."""
     return torch.tensor([[1.0, 2.0], [3.0, 4.0]]).reshape(1, 1, 2, 2)
+
+
+class PooledConv(nn.Module):
+    """features: a seeded 3x3 conv 3 -> `channels` + ReLU + 4x4 average pooling (an 8 x 8 input
+    gives 2 x 2 features, 32 x 32 gives 8 x 8); head: GAP and a linear layer to 2 classes."""
+
+    def __init__(self, channels: int, seed: int) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.features = nn.Sequential(
+            nn.Conv2d(3, channels, 3, padding=1), nn.ReLU(), nn.AvgPool2d(4)
+        )
+        self.fc = nn.Linear(channels, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x).mean(dim=(2, 3)))

@@ -580,11 +580,8 @@ def train_authors(
     concepts: np.ndarray,
     settings: Settings,
     progress: bool = False,
-    *,
-    in_place: bool = False,
 ) -> Fit:
-    """The authors' procedure on raw features (see the module docstring). `in_place` is accepted
-    for a signature shared with `train_paper`; the bank is never modified."""
+    """The authors' procedure on raw features (see the module docstring)."""
     started = time.perf_counter()
     d = bank.x.shape[1]
     n_pos = bank.num_positives
@@ -805,8 +802,9 @@ def learn(
         f"positions x concepts mask (up to 6 at once while negatives are rebuilt)"
     )
     # The bank's raw features are not needed after training: the paper trainer standardises
-    # them in place instead of holding a second copy.
-    fit = TRAINERS[settings.procedure](bank, kept, settings, progress, in_place=True)
+    # them in place instead of holding a second copy (the authors' trains on them as they are).
+    options = {"in_place": True} if settings.procedure == "paper" else {}
+    fit = TRAINERS[settings.procedure](bank, kept, settings, progress, **options)
     peak = peak_memory_mib()
     log(
         f"trained in {fit.seconds:.0f} s"

@@ -60,53 +60,54 @@ def read_class_terms(
     classes = loaded.classes
     try:
         document = json.loads(path.read_text())
-        entries = {int(c["index"]): c for c in document["classes"]}
-        terms = [
-            [(int(c["index"]), float(c["coefficient"])) for c in entries[k]["concepts"]]
-            if k in entries
-            else None
-            for k in range(len(classes))
-        ]
-        stored = {k: float(entry["residual_fraction"]) for k, entry in entries.items()}
-        concept_names = [
-            [str(c["name"]) for c in entries[k]["concepts"]] if k in entries else []
-            for k in range(len(classes))
-        ]
+        parsed = {
+            int(entry["index"]): (
+                entry.get("name"),  # optional: checked when given
+                [
+                    (int(c["index"]), float(c["coefficient"]), str(c["name"]))
+                    for c in entry["concepts"]
+                ],
+                float(entry["residual_fraction"]),
+            )
+            for entry in document["classes"]
+        }
     except FileNotFoundError:
         raise UserError(f"decomposition not found: {path} (run `ibd decompose`)") from None
     except OSError as exc:
         raise UserError(f"cannot read decomposition {path}: {exc.strerror}") from None
     except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
         raise UserError(f"{path} is not a decompose.json: {type(exc).__name__} {exc}") from None
-    if len(entries) != len(classes):
+    if len(parsed) != len(classes):
         raise UserError(
-            f"{path} decomposes {len(entries)} classes but {loaded.name} has {len(classes)}: "
+            f"{path} decomposes {len(parsed)} classes but {loaded.name} has {len(classes)}: "
             "was it made from another model?"
         )
     weight, _ = final_linear(loaded.model)
     w = weight.double().cpu().numpy()
     result: list[list[tuple[int, float]]] = []
-    for k, pairs in enumerate(terms):
-        if pairs is None:
-            raise UserError(f"{path} has no class {k} ({classes[k]}) of this model")
-        if entries[k].get("name", classes[k]) != classes[k]:
+    for k, class_name in enumerate(classes):
+        if k not in parsed:
+            raise UserError(f"{path} has no class {k} ({class_name}) of this model")
+        name, terms, stored = parsed[k]
+        if name is not None and name != class_name:
             raise UserError(
-                f"{path}: class {k} is {entries[k]['name']!r} but {loaded.name}'s class {k} is "
-                f"{classes[k]!r}: was it made from another model?"
+                f"{path}: class {k} is {name!r} but {loaded.name}'s class {k} is "
+                f"{class_name!r}: was it made from another model?"
             )
-        for (c, _), name in zip(pairs, concept_names[k], strict=True):
-            if not 0 <= c < len(names) or names[c] != name:
+        for c, _, concept in terms:
+            if not 0 <= c < len(names) or names[c] != concept:
                 raise UserError(
-                    f"{path}: concept {name!r} is not index {c} of the basis; "
+                    f"{path}: concept {concept!r} is not index {c} of the basis; "
                     "was it made with another basis?"
                 )
+        pairs = [(c, s) for c, s, _ in terms]
         residual = w[k] - sum((s * q[c] for c, s in pairs), np.zeros(w.shape[1]))
         norm = float(w[k] @ w[k])
         fraction = float(residual @ residual) / norm if norm > 0 else 0.0
-        if abs(fraction - stored[k]) > 1e-4:
+        if abs(fraction - stored) > 1e-4:
             raise UserError(
-                f"{path}: class {classes[k]!r} leaves {fraction:.4f} of {loaded.name}'s class "
-                f"weight unexplained, but the file says {stored[k]:.4f}: it decomposes other "
+                f"{path}: class {class_name!r} leaves {fraction:.4f} of {loaded.name}'s class "
+                f"weight unexplained, but the file says {stored:.4f}: it decomposes other "
                 "weights (another model, or this one before retraining); rerun `ibd decompose`"
             )
         result.append(pairs)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ibd.errors import UserError
+
 REFERENCE_MODEL = "world_resnet"
 
 
@@ -43,3 +45,15 @@ def decompose_path(model: str = REFERENCE_MODEL) -> Path:
 
 def explanations_dir(model: str, method: str) -> Path:
     return home() / "explanations" / model / method
+
+
+def check_creatable(path: Path) -> None:
+    """Fail before any work when `path` cannot be created: its nearest existing ancestor must
+    be a writable directory (one-line errors)."""
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError(f"cannot create {path}: {parent} is a file, not a directory")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise UserError(f"cannot create {path}: {parent} is not writable")
+            return

@@ -12,7 +12,6 @@ one built with other settings (model, layer, dataset, categories, min images) is
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 from typing import Any
 
@@ -87,13 +86,7 @@ def check_output_file(path: Path) -> None:
     """Fail now, before any work, when `path` cannot be written as a file."""
     if path.is_dir():
         raise UserError(f"basis output {path} is a directory: give --out a file such as basis.npz")
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise UserError(f"cannot write {path}: {parent} is a file, not a directory")
-            if not os.access(parent, os.W_OK | os.X_OK):
-                raise UserError(f"cannot write {path}: {parent} is not writable")
-            break
+    paths.check_creatable(path)
 
 
 def save_basis(basis: Any, out: Path) -> None:
@@ -108,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ibd.basis import Settings, learn
-    from ibd.commands.features import store_dir, store_from_args
+    from ibd.commands.features import store_from_args
     from ibd.modelargs import load_from_args
 
     if args.threads is not None:
@@ -133,7 +126,6 @@ def run(args: argparse.Namespace) -> int:
     loaded = load_from_args(args)
     out = Path(args.out) if args.out else paths.basis_path(loaded.name)
     check_output_file(out)
-    store_dir(args, loaded)
     store = store_from_args(args, loaded, progress=not args.quiet, keep_existing=not args.rebuild)
     basis = learn(store, settings, progress=not args.quiet)
     save_basis(basis, out)

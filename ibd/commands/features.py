@@ -95,11 +95,7 @@ def store_dir(args: argparse.Namespace, loaded: Any) -> Path:
     out = Path(args.features) if args.features else paths.features_dir(loaded.name)
     if out.exists() and not out.is_dir():
         raise UserError(f"feature store directory {out} is a file, not a directory")
-    for parent in out.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise UserError(f"cannot create the feature store {out}: {parent} is a file")
-            break
+    paths.check_creatable(out)
     return out
 
 

@@ -1,7 +1,8 @@
 """Building a batch: explanations -> pairs -> planned items -> images, pages, manifest, CSV.
 
-The batch is written into a temporary sibling directory and moved into place at the end, so a
-failed build never leaves half a batch, and an existing batch is replaced only with `force`.
+Two steps, so that a run of several batches can check them all before writing any:
+`plan_batch` reads the explanations and decides every item, the batch name and its directory;
+`write_batch` renders them (hitgen/output.py: staged, moved into place when complete).
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ import csv
 import io
 import json
 import os
-import shutil
 import zipfile
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -26,7 +26,14 @@ from hitgen.errors import UserError
 from hitgen.explanations import MAX_HEATMAPS, Explanation, load_explanations
 from hitgen.images import data_uri, load_photo, png_bytes
 from hitgen.masks import dimmed, heatmap_mask, highlight
-from hitgen.pairing import Skipped, image_key, join_on_image
+from hitgen.output import (
+    MANIFEST_FORMAT,
+    check_target,
+    discard_staging,
+    move_into_place,
+    prepare_staging,
+)
+from hitgen.pairing import Pair, Skipped, image_key, join_on_image
 from hitgen.plan import ItemPlan, Shown, plan_items
 from hitgen.render import IndexRow, Reason, Robot, because_line, render_index, render_page
 from hitgen.spec import (
@@ -38,7 +45,6 @@ from hitgen.spec import (
     out_dir,
 )
 
-MANIFEST_FORMAT = "hitgen-manifest-1"
 MTURK_PAGE_LIMIT = 64 * 1024  # bytes of an HTMLQuestion
 
 
@@ -55,6 +61,8 @@ class ItemJob:
     robot_b: Shown
     max_side: int | None
     standalone: bool
+    # ((height, width), where) of each explanation that states the decoded photo's size
+    expected_sizes: tuple[tuple[tuple[int, int], str], ...] = ()
 
     @property
     def photo(self) -> str:
@@ -72,7 +80,7 @@ class ItemJob:
 def render_item(job: ItemJob) -> tuple[int, dict[str, np.ndarray]]:
     """Write the item's photo, masks and page; return the page's size in bytes and the boolean
     masks shown, by mask image path."""
-    photo = load_photo(job.photo_path, job.max_side)
+    photo = load_photo(job.photo_path, job.max_side, job.expected_sizes)
     size = (photo.shape[0], photo.shape[1])
     background = dimmed(photo)
     encoded: dict[str, bytes] = {job.photo: png_bytes(photo)}
@@ -131,20 +139,24 @@ def write_masks(path: Path, masks: dict[str, np.ndarray]) -> None:
             archive.writestr(info, buffer.getvalue())
 
 
-def _side(shown: Shown, class_name: str, masks: list[str]) -> dict[str, Any]:
+def _side(
+    shown: Shown, class_name: str, masks: list[str], coverage: dict[str, float]
+) -> dict[str, Any]:
     record: dict[str, Any] = {
         "model": shown.model,
         "method": shown.method,
         "class_name": class_name,
         "concepts": [c.label for c in shown.components],
         "masks": masks,
+        # fraction of the photo each mask covers: 0.2 unless ties at the threshold forbid it
+        "mask_coverage": [coverage[m] for m in masks],
     }
     if shown.wrong_from is not None:
         record["wrong_from"] = shown.wrong_from
     return record
 
 
-def _item_record(plan: ItemPlan, job: ItemJob) -> dict[str, Any]:
+def _item_record(plan: ItemPlan, job: ItemJob, coverage: dict[str, float]) -> dict[str, Any]:
     a_is_first = plan.robot_a == "first"
     first_key, second_key = ("a", "b") if a_is_first else ("b", "a")
     catch = None
@@ -160,8 +172,8 @@ def _item_record(plan: ItemPlan, job: ItemJob) -> dict[str, Any]:
         "source_image": base.image,
         "class_index": base.class_index,
         "class_name": base.class_name,
-        "first": _side(plan.first, base.class_name, job.masks(first_key)),
-        "second": _side(plan.second, base.class_name, job.masks(second_key)),
+        "first": _side(plan.first, base.class_name, job.masks(first_key), coverage),
+        "second": _side(plan.second, base.class_name, job.masks(second_key), coverage),
         "robot_a": plan.robot_a,
         "catch": catch,
         "page": job.page,
@@ -206,41 +218,40 @@ def _load_side(source: Source) -> list[Explanation]:
     return explanations
 
 
-def _restrict(
-    explanations: list[Explanation], images: tuple[Path, ...] | None
-) -> list[Explanation]:
-    if images is None:
-        return explanations
-    wanted = set()
+def _wanted(images: tuple[Path, ...]) -> dict[str, str]:
+    """The listed images by identity (as `image_key`), each with its path as listed."""
+    wanted: dict[str, str] = {}
     for image in images:
         if not image.is_file():
             raise UserError(f"images: {image} not found")
-        wanted.add(os.path.realpath(image))
+        wanted.setdefault(os.path.realpath(image), str(image))
+    return wanted
+
+
+def _restrict(explanations: list[Explanation], wanted: dict[str, str] | None) -> list[Explanation]:
+    if wanted is None:
+        return explanations
     return [e for e in explanations if image_key(e) in wanted]
 
 
-def _prepare_directory(target: Path, force: bool) -> Path:
-    if target.exists():
-        is_batch = (target / "manifest.json").is_file()
-        if not target.is_dir() or (any(target.iterdir()) and not is_batch):
-            raise UserError(f"{target}: exists and is not a hitgen batch; choose another --out")
-        if is_batch and not force:
-            raise UserError(f"{target}: batch exists (use --force to replace it)")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = target.parent / f".{target.name}.hitgen-tmp"
-    shutil.rmtree(staging, ignore_errors=True)
-    (staging / "images").mkdir(parents=True)
-    (staging / "pages").mkdir()
-    return staging
+def _expected_sizes(pair: Pair) -> tuple[tuple[tuple[int, int], str], ...]:
+    return tuple(
+        (e.image_size, e.origin) for e in (pair.first, pair.second) if e.image_size is not None
+    )
 
 
-def _move_into_place(staging: Path, target: Path) -> None:
-    old = target.parent / f".{target.name}.hitgen-old"
-    shutil.rmtree(old, ignore_errors=True)
-    if target.exists():
-        target.rename(old)
-    staging.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
+@dataclass(frozen=True)
+class BatchPlan:
+    """A batch decided in full, nothing written yet."""
+
+    spec: BatchSpec
+    batch: str
+    target: Path
+    models: tuple[str, str]
+    items: list[ItemPlan]
+    skipped: list[Skipped]
+    n_pairs: int  # shared decisions the items were drawn from
+    unexplained: list[str]  # listed (--images) images that no side explains
 
 
 @dataclass(frozen=True)
@@ -253,10 +264,9 @@ class BuildResult:
     largest_page: int
 
 
-def build(
-    spec: BatchSpec, home: Path, force: bool = False, workers: int = 1, log: TextIO | None = None
-) -> BuildResult:
-    """Build the batch `spec` describes; `log` (a file) receives one-line notes."""
+def plan_batch(spec: BatchSpec, home: Path, force: bool = False) -> BatchPlan:
+    """Read the explanations `spec` names and decide the batch: its items, name and directory
+    (checked: an existing directory must be a batch, replaced only with `force`)."""
     firsts = _load_side(spec.first)
     seconds = _load_side(spec.second)
     models = (firsts[0].model, seconds[0].model)
@@ -271,87 +281,139 @@ def build(
     else:
         names = models
         disagreeing = "models"
+    wanted = _wanted(spec.images) if spec.images is not None else None
     pairs, skipped = join_on_image(
-        _restrict(firsts, spec.images), _restrict(seconds, spec.images), *names, disagreeing
+        _restrict(firsts, wanted), _restrict(seconds, wanted), *names, disagreeing
     )
+    unexplained: list[str] = []
+    if wanted is not None:
+        explained = {image_key(e) for e in (*firsts, *seconds)}
+        unexplained = [shown for key, shown in wanted.items() if key not in explained]
+        skipped += [Skipped(image, "no explanation") for image in unexplained]
     if not pairs:
         reasons = "; ".join(sorted({s.reason for s in skipped})[:3]) or "no images"
         raise UserError(f"no image has a shared decision of {names[0]} and {names[1]} ({reasons})")
-    plans = plan_items(
+    items = plan_items(
         pairs, seconds, spec.experiment, spec.n, spec.catch_rate, spec.catch_types, spec.seed
     )
-
     batch = spec.batch or default_batch_name(
         spec.experiment, (models[0], spec.first.method), (models[1], spec.second.method)
     )
     target = out_dir(spec, batch, home)
-    staging = _prepare_directory(target, force)
+    check_target(target, force)
+    return BatchPlan(spec, batch, target, models, items, skipped, len(pairs), unexplained)
+
+
+def _jobs(plan: BatchPlan, directory: Path) -> list[ItemJob]:
+    width = max(4, len(str(len(plan.items))))
+    jobs = []
+    for index, item in enumerate(plan.items, 1):
+        number = f"{index:0{width}d}"
+        a, b = (item.first, item.second) if item.robot_a == "first" else (item.second, item.first)
+        jobs.append(
+            ItemJob(
+                directory=directory,
+                number=number,
+                item_id=f"{plan.batch}-{number}",
+                photo_path=item.pair.first.image_path,
+                class_name=item.pair.first.class_name,
+                robot_a=a,
+                robot_b=b,
+                max_side=plan.spec.max_side,
+                standalone=plan.spec.standalone,
+                expected_sizes=_expected_sizes(item.pair),
+            )
+        )
+    return jobs
+
+
+def _write_files(plan: BatchPlan, staging: Path, workers: int) -> int:
+    """Render every file of the batch into `staging`; return the largest page's size."""
+    jobs = _jobs(plan, staging)
+    rendered = _render_all(jobs, workers)
+    masks = {path: mask for _, shown in rendered for path, mask in shown.items()}
+    write_masks(staging / "masks.npz", masks)
+    coverage = {path: float(mask.mean()) for path, mask in masks.items()}
+    records = [
+        _item_record(item, job, coverage) for item, job in zip(plan.items, jobs, strict=True)
+    ]
+    spec = plan.spec
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "batch": plan.batch,
+        "experiment": spec.experiment,
+        "focus": {"method": spec.first.method, "model": plan.models[0]},
+        "seed": spec.seed,
+        "version": __version__,
+        "created_with": command_line(spec, plan.models),
+        "skipped": [{"image": s.image, "reason": s.reason} for s in plan.skipped],
+        "items": records,
+    }
+    (staging / "manifest.json").write_text(_dump(manifest), encoding="utf-8")
+    (staging / "input.csv").write_text(_csv(records), encoding="utf-8")
+    rows = [IndexRow(j.item_id, j.page, j.photo, j.class_name) for j in jobs]
+    (staging / "index.html").write_text(render_index(plan.batch, rows), encoding="utf-8")
+    return max(size for size, _ in rendered)
+
+
+def write_batch(
+    plan: BatchPlan, force: bool = False, workers: int = 1, log: TextIO | None = None
+) -> BuildResult:
+    """Render the planned batch into its directory; `log` (a file) receives one-line notes.
+
+    Any failure to write (a path through a regular file, a full disk, no permission) is a
+    one-line UserError naming the path, and leaves neither a partial batch nor the staging
+    directory; a replaced batch stays in place until the new one is complete."""
+    target = plan.target
     try:
-        width = max(4, len(str(len(plans))))
-        jobs = []
-        for index, plan in enumerate(plans, 1):
-            number = f"{index:0{width}d}"
-            a, b = (
-                (plan.first, plan.second) if plan.robot_a == "first" else (plan.second, plan.first)
-            )
-            jobs.append(
-                ItemJob(
-                    directory=staging,
-                    number=number,
-                    item_id=f"{batch}-{number}",
-                    photo_path=plan.pair.first.image_path,
-                    class_name=plan.pair.first.class_name,
-                    robot_a=a,
-                    robot_b=b,
-                    max_side=spec.max_side,
-                    standalone=spec.standalone,
-                )
-            )
-        rendered = _render_all(jobs, workers)
-        sizes = [size for size, _ in rendered]
-        write_masks(staging / "masks.npz", {k: v for _, m in rendered for k, v in m.items()})
-        records = [_item_record(plan, job) for plan, job in zip(plans, jobs, strict=True)]
-        manifest = {
-            "format": MANIFEST_FORMAT,
-            "batch": batch,
-            "experiment": spec.experiment,
-            "focus": {"method": spec.first.method, "model": models[0]},
-            "seed": spec.seed,
-            "version": __version__,
-            "created_with": command_line(spec, models),
-            "skipped": [{"image": s.image, "reason": s.reason} for s in skipped],
-            "items": records,
-        }
-        (staging / "manifest.json").write_text(_dump(manifest), encoding="utf-8")
-        (staging / "input.csv").write_text(_csv(records), encoding="utf-8")
-        rows = [IndexRow(j.item_id, j.page, j.photo, j.class_name) for j in jobs]
-        (staging / "index.html").write_text(render_index(batch, rows), encoding="utf-8")
-        _move_into_place(staging, target)
+        staging = prepare_staging(target, force)
+        largest_page = _write_files(plan, staging, workers)
+        move_into_place(staging, target)
+    except OSError as exc:
+        discard_staging(target)
+        path = exc.filename if exc.filename is not None else target
+        raise UserError(
+            f"{path}: cannot write the batch {target} ({exc.strerror or exc})"
+        ) from None
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        discard_staging(target)
         raise
 
     result = BuildResult(
         directory=target,
-        batch=batch,
-        items=len(plans),
-        catch=sum(p.catch_type is not None for p in plans),
-        skipped=skipped,
-        largest_page=max(sizes),
+        batch=plan.batch,
+        items=len(plan.items),
+        catch=sum(p.catch_type is not None for p in plan.items),
+        skipped=plan.skipped,
+        largest_page=largest_page,
     )
     if log is not None:
-        for line in _notes(result, spec, len(pairs)):
+        for line in _notes(result, plan):
             print(line, file=log)
     return result
 
 
-def _notes(result: BuildResult, spec: BatchSpec, n_pairs: int) -> Iterator[str]:
+def build(
+    spec: BatchSpec, home: Path, force: bool = False, workers: int = 1, log: TextIO | None = None
+) -> BuildResult:
+    """Plan and write the batch `spec` describes; `log` (a file) receives one-line notes."""
+    return write_batch(plan_batch(spec, home, force), force, workers, log)
+
+
+def _notes(result: BuildResult, plan: BatchPlan) -> Iterator[str]:
+    spec = plan.spec
     yield (
         f"hitgen build: wrote {result.directory} ({result.items} items, {result.catch} catch "
-        f"trial(s), from {n_pairs} shared decisions)"
+        f"trial(s), from {plan.n_pairs} shared decisions)"
     )
-    if n_pairs < spec.n:
-        yield f"hitgen build: only {n_pairs} images available, fewer than --n {spec.n}"
+    if plan.n_pairs < spec.n:
+        yield f"hitgen build: only {plan.n_pairs} images available, fewer than --n {spec.n}"
+    if plan.unexplained:
+        listed = ", ".join(plan.unexplained[:3]) + (", ..." if len(plan.unexplained) > 3 else "")
+        yield (
+            f"hitgen build: {len(plan.unexplained)} listed image(s) have no explanation on "
+            f"either side ({listed}); left out"
+        )
     if result.skipped:
         counts: dict[str, int] = {}
         for skip in result.skipped:

@@ -120,7 +120,8 @@ def _given(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _run_build(args: argparse.Namespace) -> int:
-    from hitgen.build import build
+    from hitgen.build import plan_batch, write_batch
+    from hitgen.output import Destination, check_distinct
     from hitgen.spec import EXPERIMENT_KEYS, read_config, resolve
 
     if args.jobs < 1:
@@ -136,8 +137,16 @@ def _run_build(args: argparse.Namespace) -> int:
                 f"of {args.config}; put it in the file"
             )
     specs = [resolve({**entry, **given}, home) for entry in entries]
-    for spec in specs:
-        build(spec, home, force=args.force, workers=args.jobs, log=sys.stderr)
+    # every batch is planned (and its directory checked) before any is written, so that a study
+    # whose batches would overwrite each other is refused whole
+    plans = [plan_batch(spec, home, force=args.force) for spec in specs]
+    if len(plans) > 1:
+        check_distinct(
+            [Destination(f"batches[{i}]", p.batch, p.target) for i, p in enumerate(plans)],
+            where=f"{args.config}: ",
+        )
+    for plan in plans:
+        write_batch(plan, force=args.force, workers=args.jobs, log=sys.stderr)
     return 0
 
 

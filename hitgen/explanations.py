@@ -15,6 +15,11 @@ from hitgen.errors import UserError
 
 METHODS = ("ibd", "netdissect", "cam", "gradcam")
 MAX_HEATMAPS = 4  # the paper's interface shows at most four heatmaps per explanation
+# Methods whose components are terms of the class score, each with its own contribution. A
+# component with contribution <= 0 speaks *against* the class, so "kitchen because: snow" would
+# misstate it: only positive ones are shown. CAM and Grad-CAM have one component, the class map
+# itself, whose "contribution" is the score and may be negative; it is always shown.
+CONTRIBUTION_METHODS = ("ibd", "netdissect")
 
 
 @dataclass(frozen=True)
@@ -37,11 +42,16 @@ class Explanation:
     class_index: int
     class_name: str
     components: tuple[Component, ...]
+    image_size: tuple[int, int] | None  # (height, width) of the decoded photo, when stated
+    origin: str  # "<dir>/explanations.json: entry N", for messages
 
     @property
     def shown(self) -> tuple[Component, ...]:
-        """The components a task shows: the top four."""
-        return self.components[:MAX_HEATMAPS]
+        """The components a task shows: the top four, of those with a positive contribution for
+        the methods in CONTRIBUTION_METHODS (possibly none: such an image is left out)."""
+        if self.method not in CONTRIBUTION_METHODS:
+            return self.components[:MAX_HEATMAPS]
+        return tuple(c for c in self.components if c.contribution > 0)[:MAX_HEATMAPS]
 
 
 def _field(entry: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
@@ -136,16 +146,24 @@ def load_explanations(
     return explanations
 
 
+def _size(value: Any, key: str, where: str) -> tuple[int, int]:
+    if (
+        not isinstance(value, list)
+        or len(value) != 2
+        or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in value)
+    ):
+        raise UserError(f"{where}: {key} must be two positive integers")
+    return (value[0], value[1])
+
+
 def _parse(
     entry: dict[str, Any], where: str, directory: Path, store: Any, npz_path: Path
 ) -> Explanation:
     image = _field(entry, "image", str, where)
-    shape_list = _field(entry, "heatmap_shape", list, where)
-    if len(shape_list) != 2 or not all(
-        isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in shape_list
-    ):
-        raise UserError(f"{where}: heatmap_shape must be two positive integers")
-    shape = (shape_list[0], shape_list[1])
+    shape = _size(_field(entry, "heatmap_shape", list, where), "heatmap_shape", where)
+    # optional (contract section 4): the original image's [H, W]
+    raw_size = entry.get("image_size")
+    image_size = None if raw_size is None else _size(raw_size, "image_size", where)
     raw_components = _field(entry, "components", list, where)
     if not raw_components:
         raise UserError(f"{where}: components is empty")
@@ -173,4 +191,6 @@ def _parse(
         class_index=_field(entry, "class_index", int, where),
         class_name=_field(entry, "class_name", str, where),
         components=tuple(components),
+        image_size=image_size,
+        origin=where,
     )

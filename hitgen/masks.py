@@ -7,8 +7,16 @@
    `torch.nn.functional.interpolate(mode="bilinear", align_corners=False)`: output pixel i samples
    the input at s = max(0, (i + 0.5) * m / n - 0.5), i.e. weight 1 - (s - floor s) on floor s and
    s - floor s on min(floor s + 1, m - 1). (Checked against torch in the tests.)
-2. The mask is the k = floor(0.2 * Y * X + 0.5) pixels with the largest U; ties at the threshold
-   are taken in raster order, so the mask covers exactly k pixels.
+2. The mask is the pixels with the largest U, about k = floor(0.2 * Y * X + 0.5) of them. With t
+   the k-th largest value, pixels tied at t join or stay out together: the mask is U >= t, or
+   U > t when that is closer to k pixels (and not empty), the rule of `ibd evaluate`'s pointing
+   region (ibd/evaluate.py `top_region`). Ties at t are common: a ReLU'd or sparse map is exactly
+   zero on most pixels, and taking some of them by position would draw a band along the top of
+   the photo that the map does not point at. The map's minimum never joins when the map is not
+   constant (it is "nowhere", whatever the count). So the mask covers 20% of the pixels only
+   when the values allow; its actual coverage is recorded in the manifest (`mask_coverage`).
+   A constant map points nowhere; it keeps its documented mask, the first k pixels in raster
+   order (the top rows), so that every shown concept still has a 20% mask.
 3. The picture keeps the mask's pixels unchanged, dims and desaturates every other pixel, and
    draws a two-pixel outline just outside the mask so small regions stay visible.
 """
@@ -45,17 +53,23 @@ def upsample(heatmap: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def top_fraction_mask(values: np.ndarray, fraction: float = TOP_FRACTION) -> np.ndarray:
-    """Boolean mask of the floor(fraction * N + 0.5) largest values (ties in raster order)."""
+    """Boolean mask of the largest values, about k = floor(fraction * N + 0.5) of them: values
+    tied at the k-th largest are all in or all out (module docstring, step 2)."""
     flat = values.ravel()
     k = int(np.floor(fraction * flat.size + 0.5))
-    mask = np.zeros(flat.size, dtype=bool)
-    if k > 0:
-        threshold = np.partition(flat, flat.size - k)[flat.size - k]
-        above = flat > threshold
-        mask |= above
-        ties = np.flatnonzero(flat == threshold)[: k - int(above.sum())]
-        mask[ties] = True
-    return mask.reshape(values.shape)
+    if k == 0:
+        return np.zeros(values.shape, dtype=bool)
+    lowest = flat.min()
+    if flat.max() == lowest:  # constant: no location to show (documented: the top rows)
+        mask = np.zeros(flat.size, dtype=bool)
+        mask[:k] = True
+        return mask.reshape(values.shape)
+    threshold = np.partition(flat, flat.size - k)[flat.size - k]
+    above, region = values > threshold, values >= threshold
+    if threshold == lowest:
+        return above
+    size_above, size = int(above.sum()), int(region.sum())
+    return above if size_above > 0 and k - size_above < size - k else region
 
 
 def heatmap_mask(heatmap: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -2,7 +2,8 @@
 
 Both experiments compare two explanations of one decision (paper 3.4): the same model explained by
 two methods (Fig. 8), or two models explained by one method "only where both compared networks make
-the same decision" (Fig. 9). Images without a shared decision are kept aside with a reason.
+the same decision" (Fig. 9). Images without a shared decision, or where a side has nothing to
+show (no component with a positive contribution), are kept aside with a reason.
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ def join_on_image(
     """Pairs of explanations of the same image and class, sorted by image, and the images left out.
 
     `disagreeing` names who disagrees in a skip reason ("models", "methods"); `first_name` and
-    `second_name` name the two sides in the reason for an image only one side explains.
+    `second_name` name the two sides in the reason for an image only one side explains or one
+    side has nothing to show for.
     """
     first_index = by_image(firsts, first_name)
     second_index = by_image(seconds, second_name)
@@ -76,6 +78,11 @@ def join_on_image(
             skipped.append(Skipped(first.image, f"no {second_name} explanation"))
         elif first.class_name != second.class_name:
             reason = f"{disagreeing} disagree: {first.class_name} vs {second.class_name}"
+            skipped.append(Skipped(first.image, reason))
+        elif not first.shown or not second.shown:
+            sides = ((first_name, first), (second_name, second))
+            empty = [name for name, explanation in sides if not explanation.shown]
+            reason = f"no positive contribution: {' and '.join(empty)}"
             skipped.append(Skipped(first.image, reason))
         else:
             pairs.append(Pair(first, second))

@@ -83,11 +83,19 @@ def balanced_sides(count: int, rng: random.Random) -> list[str]:
 
 
 def _wrong_side(base: Pair, donors: list[Explanation], rng: random.Random) -> Shown:
-    candidates = [d for d in donors if d.class_name != base.first.class_name]
+    side = f"{base.second.model}/{base.second.method}"
+    other_class = [d for d in donors if d.class_name != base.first.class_name]
+    if not other_class:
+        raise UserError(
+            f"cannot make a 'wrong' catch trial: every {side} explanation predicts "
+            f"{base.first.class_name!r} (use --catch-types identical)"
+        )
+    # a donor with nothing to show would give itself away as an empty robot
+    candidates = [d for d in other_class if d.shown]
     if not candidates:
         raise UserError(
-            f"cannot make a 'wrong' catch trial: every {base.second.model}/{base.second.method} "
-            f"explanation predicts {base.first.class_name!r} (use --catch-types identical)"
+            f"cannot make a 'wrong' catch trial: no {side} explanation of another class has a "
+            f"component with a positive contribution (use --catch-types identical)"
         )
     donor = rng.choice(candidates)
     return Shown(base.second.model, base.second.method, donor.shown, wrong_from=donor.image)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -192,11 +193,19 @@ def resolve(settings: Mapping[str, Any], home: Path) -> BatchSpec:
         ]
     else:
         given = [dirs] if isinstance(dirs, str) else dirs
-        if not isinstance(given, list) or not 1 <= len(given) <= 2:
-            raise UserError("--explanations: give one directory, or one per side")
+        if (
+            not isinstance(given, list)
+            or not 1 <= len(given) <= 2
+            or not all(isinstance(d, str) and d for d in given)
+        ):
+            raise UserError(
+                f"--explanations: give one directory, or one per side, as paths; got {dirs!r}"
+            )
         directories = [Path(given[0]), Path(given[-1])]
 
-    catch_types = tuple(_names(s["catch_types"], "--catch-types")) if s["catch_types"] else ()
+    raw_types = s["catch_types"]
+    no_types = raw_types == "" or raw_types == []
+    catch_types = () if no_types else tuple(_names(raw_types, "--catch-types"))
     for kind in catch_types:
         if kind not in CATCH_TYPES:
             raise UserError(
@@ -224,6 +233,8 @@ def resolve(settings: Mapping[str, Any], home: Path) -> BatchSpec:
     ):
         raise UserError("images: expected a list of image paths")
     out = s.get("out")
+    if out is not None and (not isinstance(out, str) or not out):
+        raise UserError(f"--out: expected a directory path, got {out!r}")
     return BatchSpec(
         experiment=experiment,
         first=Source(models[0], methods[0], directories[0]),
@@ -254,8 +265,8 @@ def out_dir(spec: BatchSpec, batch: str, home: Path) -> Path:
 
 
 def command_line(spec: BatchSpec, models: tuple[str, str]) -> str:
-    """The settings as a `hitgen build` command, without paths, so it is the same wherever the
-    inputs and outputs lie."""
+    """The settings as a `hitgen build` command, without the directories read and written, so it
+    is the same wherever the inputs and outputs lie (an `--images` restriction is included)."""
     if spec.experiment == METHOD_VS_METHOD:
         what = f"--pair {spec.first.method},{spec.second.method} --model {models[0]}"
     else:
@@ -270,4 +281,9 @@ def command_line(spec: BatchSpec, models: tuple[str, str]) -> str:
     ]
     if spec.standalone:
         parts.append("--standalone")
+    if spec.images is not None:
+        # the restriction decides which items there are, so it is recorded: the listed paths as
+        # given (like `source_image`), as a bash process substitution that `--images` can read
+        listed = " ".join(shlex.quote(str(image)) for image in spec.images)
+        parts.append(f"--images <(printf '%s\\n' {listed})")
     return " ".join(parts)

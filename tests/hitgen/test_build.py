@@ -301,10 +301,14 @@ def test_masks_npz_records_exactly_what_each_robot_shows(fig8: Path) -> None:
     for item in items:
         original = pixels(fig8 / item["image"])
         for side in ("first", "second"):
-            for path in item[side]["masks"]:
+            paths, coverages = item[side]["masks"], item[side]["mask_coverage"]
+            for path, coverage in zip(paths, coverages, strict=True):
                 mask = masks[path]
                 assert mask.dtype == bool and mask.shape == original.shape[:2]
-                assert mask.sum() == int(np.floor(0.2 * mask.size + 0.5))
+                # bilinear upsampling copies the border cells, so equal pixels come in groups
+                # that join the mask together: about 20%, and exactly what the manifest says
+                assert abs(mask.sum() - 0.2 * mask.size) <= 16
+                assert coverage == mask.mean()
                 # the picture keeps exactly the mask's pixels unchanged
                 unchanged = (pixels(fig8 / path) == original).all(axis=2)
                 assert unchanged[mask].all()

@@ -192,3 +192,60 @@ def test_wrong_catch_trials_need_a_second_class(world, tmp_path: Path, capsys) -
     assert "every ref/cam explanation predicts 'harbor'" in capsys.readouterr().err
     assert run(*args, "--catch-types", "identical", "--out", str(tmp_path / "b")) == 0
     assert len(manifest(tmp_path / "b")["items"]) == 16  # 8 harbor images + 8 catch trials
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("explanations = [1, 2]", "--explanations: give one directory, or one per side, as paths"),
+        ('explanations = ["a", "b", "c"]', "--explanations: give one directory, or one per side"),
+        ("out = 5", "--out: expected a directory path, got 5"),
+        ('images = "one.png"', "images: expected a list of image paths"),
+        ("catch_types = 0", "--catch-types: expected names separated by commas, got 0"),
+    ],
+)
+def test_config_values_of_the_wrong_type_are_one_line(
+    world, tmp_path: Path, capsys, setting: str, message: str
+) -> None:
+    config = tmp_path / "study.toml"
+    config.write_text(f'pair = "ibd,cam"\nmodel = "ref"\n{setting}\n')
+    assert run("--config", str(config)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"hitgen build: error: {message}") and err.count("\n") == 1, err
+
+
+def test_listed_images_without_explanations_are_skipped_and_recorded(
+    world, tmp_path: Path, capsys
+) -> None:
+    extra = tmp_path / "extra.png"  # a photo that no explanation covers
+    extra.write_bytes(world.image(0).read_bytes())
+    listing = tmp_path / "images.txt"
+    listed = [str(world.image(0)), str(extra), str(world.image(4))]
+    listing.write_text("\n".join(listed) + "\n")
+    out = tmp_path / "b"
+    args = ["--pair", "ibd,cam", "--model", "ref", "--catch-rate", "0"]
+    assert run(*args, "--images", str(listing), "--out", str(out)) == 0
+    notes = capsys.readouterr().err.splitlines()
+    assert (
+        f"hitgen build: 1 listed image(s) have no explanation on either side ({extra}); left out"
+    ) in notes
+    m = manifest(out)
+    assert m["skipped"] == [{"image": str(extra), "reason": "no explanation"}]
+    assert len(m["items"]) == 2
+    assert m["created_with"] == (
+        "hitgen build --pair ibd,cam --model ref --n 200 --seed 0 --catch-rate 0 "
+        "--catch-types identical,wrong --max-side 256 --images <(printf '%s\\n' "
+        + " ".join(listed)
+        + ")"
+    )
+    # the recorded command rebuilds the same batch
+    env = {
+        **os.environ,
+        "IBD_HOME": str(world.home),
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+    }
+    again = tmp_path / "again"
+    command = f"{m['created_with']} --jobs 1 --out {again}"
+    done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert (again / "manifest.json").read_bytes() == (out / "manifest.json").read_bytes()

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.likert import SCORES
+from analysis.ratings import WORKER
 
 VALUE_DOMAIN: list[int] = sorted(SCORES)
 
@@ -32,8 +33,9 @@ class Agreement:
 
 
 def reliability_matrix(ratings: pd.DataFrame) -> np.ndarray:
-    """Raters (rows) x items (columns) of scores, NaN where missing."""
-    table = ratings.pivot(index="worker_id", columns="item_id", values="s")
+    """Raters (rows, by worker label: one id on two platforms is two raters) x items
+    (columns) of scores, NaN where missing."""
+    table = ratings.pivot(index=WORKER, columns="item_id", values="s")
     return table.to_numpy(dtype=float)
 
 

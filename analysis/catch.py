@@ -2,9 +2,11 @@
 
 A catch item has a known answer (contracts.md section 7): "identical" pairs expect "equal" (3);
 "wrong" pairs expect the robot whose explanation is right ([1, 2] or [4, 5]). A worker's pass
-rate is passed / answered over their catch items. The exclusion rule drops every rating of a
-worker whose failure rate, 1 - pass rate, is strictly above `max_fail` (default 0.5: failing
-more than half of their catch trials). A worker who saw no catch trial is never excluded.
+rate is passed / answered over their catch items, the answers of rejected assignments included
+(rejecting a failed catch assignment must not clear the failure). The exclusion rule drops
+every rating of a worker whose failure rate, 1 - pass rate, is strictly above `max_fail`
+(default 0.5: failing more than half of their catch trials). A worker who saw no catch trial
+is never excluded.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from analysis.errors import UserError
+from analysis.ratings import WORKER
 
 
 @dataclass(frozen=True)
@@ -35,12 +38,13 @@ class ExclusionRule:
 
 def pass_rates(ratings: pd.DataFrame) -> pd.DataFrame:
     """One row per worker who rated anything: `n_catch`, `n_catch_passed`, `catch_pass_rate`
-    (NaN for a worker without catch trials), indexed by `worker_id`."""
+    (NaN for a worker without catch trials), indexed by the worker label (`WORKER`), which
+    tells apart the same id on two platforms."""
     catch = ratings[ratings["is_catch"]]
-    per = catch.groupby("worker_id")["passed"].agg(
+    per = catch.groupby(WORKER)["passed"].agg(
         n_catch="size", n_catch_passed=lambda p: int(sum(bool(x) for x in p))
     )
-    workers = pd.Index(sorted(ratings["worker_id"].unique()), name="worker_id")
+    workers = pd.Index(sorted(ratings[WORKER].unique()), name=WORKER)
     table = per.reindex(workers).fillna(0).astype(int)
     table["catch_pass_rate"] = table["n_catch_passed"] / table["n_catch"].where(
         table["n_catch"] > 0

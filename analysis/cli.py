@@ -109,7 +109,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _study(args: argparse.Namespace) -> Study:
     # Imported here so that `--help` does not pay for pandas, scipy and matplotlib.
-    from analysis import catch, study
+    from analysis import catch, study, tables
 
     sources = study.Sources(
         db=args.db,
@@ -118,10 +118,18 @@ def _study(args: argparse.Namespace) -> Study:
         include_simulated=args.include_simulated,
         include_rejected=args.include_rejected,
     )
-    return study.load(sources, catch.ExclusionRule(args.max_catch_fail))
+    loaded = study.load(sources, catch.ExclusionRule(args.max_catch_fail))
+    if loaded.ignored_columns:
+        # Not an error (real exports carry extra columns), but the user should know.
+        note = tables.ignored_columns_note(loaded.ignored_columns)
+        print(f"analysis {args.command}: note: {note}", file=sys.stderr)
+    return loaded
 
 
 def _check_stats_options(args: argparse.Namespace) -> None:
+    # numpy refuses a negative seed with a traceback deep inside the bootstrap.
+    if args.seed < 0:
+        raise UserError(f"--seed {args.seed}: must be 0 or more")
     if args.resamples < 100:
         raise UserError(f"--resamples {args.resamples}: use at least 100")
     if not 0.5 <= args.confidence < 1.0:
@@ -142,8 +150,11 @@ def _stats(args: argparse.Namespace, out: Path) -> list[Path]:
     s = _study(args)
     table = summary.comparison_table(s, args.seed, args.resamples, args.confidence)
     bias = summary.position_bias_table(s, args.confidence)
-    written = tables.write(out, s, table, bias, summary.worker_table(s))
+    written = tables.write(out, s, table, bias, summary.worker_table(s), args.confidence)
     for _, row in table[table["setting"] == "after exclusion"].iterrows():
+        if row["n_ratings"] == 0:
+            print(f"{row['comparison']}: N=0, no ratings left")
+            continue
         print(
             f"{row['comparison']}: N={row['n_ratings']}, prefer {row['preference_rate']:.2f} "
             f"[{row['preference_ci_low']:.2f}, {row['preference_ci_high']:.2f}], "
@@ -166,15 +177,15 @@ def _report(args: argparse.Namespace, out: Path) -> list[Path]:
     s = _study(args)
     table = summary.comparison_table(s, args.seed, args.resamples, args.confidence)
     bias = summary.position_bias_table(s, args.confidence)
-    written = tables.write(out, s, table, bias, summary.worker_table(s))
+    written = tables.write(out, s, table, bias, summary.worker_table(s), args.confidence)
     pngs: dict[str, Path] = {}
     for stem, saved in figures.write_all(s, out).items():
         written += saved
         pngs[_caption(stem)] = saved[0]
     page = out / "report.html"
-    page.write_text(
-        report.page(tables.document(s, table, bias), pngs, s.simulated), encoding="utf-8"
-    )
+    sections = tables.document(s, table, bias, args.confidence)
+    with paths.writing(page):
+        page.write_text(report.page(sections, pngs, s.simulated), encoding="utf-8")
     return [page, *written]
 
 
@@ -193,6 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     out = args.out if args.out is not None else paths.ibd_home() / args.default_out
     try:
+        paths.check_output_dir(out)
         written = RUNNERS[args.command](args, out)
     except UserError as exc:
         print(f"analysis {args.command}: error: {exc}", file=sys.stderr)

@@ -8,7 +8,7 @@ against another model). Names come from the data, so any models and methods plot
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import pandas as pd
@@ -121,11 +121,28 @@ class Comparison:
         return (self.figure, methods[0], models, methods[1])
 
 
-def split(ratings: pd.DataFrame) -> Iterator[tuple[Comparison, pd.DataFrame]]:
-    """Non-catch ratings grouped by comparison, in display order (Fig. 8, then Fig. 9)."""
+def from_items(items: pd.DataFrame) -> tuple[Comparison, ...]:
+    """Every comparison that the manifests' non-catch items make, in display order."""
+    real = items[items["kind"] != "catch"]
+    keys = real[KEY_COLUMNS].drop_duplicates().itertuples(index=False)
+    return tuple(
+        sorted((Comparison(*(str(k) for k in key)) for key in keys), key=Comparison.sort_key)
+    )
+
+
+def split(
+    ratings: pd.DataFrame, planned: Iterable[Comparison] = ()
+) -> Iterator[tuple[Comparison, pd.DataFrame]]:
+    """Non-catch ratings grouped by comparison, in display order (Fig. 8, then Fig. 9).
+
+    Each `planned` comparison (one that a manifest makes) comes out even without a rating, with
+    an empty frame, so that a comparison nobody answered is shown as N=0 instead of vanishing.
+    """
     real = ratings[~ratings["is_catch"]]
-    groups = [
-        (Comparison(*(str(k) for k in key)), frame)
+    groups = {
+        Comparison(*(str(k) for k in key)): frame
         for key, frame in real.groupby(KEY_COLUMNS, sort=False)
-    ]
-    yield from sorted(groups, key=lambda g: g[0].sort_key())
+    }
+    for comp in planned:
+        groups.setdefault(comp, real.iloc[0:0])
+    yield from sorted(groups.items(), key=lambda g: g[0].sort_key())

@@ -12,7 +12,7 @@ Figures use matplotlib's object API (no pyplot state) and are sized for a paper 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +26,8 @@ from matplotlib.text import Text
 from matplotlib.transforms import blended_transform_factory
 from tqdm import tqdm
 
-from analysis import comparisons, likert
+from analysis import comparisons, likert, paths
+from analysis.ratings import WORKER
 from analysis.study import Study
 
 COLUMN_WIDTH_IN = 3.5
@@ -158,7 +159,9 @@ def draw(chart: Chart) -> Figure:
             left = left + shares[:, k]
         reach = max(0.5, float(np.abs(np.concatenate([start, left])).max()))
         ax.set_xlim(-reach - 0.03, reach + 0.03)
-        ticks = np.arange(-np.floor(reach * 4) / 4, reach + 1e-9, 0.25)
+        # Beyond +-50% a tick every 25% crowds the labels of a column-wide axis together.
+        step = 0.25 if reach <= 0.5 + 1e-9 else 0.5
+        ticks = np.arange(-np.floor(reach / step) * step, reach + 1e-9, step)
         ax.set_xticks(ticks, [f"{abs(100 * t):.0f}%" for t in ticks])
         ax.axvline(0, color="#444444", linewidth=0.6, zorder=0)
         ax.set_yticks(ys, [b.label for b in bars])
@@ -187,14 +190,18 @@ def draw(chart: Chart) -> Figure:
     return fig
 
 
+EXTENSIONS: tuple[str, ...] = ("png", "pdf")
+
+
 def save(fig: Figure, out: Path, stem: str) -> list[Path]:
     """Write `stem.png` (300 dpi) and `stem.pdf` (vector) into `out`."""
-    out.mkdir(parents=True, exist_ok=True)
-    paths = [out / f"{stem}.png", out / f"{stem}.pdf"]
+    paths.make_output_dir(out)
+    files = [out / f"{stem}.{ext}" for ext in EXTENSIONS]
     with matplotlib.rc_context(STYLE):
-        for path in paths:
-            fig.savefig(path, dpi=300, bbox_inches="tight", pad_inches=0.03)
-    return paths
+        for path in files:
+            with paths.writing(path):
+                fig.savefig(path, dpi=300, bbox_inches="tight", pad_inches=0.03)
+    return files
 
 
 def _setting_subtitle(study: Study, setting: str) -> str:
@@ -206,17 +213,19 @@ def _setting_subtitle(study: Study, setting: str) -> str:
 
 
 def comparison_chart(study: Study, figure: str, setting: str) -> Chart | None:
-    """Fig. 8 (`fig8`) or Fig. 9 (`fig9`) under a setting; None when it has no comparison."""
+    """Fig. 8 (`fig8`) or Fig. 9 (`fig9`) under a setting; None when the manifests make no
+    comparison for it. A comparison without a rating left is an empty bar marked N=0."""
     ratings = study.subset(setting)
     bars: list[Bar] = []
     focus: list[str] = []
     simulated = False
-    for comp, frame in comparisons.split(ratings):
+    for comp, frame in comparisons.split(ratings, study.comparisons):
         if comp.figure != figure:
             continue
         counts = likert.score_counts(frame["s"])
         label = comp.against if comp.heading else comp.label
-        bars.append(Bar(label, tuple(counts[s] for s in SCORE_ORDER), comp.heading))
+        note = "" if len(frame) else "N=0, no ratings"
+        bars.append(Bar(label, tuple(counts[s] for s in SCORE_ORDER), comp.heading, note))
         if comp.focus not in focus:
             focus.append(comp.focus)
         simulated |= bool((frame["simulated"] == 1).any())
@@ -224,9 +233,12 @@ def comparison_chart(study: Study, figure: str, setting: str) -> Chart | None:
         return None
     who = "/".join(focus)
     kind, fixed = ("method", "network") if figure == "fig8" else ("model", "method")
+    subtitle = _setting_subtitle(study, setting)
+    if not any(sum(bar.counts) for bar in bars):
+        subtitle += "; no ratings are left"
     return Chart(
         title=f"{who} vs other {kind}s, same {fixed}",
-        subtitle=_setting_subtitle(study, setting),
+        subtitle=subtitle,
         bars=bars,
         categories=SCORE_CATEGORIES,
         legend_title=f"{who} judged … reasonable than the other {kind}",
@@ -256,7 +268,7 @@ def position_chart(study: Study, setting: str) -> Chart:
 def worker_chart(study: Study) -> Chart:
     """Each worker's raw answers, with their catch results; excluded workers in red."""
     real = study.ratings[~study.ratings["is_catch"]]
-    choices = pd.crosstab(real["worker_id"], real["choice"]).reindex(
+    choices = pd.crosstab(real[WORKER], real["choice"]).reindex(
         index=study.workers.index, columns=list(likert.CHOICES), fill_value=0
     )
     bars = []
@@ -281,11 +293,21 @@ def worker_chart(study: Study) -> Chart:
     )
 
 
+SUFFIXES: dict[str, str] = {"after exclusion": "", "all workers": "_all_workers"}
+PER_SETTING: tuple[str, ...] = (*comparisons.FIGURES.values(), "position_bias")
+STEMS: tuple[str, ...] = (
+    *(base + suffix for suffix in SUFFIXES.values() for base in PER_SETTING),
+    "workers",
+)
+"""Every file stem that `write_all` may write."""
+
+
 def charts(study: Study) -> dict[str, Chart]:
     """Every chart of a study by file stem: fig8, fig9, position_bias (after exclusion), the
-    same with suffix `_all_workers` (no exclusion), and workers."""
+    same with suffix `_all_workers` (no exclusion), and workers. Fig. 8 / Fig. 9 are left out
+    when no given manifest makes one of their comparisons."""
     out: dict[str, Chart] = {}
-    for setting, suffix in (("after exclusion", ""), ("all workers", "_all_workers")):
+    for setting, suffix in SUFFIXES.items():
         for figure in comparisons.FIGURES.values():
             chart = comparison_chart(study, figure, setting)
             if chart is not None:
@@ -295,9 +317,27 @@ def charts(study: Study) -> dict[str, Chart]:
     return out
 
 
+def remove_stale(out: Path, drawn: Iterable[str]) -> list[Path]:
+    """Delete the files of an earlier run under a stem that this run does not draw (say
+    `fig9.png` when the manifests given now make no Fig. 9 comparison), so that `out` never
+    mixes figures of two studies. Only this module's own file names are touched."""
+    removed = []
+    for stem in sorted(set(STEMS) - set(drawn)):
+        for ext in EXTENSIONS:
+            path = out / f"{stem}.{ext}"
+            if path.is_file():
+                with paths.writing(path):
+                    path.unlink()
+                removed.append(path)
+    return removed
+
+
 def write_all(study: Study, out: Path) -> dict[str, list[Path]]:
-    """Draw and save every chart of `charts`; returns the PNG and PDF paths by stem."""
+    """Draw and save every chart of `charts`, and remove the stale files of the stems it does
+    not draw (`remove_stale`); returns the PNG and PDF paths by stem."""
     todo = charts(study)
+    paths.make_output_dir(out)
+    remove_stale(out, todo)
     return {
         stem: save(draw(chart), out, stem)
         for stem, chart in tqdm(todo.items(), desc="figures", unit="fig", leave=False)

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from analysis import likert
+from analysis import likert, manifests
 from analysis.errors import UserError
+from analysis.ratings import WORKER
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,23 @@ class Scored:
     ratings: pd.DataFrame
     n_other_batches: int
     other_batches: tuple[str, ...]
+    ignored_columns: tuple[str, ...] = ()
+    """Columns of the answers that the manifest or the recoding provides (say `robot_a`), so
+    the answers' copies were dropped before the join."""
+
+
+KEYS: tuple[str, ...] = ("batch", "item_id")
+"""What ties a rating to its manifest item (the batch is checked, the item id is joined on)."""
+DERIVED: tuple[str, ...] = ("s", "is_catch", "passed", "batch_item")
+"""Columns this module adds."""
+RESERVED: tuple[str, ...] = (
+    *(c for c in manifests.ITEM_COLUMNS if c not in KEYS),
+    *DERIVED,
+    WORKER,
+)
+"""Columns of an answers file that the analysis does not take from it: the manifest is the
+only authority on what an item showed and where, whatever an export carries alongside, and
+the recoded columns and the worker label (`study`) are the analysis's own."""
 
 
 def score_ratings(ratings: pd.DataFrame, items: pd.DataFrame) -> Scored:
@@ -32,10 +50,13 @@ def score_ratings(ratings: pd.DataFrame, items: pd.DataFrame) -> Scored:
     whose batch is known but whose item is not is an error: the manifest and the answers
     disagree (for instance, a batch rebuilt after answers were collected).
     """
+    ignored = tuple(c for c in ratings.columns if c in RESERVED)
     known = set(items["batch"])
     ours = ratings["batch"].isin(known)
     other = tuple(sorted(set(ratings.loc[~ours, "batch"])))
-    mine = ratings[ours]
+    # Left in, an export's `robot_a` or `kind` would win the join and undo the placement with
+    # the wrong side; the manifest must win for every field it has.
+    mine = ratings.loc[ours].drop(columns=list(ignored))
     merged = mine.merge(
         items, on="item_id", how="left", suffixes=("", "_item"), validate="many_to_one"
     )
@@ -63,4 +84,9 @@ def score_ratings(ratings: pd.DataFrame, items: pd.DataFrame) -> Scored:
         )
     ]
     merged["passed"] = pd.Series(passed, index=merged.index, dtype=object)
-    return Scored(ratings=merged, n_other_batches=int((~ours).sum()), other_batches=other)
+    return Scored(
+        ratings=merged,
+        n_other_batches=int((~ours).sum()),
+        other_batches=other,
+        ignored_columns=ignored,
+    )

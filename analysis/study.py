@@ -1,9 +1,12 @@
 """Everything one analysis run works on: manifests + ratings -> scored ratings + workers.
 
 Loading order: read the manifests, read the ratings (CSV export or database view), set aside
-simulated and rejected answers unless asked to keep them, join and recode, compute each worker's
-catch-trial pass rate and the exclusion rule's verdict. With no real answer left this stops with
-an error: nothing is ever computed from made-up numbers.
+simulated answers unless asked to keep them, join and recode, label each worker (keyed by
+platform and worker id), compute each worker's catch-trial pass rate and the exclusion rule's
+verdict, and only then set aside the answers of rejected assignments unless asked to keep them:
+a requester who rejects the assignments a worker failed (the usual MTurk workflow) must not
+thereby hide the failures from the exclusion rule. With no real answer left this stops with an
+error: nothing is ever computed from made-up numbers.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import catch, manifests, paths, ratings, scoring
+from analysis import catch, comparisons, manifests, paths, ratings, scoring
 from analysis.errors import UserError
 
 SETTINGS: tuple[str, str] = ("after exclusion", "all workers")
@@ -35,14 +38,21 @@ class Sources:
 class Study:
     batches: list[manifests.Batch]
     ratings: pd.DataFrame
-    """Every kept rating of a known item, scored (see `scoring.score_ratings`)."""
+    """Every analysed rating of a known item, scored (see `scoring.score_ratings`), with the
+    worker's label in column `worker` (`ratings.label_workers`)."""
     workers: pd.DataFrame
-    """Per worker (index `worker_id`): catch counts, pass rate, `excluded`."""
+    """Per analysed worker (index `worker`, the label): `worker_id` (and `platform` where the
+    answers have it), catch counts and pass rate over all their non-simulated catch answers,
+    rejected ones included, and `excluded`."""
     rule: catch.ExclusionRule
     source: str
     selection: ratings.Selection
     other_batches: tuple[str, ...]
     n_other_batches: int
+    comparisons: tuple[comparisons.Comparison, ...] = ()
+    """Every comparison the manifests make, answered or not, in display order."""
+    ignored_columns: tuple[str, ...] = ()
+    """Columns of the answers that the manifests provide, so the answers' copies were ignored."""
 
     @property
     def simulated(self) -> bool:
@@ -53,12 +63,18 @@ class Study:
     def excluded_workers(self) -> list[str]:
         return sorted(self.workers.index[self.workers["excluded"]])
 
+    @property
+    def unanswered(self) -> list[comparisons.Comparison]:
+        """Comparisons that a manifest makes but that no analysed rating answers."""
+        answered = {comp for comp, _ in comparisons.split(self.ratings)}
+        return [comp for comp in self.comparisons if comp not in answered]
+
     def subset(self, setting: str) -> pd.DataFrame:
         """The ratings analysed under a setting of `SETTINGS`."""
         if setting == "all workers":
             return self.ratings
         if setting == "after exclusion":
-            return self.ratings[~self.ratings["worker_id"].isin(self.excluded_workers)]
+            return self.ratings[~self.ratings[ratings.WORKER].isin(self.excluded_workers)]
         raise ValueError(f"unknown setting {setting!r}")
 
 
@@ -82,11 +98,24 @@ def _no_answers(selection: ratings.Selection, scored: scoring.Scored) -> str:
     why = [f"{selection.n_read} rating(s) read"]
     if selection.n_simulated_dropped:
         why.append(f"{selection.n_simulated_dropped} simulated left out (--include-simulated)")
-    if selection.n_rejected_dropped:
-        why.append(f"{selection.n_rejected_dropped} rejected left out (--include-rejected)")
     if scored.n_other_batches:
         why.append(f"{scored.n_other_batches} from batches without a given manifest")
+    if selection.n_rejected_dropped:
+        why.append(f"{selection.n_rejected_dropped} rejected left out (--include-rejected)")
     return "no answers to analyse: " + ", ".join(why)
+
+
+def _workers(
+    scored: pd.DataFrame, analysed: pd.DataFrame, rule: catch.ExclusionRule
+) -> pd.DataFrame:
+    """The workers who have an analysed rating, with the catch results of every catch answer
+    they gave (`scored` still holds the rejected ones)."""
+    rates = catch.pass_rates(scored)
+    rates["excluded"] = catch.excluded(rates, rule)
+    id_columns = [c for c in ("worker_id", ratings.PLATFORM) if c in scored.columns]
+    identity = scored.drop_duplicates(ratings.WORKER).set_index(ratings.WORKER)[id_columns]
+    table = pd.concat([identity, rates], axis=1, join="inner")
+    return table.loc[sorted(analysed[ratings.WORKER].unique())]
 
 
 def load(sources: Sources, rule: catch.ExclusionRule) -> Study:
@@ -99,20 +128,29 @@ def load(sources: Sources, rule: catch.ExclusionRule) -> Study:
             raise UserError(f"no batch manifests in {where}/*/ (give --manifest PATH)")
     batches, items = manifests.read_manifests(manifest_paths)
     raw, source = _read_ratings(sources)
-    selection = ratings.select(raw, sources.include_simulated, sources.include_rejected)
-    scored = scoring.score_ratings(selection.ratings, items)
-    real = scored.ratings[~scored.ratings["is_catch"]]
-    if real.empty:
+    pool = ratings.drop_simulated(raw, sources.include_simulated)
+    scored = scoring.score_ratings(pool, items)
+    rated = scored.ratings.assign(**{ratings.WORKER: ratings.label_workers(scored.ratings)})
+    rejected = ratings.is_rejected(rated)
+    analysed = rated if sources.include_rejected else rated[~rejected].reset_index(drop=True)
+    ratings.check_one_rating_per_item(analysed, source)
+    selection = ratings.Selection(
+        n_read=len(raw),
+        n_simulated_dropped=len(raw) - len(pool),
+        n_rejected_dropped=0 if sources.include_rejected else int(rejected.sum()),
+        n_simulated_kept=int((analysed["simulated"] == 1).sum()),
+    )
+    if analysed[~analysed["is_catch"]].empty:
         raise UserError(_no_answers(selection, scored))
-    workers = catch.pass_rates(scored.ratings)
-    workers["excluded"] = catch.excluded(workers, rule)
     return Study(
         batches=batches,
-        ratings=scored.ratings,
-        workers=workers,
+        ratings=analysed,
+        workers=_workers(rated, analysed, rule),
         rule=rule,
         source=source,
         selection=selection,
         other_batches=scored.other_batches,
         n_other_batches=scored.n_other_batches,
+        comparisons=comparisons.from_items(items),
+        ignored_columns=scored.ignored_columns,
     )

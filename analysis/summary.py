@@ -9,6 +9,7 @@ from tqdm import tqdm
 
 from analysis import agreement, bootstrap, comparisons, likert, preference, wilcoxon
 from analysis.holm import holm
+from analysis.ratings import PLATFORM, WORKER
 from analysis.study import SETTINGS, Study
 
 SCORE_COLUMNS: dict[int, str] = {
@@ -44,7 +45,7 @@ def _comparison_row(
         "second_method": comp.second_method,
         "n_ratings": len(ratings),
         "n_items": ratings["item_id"].nunique(),
-        "n_workers": ratings["worker_id"].nunique(),
+        "n_workers": ratings[WORKER].nunique(),
         "n_simulated": int((ratings["simulated"] == 1).sum()),
         **{SCORE_COLUMNS[s]: counts[s] for s in likert.SCORES},
         "prefer_first": pref.prefer_first,
@@ -65,6 +66,7 @@ def _comparison_row(
         "wilcoxon_zero_method": wilcoxon.ZERO_METHOD,
         "alpha_ordinal": agree.alpha,
         "alpha_n_items": agree.n_items,
+        "confidence": confidence,
     }
 
 
@@ -75,11 +77,13 @@ def comparison_table(
     confidence: float = 0.95,
 ) -> pd.DataFrame:
     """One row per (setting, comparison), in display order; Holm-adjusted p-values are over
-    the comparisons of one figure under one setting (`sign_p_holm`, `wilcoxon_p_holm`)."""
+    the comparisons of one figure under one setting (`sign_p_holm`, `wilcoxon_p_holm`).
+    Every comparison a manifest makes has its row, with N=0 (and undefined statistics) when
+    no rating of it is left under a setting."""
     jobs = [
         (setting, comp, frame)
         for setting in SETTINGS
-        for comp, frame in comparisons.split(study.subset(setting))
+        for comp, frame in comparisons.split(study.subset(setting), study.comparisons)
     ]
     rows = []
     for setting, comp, frame in tqdm(jobs, desc="comparisons", unit="cmp", leave=False):
@@ -130,18 +134,21 @@ def position_bias_table(study: Study, confidence: float = 0.95) -> pd.DataFrame:
                     "sign_p": pref.p_value,
                     "n_items": len(items),
                     "n_items_first_left": int((items["robot_a"] == "first").sum()),
+                    "confidence": confidence,
                 }
             )
     return pd.DataFrame(rows)
 
 
 def worker_table(study: Study) -> pd.DataFrame:
-    """Per worker: how much they rated, how they used the scale, their catch results."""
+    """Per worker: how much they rated, how they used the scale, their catch results. Workers
+    are identified by `worker_id` and, where the answers have it, `platform`."""
     real = study.ratings[~study.ratings["is_catch"]]
-    by = real.groupby("worker_id")
+    by = real.groupby(WORKER)
     table = study.workers.copy()
-    table.insert(0, "n_ratings", by.size().reindex(table.index).fillna(0).astype(int))
-    choices = pd.crosstab(real["worker_id"], real["choice"]).reindex(
+    identity = [c for c in ("worker_id", PLATFORM) if c in table.columns]
+    table.insert(len(identity), "n_ratings", by.size().reindex(table.index).fillna(0).astype(int))
+    choices = pd.crosstab(real[WORKER], real["choice"]).reindex(
         index=table.index, columns=list(likert.CHOICES), fill_value=0
     )
     for c in likert.CHOICES:
@@ -149,6 +156,7 @@ def worker_table(study: Study) -> pd.DataFrame:
     table["mean_score"] = by["s"].mean().reindex(table.index)
     if "duration_s" in real.columns:
         durations = pd.to_numeric(real["duration_s"], errors="coerce")
-        table["median_duration_s"] = durations.groupby(real["worker_id"]).median()
-    table["simulated"] = study.ratings.groupby("worker_id")["simulated"].max().reindex(table.index)
-    return table.reset_index()
+        table["median_duration_s"] = durations.groupby(real[WORKER]).median()
+    table["simulated"] = study.ratings.groupby(WORKER)["simulated"].max().reindex(table.index)
+    # The label is `worker_id` or `platform:worker_id`, both already columns.
+    return table.reset_index(drop=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import comparisons, likert, wilcoxon
+from analysis import comparisons, likert, paths, wilcoxon
 from analysis.study import SETTINGS, Study
 from analysis.summary import CHOICE_COLUMNS, SCORE_COLUMNS
 
@@ -32,6 +32,11 @@ def _num(x: float, fmt: str) -> str:
 
 def _pct(count: int, total: int) -> str:
     return f"{100 * count / total:.0f}%" if total else "n/a"
+
+
+def level(confidence: float) -> str:
+    """An interval level as the tables write it: 0.95 -> '95%', 0.975 -> '97.5%'."""
+    return f"{round(100 * confidence, 6):g}%"
 
 
 def _interval(est: float, low: float, high: float, fmt: str) -> str:
@@ -68,24 +73,26 @@ class Section:
     rows: list[list[str]] = field(default_factory=list)
 
 
-def _comparison_section(table: pd.DataFrame, figure: str, setting: str, focus: str) -> Section:
+def _comparison_section(
+    table: pd.DataFrame, figure: str, setting: str, focus: str, confidence: float
+) -> Section:
     rows = table[(table["figure"] == figure) & (table["setting"] == setting)]
     label = "Fig. 8" if figure == "fig8" else "Fig. 9"
     header = [
         "Comparison",
         "N (items / workers)",
         *(f"{name} (%)" for name in likert.SCORE_NAMES.values()),
-        f"Prefer {focus} [95% CI]",
+        f"Prefer {focus} [{level(confidence)} CI]",
         "Ties",
         "p sign (Holm)",
-        "Mean s [95% CI]",
+        f"Mean s [{level(confidence)} CI]",
         "p Wilcoxon (Holm)",
         "α ordinal",
     ]
     heading = f"{label}: {comparisons.FIGURE_TITLES[figure]}, {setting}"
-    if rows.empty:
-        return Section(heading, ["No ratings are left under this setting."])
-    return Section(heading, header=header, rows=[_row_cells(r) for _, r in rows.iterrows()])
+    # The rows stay even then: each comparison the manifests make is listed, with N=0.
+    empty = [] if rows["n_ratings"].any() else ["No ratings are left under this setting."]
+    return Section(heading, empty, header, [_row_cells(r) for _, r in rows.iterrows()])
 
 
 def _focus(table: pd.DataFrame, figure: str) -> str:
@@ -98,13 +105,13 @@ def _focus(table: pd.DataFrame, figure: str) -> str:
     return "/".join(names) if names else "first"
 
 
-def _position_section(table: pd.DataFrame, setting: str) -> Section:
+def _position_section(table: pd.DataFrame, setting: str, confidence: float) -> Section:
     rows = table[table["setting"] == setting]
     header = [
         "Experiment",
         "N",
         *(f"{likert.CHOICE_NAMES[c]} (%)" for c in likert.CHOICES),
-        "Share A [95% CI]",
+        f"Share A [{level(confidence)} CI]",
         "p sign",
         "Items with first as A",
     ]
@@ -148,16 +155,32 @@ def _provenance(study: Study) -> list[str]:
             + ", ".join(f"`{b}`" for b in study.other_batches)
             + "."
         )
+    if study.ignored_columns:
+        lines.append(ignored_columns_note(study.ignored_columns) + ".")
+    if study.unanswered:
+        lines.append(
+            "No answers (N=0) for comparison(s) that a manifest makes: "
+            + ", ".join(f"`{c.label}`" for c in study.unanswered)
+            + "."
+        )
     return lines
+
+
+def ignored_columns_note(columns: tuple[str, ...]) -> str:
+    """One line on answer columns that the manifests (or the analysis) provide instead."""
+    return f"column(s) {', '.join(columns)} of the answers ignored: the manifests' values are used"
 
 
 def _catch_lines(study: Study) -> list[str]:
     w = study.workers
     with_catch = int((w["n_catch"] > 0).sum())
     excluded = study.excluded_workers
+    # Rejected catch answers count (study.py), so say so where they could change the totals.
+    rejected = " (rejected assignments included)" if study.selection.n_rejected_dropped else ""
     lines = [
         f"{len(w)} worker(s); {with_catch} saw catch trials; "
-        f"{int(w['n_catch_passed'].sum())} of {int(w['n_catch'].sum())} catch answers passed.",
+        f"{int(w['n_catch_passed'].sum())} of {int(w['n_catch'].sum())} catch answers passed"
+        f"{rejected}.",
         f"Exclusion rule: {study.rule.describe()}. Excluded: {len(excluded)} worker(s)"
         + (": " + ", ".join(f"`{x}`" for x in excluded) if excluded else "")
         + ".",
@@ -165,22 +188,27 @@ def _catch_lines(study: Study) -> list[str]:
     return lines
 
 
-METHODS_NOTE = (
-    "s is each rating recoded toward the explanation of interest after undoing the left/right "
-    "placement (+2 clearly more reasonable ... -2 clearly less). "
-    "Prefer: share of non-tied ratings favouring it, Wilson 95% interval; ties are counted "
-    "separately. p sign: exact two-sided binomial test of preferences against 1/2 "
-    "(ties dropped). Mean s: mean score with a 95% cluster bootstrap interval over items "
-    "(BCa; † percentile where BCa is undefined). p Wilcoxon: signed-rank test on per-item mean "
-    f"scores, zero_method={wilcoxon.ZERO_METHOD!r}, normal approximation. Holm: corrected across "
-    "the comparisons of the figure. α: Krippendorff's alpha, ordinal, over items rated by two "
-    "or more workers."
-)
+def methods_note(confidence: float) -> str:
+    """The methods paragraph, at the interval level actually used."""
+    pct = level(confidence)
+    return (
+        "s is each rating recoded toward the explanation of interest after undoing the "
+        "left/right placement (+2 clearly more reasonable ... -2 clearly less). "
+        f"Prefer: share of non-tied ratings favouring it, Wilson {pct} interval; ties are "
+        "counted separately. p sign: exact two-sided binomial test of preferences against 1/2 "
+        f"(ties dropped). Mean s: mean score with a {pct} cluster bootstrap interval over items "
+        "(BCa; † percentile where BCa is undefined). p Wilcoxon: signed-rank test on per-item "
+        f"mean scores, zero_method={wilcoxon.ZERO_METHOD!r}, normal approximation. Holm: "
+        "corrected across the comparisons of the figure. α: Krippendorff's alpha, ordinal, over "
+        "items rated by two or more workers."
+    )
 
 
-def document(study: Study, table: pd.DataFrame, bias: pd.DataFrame) -> list[Section]:
+def document(
+    study: Study, table: pd.DataFrame, bias: pd.DataFrame, confidence: float
+) -> list[Section]:
     """The statistics as sections: provenance, catch trials, Fig. 8 and Fig. 9 under both
-    settings, position bias, and a note on the methods."""
+    settings, position bias, and a note on the methods (intervals at level `confidence`)."""
     sections = [
         Section("Data", _provenance(study)),
         Section("Catch trials", _catch_lines(study)),
@@ -189,9 +217,9 @@ def document(study: Study, table: pd.DataFrame, bias: pd.DataFrame) -> list[Sect
         if table.empty or not (table["figure"] == figure).any():
             continue
         focus = _focus(table, figure)
-        sections += [_comparison_section(table, figure, s, focus) for s in SETTINGS]
-    sections += [_position_section(bias, s) for s in SETTINGS]
-    sections.append(Section("Methods", [METHODS_NOTE]))
+        sections += [_comparison_section(table, figure, s, focus, confidence) for s in SETTINGS]
+    sections += [_position_section(bias, s, confidence) for s in SETTINGS]
+    sections.append(Section("Methods", [methods_note(confidence)]))
     return sections
 
 
@@ -210,16 +238,23 @@ def to_markdown(sections: list[Section], title: str = "Statistics") -> str:
 
 
 def write(
-    out: Path, study: Study, table: pd.DataFrame, bias: pd.DataFrame, workers: pd.DataFrame
+    out: Path,
+    study: Study,
+    table: pd.DataFrame,
+    bias: pd.DataFrame,
+    workers: pd.DataFrame,
+    confidence: float,
 ) -> list[Path]:
     """Write the CSV files and the Markdown document into `out`; returns the paths."""
-    out.mkdir(parents=True, exist_ok=True)
+    paths.make_output_dir(out)
     written = []
     for name, frame in (("comparisons", table), ("position_bias", bias), ("workers", workers)):
         path = out / CSV_NAMES[name]
-        frame.to_csv(path, index=False)
+        with paths.writing(path):
+            frame.to_csv(path, index=False)
         written.append(path)
     md = out / MARKDOWN_NAME
-    md.write_text(to_markdown(document(study, table, bias)), encoding="utf-8")
+    with paths.writing(md):
+        md.write_text(to_markdown(document(study, table, bias, confidence)), encoding="utf-8")
     written.append(md)
     return written

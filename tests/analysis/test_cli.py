@@ -144,3 +144,123 @@ def test_no_manifest_at_the_default_place(tmp_path, monkeypatch, capsys) -> None
         err == f"analysis plot: error: no batch manifests in {tmp_path}/batches/*/ "
         "(give --manifest PATH)\n"
     )
+
+
+def test_confidence_level_is_written_where_intervals_are(study, tmp_path) -> None:
+    out = tmp_path / "stats"
+    args = _args(study, "--out", str(out), "--resamples", "200", "--confidence", "0.9")
+    assert main(["stats", *args]) == 0
+    md = (out / "stats.md").read_text()
+    assert "95%" not in md
+    assert "Prefer IBD [90% CI]" in md and "Mean s [90% CI]" in md
+    assert "Share A [90% CI]" in md
+    assert "Wilson 90% interval" in md and "a 90% cluster bootstrap interval" in md
+    for name in ("comparisons.csv", "position_bias.csv"):
+        assert set(pd.read_csv(out / name)["confidence"]) == {0.9}
+    # The interval itself is the 90% one: k = 8 of n = 8, z = 1.644854.
+    cam = pd.read_csv(out / "comparisons.csv").iloc[0]
+    z = 1.6448536269514722
+    assert cam["preference_ci_low"] == pytest.approx((8 + z * z / 2 - z * (z * z / 4) ** 0.5) /
+                                                     (8 + z * z))  # fmt: skip
+
+
+def test_unusual_level_is_written_exactly(study, tmp_path) -> None:
+    out = tmp_path / "stats"
+    args = _args(study, "--out", str(out), "--resamples", "200", "--confidence", "0.975")
+    assert main(["stats", *args]) == 0
+    assert "Prefer IBD [97.5% CI]" in (out / "stats.md").read_text()
+
+
+@pytest.mark.parametrize("command", ["stats", "report"])
+def test_negative_seed_is_one_line(study, tmp_path, command, capsys) -> None:
+    assert main([command, *_args(study, "--out", str(tmp_path / "o"), "--seed", "-1")]) == 2
+    assert capsys.readouterr().err == f"analysis {command}: error: --seed -1: must be 0 or more\n"
+
+
+@pytest.mark.parametrize("command", ["plot", "stats", "report"])
+def test_out_that_cannot_be_a_directory_is_one_line(study, tmp_path, command, capsys) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("not a directory")
+    assert main([command, *_args(study, "--out", str(afile))]) == 2
+    assert capsys.readouterr().err == (
+        f"analysis {command}: error: --out {afile}: exists and is not a directory\n"
+    )
+    below = afile / "sub"
+    assert main([command, *_args(study, "--out", str(below))]) == 2
+    assert capsys.readouterr().err == (
+        f"analysis {command}: error: --out {below}: cannot create the directory: "
+        f"{afile} is a file\n"
+    )
+
+
+def test_comparison_without_answers_is_listed_with_n_0(study, files, make_item, tmp_path) -> None:
+    netd = [make_item(f"nd-{k}", second=("world_resnet", "netdissect")) for k in range(2)]
+    files.manifest("netd", "method-vs-method", netd)
+    out = tmp_path / "stats"
+    assert main(["stats", *_args(study, "--out", str(out), "--resamples", "200")]) == 0
+    table = pd.read_csv(out / "comparisons.csv")
+    rows = table[table["comparison"] == "world_resnet: IBD vs NetDissect"]
+    assert rows["setting"].tolist() == ["after exclusion", "all workers"]
+    assert rows["n_ratings"].tolist() == [0, 0]
+    assert rows["sign_p"].isna().all() and rows["sign_p_holm"].isna().all()
+    # NetDissect sorts before CAM; Holm still counts the two defined p-values only.
+    after = table[table["setting"] == "after exclusion"]
+    assert after["comparison"].tolist()[:3] == [
+        "world_resnet: IBD vs NetDissect",
+        "world_resnet: IBD vs CAM",
+        "world_resnet: IBD vs Grad-CAM",
+    ]
+    assert after.set_index("comparison").loc["world_resnet: IBD vs CAM", "sign_p_holm"] == (
+        pytest.approx(4 / 256)
+    )
+    md = (out / "stats.md").read_text()
+    assert "No answers (N=0) for comparison(s) that a manifest makes: " in md
+    assert "`world_resnet: IBD vs NetDissect`" in md
+    assert "| world_resnet: IBD vs NetDissect | 0 (0 / 0) | n/a | n/a | n/a | n/a | n/a |" in md
+
+
+def _plot_files(out) -> set[str]:
+    return {p.name for p in out.iterdir()}
+
+
+def test_plot_removes_its_stale_figures(study, files, tmp_path) -> None:
+    out = tmp_path / "figs"
+    assert main(["plot", *_args(study, "--out", str(out))]) == 0
+    assert {"fig9.png", "fig9.pdf", "fig9_all_workers.png"} <= _plot_files(out)
+    (out / "notes.txt").write_text("mine")
+    (out / "fig9.svg").write_text("mine too")
+    # Now without the model-vs-model manifest: no Fig. 9 to draw, so the old one must go.
+    export, batches = study
+    args = ["--responses", str(export), "--manifest", str(batches / "cam"), "--manifest",
+            str(batches / "grad"), "--out", str(out)]  # fmt: skip
+    assert main(["plot", *args]) == 0
+    names = _plot_files(out)
+    assert not any(n.startswith("fig9") and n.endswith((".png", ".pdf")) for n in names)
+    assert {"fig8.png", "fig8.pdf", "notes.txt", "fig9.svg"} <= names
+
+
+def test_answer_columns_that_the_manifest_has_are_noted(study, tmp_path, capsys) -> None:
+    export, _ = study
+    frame = pd.read_csv(export, dtype=str, keep_default_na=False)
+    frame["robot_a"] = "first"
+    frame.to_csv(export, index=False)
+    out = tmp_path / "stats"
+    assert main(["stats", *_args(study, "--out", str(out), "--resamples", "200")]) == 0
+    captured = capsys.readouterr()
+    note = "column(s) robot_a of the answers ignored: the manifests' values are used"
+    assert f"analysis stats: note: {note}\n" in captured.err
+    assert note + "." in (out / "stats.md").read_text()
+    # Still the manifest's placement: every rating favours `first` clearly.
+    cam = pd.read_csv(out / "comparisons.csv").iloc[0]
+    assert (cam["comparison"], cam["n_clearly_more"]) == ("world_resnet: IBD vs CAM", 8)
+
+
+@pytest.mark.parametrize(("command", "blocked"), [("plot", "fig8.png"), ("stats", "stats.md")])
+def test_a_file_that_cannot_be_written_is_one_line(study, tmp_path, command, blocked, capsys):
+    out = tmp_path / "out"
+    (out / blocked).mkdir(parents=True)  # a directory where the file should go
+    assert main([command, *_args(study, "--out", str(out))]) == 2
+    err = capsys.readouterr().err
+    # (the progress bar, which stderr also shows, may be around the message)
+    assert f"analysis {command}: error: {out / blocked}: cannot write: Is a directory\n" in err
+    assert err.count("error:") == 1 and "Traceback" not in err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 
 from analysis import figures
@@ -122,3 +123,54 @@ def test_files_are_written(study_files, tmp_path) -> None:
     png, pdf = written
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert pdf.read_bytes()[:5] == b"%PDF-"
+
+
+def test_wide_axes_tick_every_50_percent(files, make_item) -> None:
+    """All ratings on one side: the axis reaches 100% each way, and 25% ticks would overlap."""
+    items = [make_item(f"r-{k}", kind="model-vs-model", second=("world_alexnet", "ibd"))
+             for k in range(2)]  # fmt: skip
+    files.manifest("r", "model-vs-model", items)
+    export = files.ratings([("r", "r-0", "w1", 1), ("r", "r-1", "w1", 1)])
+    study = load(Sources(responses=export, manifests=(files.root / "batches",)), ExclusionRule())
+    _, ax = _axes(figures.comparison_chart(study, "fig9", "all workers"))
+    assert list(ax.get_xticks()) == pytest.approx([-1.0, -0.5, 0.0, 0.5, 1.0])
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["100%", "50%", "0%", "50%", "100%"]
+
+
+def test_comparison_without_ratings_is_an_empty_bar(files, make_item) -> None:
+    files.manifest("cam", "method-vs-method", [make_item("c-0")])
+    grad = [make_item("g-0", second=("world_resnet", "gradcam"))]
+    files.manifest("grad", "method-vs-method", grad)
+    export = files.ratings([("cam", "c-0", "w1", 1)])
+    study = load(Sources(responses=export, manifests=(files.root / "batches",)), ExclusionRule())
+    chart = figures.comparison_chart(study, "fig8", "after exclusion")
+    assert [(b.label, b.counts, b.note) for b in chart.bars] == [
+        ("CAM", (0, 0, 0, 0, 1), ""),
+        ("Grad-CAM", (0, 0, 0, 0, 0), "N=0, no ratings"),
+    ]
+    fig, ax = _axes(chart)
+    assert "N=0, no ratings" in {t.get_text() for t in ax.texts}
+    assert "no ratings are left" not in fig._suptitle.get_text()
+
+
+def test_every_worker_excluded_says_no_ratings_are_left(files, make_item) -> None:
+    files.manifest("b", "method-vs-method", [make_item("i0"), make_item("c0", expected=[3])])
+    export = files.ratings([("b", "i0", "w1", 1), ("b", "c0", "w1", 1)])
+    study = load(Sources(responses=export, manifests=(files.root / "batches",)), ExclusionRule())
+    chart = figures.comparison_chart(study, "fig8", "after exclusion")
+    assert chart.subtitle == "1 of 1 workers excluded by catch trials; no ratings are left"
+    assert [b.counts for b in chart.bars] == [(0, 0, 0, 0, 0)]
+
+
+def test_worker_chart_tells_platforms_apart(files, make_item, make_row) -> None:
+    files.manifest("b", "method-vs-method", [make_item("i0")])
+    rows = [make_row("b", "i0", "w1", 1, 0), {**make_row("b", "i0", "w1", 5, 1),
+                                              "platform": "prolific"}]  # fmt: skip
+    export = files.root / "export.csv"
+    pd.DataFrame(rows).to_csv(export, index=False)
+    study = load(Sources(responses=export, manifests=(files.root / "batches",)), ExclusionRule())
+    bars = figures.worker_chart(study).bars
+    assert [(b.label, b.counts) for b in bars] == [
+        ("local:w1", (1, 0, 0, 0, 0)),
+        ("prolific:w1", (0, 0, 0, 0, 1)),
+    ]

@@ -8,7 +8,7 @@ import pytest
 from analysis import likert
 from analysis.catch import ExclusionRule
 from analysis.errors import UserError
-from analysis.study import Sources, load
+from analysis.study import Sources, Study, load
 
 # A hand-written table: (item, who is Robot A, the raw choice, the score toward `first`).
 # Choice 1 means "Robot A clearly more reasonable": that is `first` when robot_a == "first".
@@ -134,3 +134,117 @@ def test_a_worker_rating_an_item_twice_is_an_error(files, make_item) -> None:
     export = files.ratings([("b1", "i1", "w1", 1), ("b1", "i1", "w1", 2)])
     with pytest.raises(UserError, match="'w1' rated item 'i1' 2 times"):
         load(Sources(responses=export, manifests=(files.root / "batches",)), ExclusionRule())
+
+
+def _export(files, rows: list[dict], extra: dict[str, str] | None = None):
+    """Write `rows` (from `make_row`) as an export, with `extra` columns set on every row."""
+    export = files.root / "export.csv"
+    pd.DataFrame([{**row, **(extra or {})} for row in rows]).to_csv(export, index=False)
+    return export
+
+
+def _load(files, export, **flags) -> Study:
+    return load(Sources(responses=export, manifests=(files.root / "batches",), **flags),
+                ExclusionRule())  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        # A wrong side: the file says Robot A was `first` everywhere, the manifest says not.
+        {"robot_a": "first"},
+        # Empty or foreign values of manifest fields: a KeyError or a lost comparison before.
+        {"kind": ""},
+        {"experiment": "pilot-2024", "class_name": "kitchen", "expected_choices": ""},
+    ],
+)
+def test_manifest_fields_in_the_answers_are_ignored(files, make_item, make_row, extra) -> None:
+    files.manifest(
+        "b1",
+        "method-vs-method",
+        [make_item("i1", robot_a="first"), make_item("i2", robot_a="second")],
+    )
+    rows = [make_row("b1", item, "w1", 1, n) for n, item in enumerate(("i1", "i2"))]
+    study = _load(files, _export(files, rows, extra))
+    # Choice 1 = Robot A clearly: `first` on i1 (+2), `second` on i2 (-2).
+    assert study.ratings.set_index("item_id")["s"].to_dict() == {"i1": 2, "i2": -2}
+    assert study.ratings["experiment"].tolist() == ["method-vs-method"] * 2
+    assert study.ignored_columns == tuple(extra)
+
+
+def test_status_is_read_whatever_its_case(files, make_item, make_row) -> None:
+    files.manifest("b1", "method-vs-method", [make_item("i1")])
+    rows = [
+        make_row("b1", "i1", "w1", 1, 0, status=" Approved"),
+        make_row("b1", "i1", "w2", 5, 1, status="Rejected"),
+        make_row("b1", "i1", "w3", 5, 2, status="REJECTED "),
+    ]
+    study = _load(files, _export(files, rows))
+    assert study.ratings["worker_id"].tolist() == ["w1"]
+    assert study.ratings["status"].tolist() == ["approved"]
+    assert study.selection.n_rejected_dropped == 2
+
+
+def test_unknown_status_is_an_error(files, make_item, make_row) -> None:
+    files.manifest("b1", "method-vs-method", [make_item("i1")])
+    rows = [make_row("b1", "i1", "w1", 1, 0), make_row("b1", "i1", "w2", 1, 1, status="paid")]
+    with pytest.raises(
+        UserError,
+        match=r"row 3: status 'paid' is not one of accepted, submitted, approved, rejected, "
+        r"returned, expired$",
+    ):
+        _load(files, _export(files, rows))
+
+
+def test_the_same_worker_id_on_two_platforms_is_two_workers(files, make_item, make_row) -> None:
+    files.manifest("b1", "method-vs-method", [make_item("i1"), make_item("c1", expected=[3])])
+    rows = [
+        make_row("b1", "i1", "w1", 1, 0),
+        make_row("b1", "c1", "w1", 3, 1),
+        make_row("b1", "i1", "w2", 1, 2),
+        make_row("b1", "c1", "w2", 3, 3),
+        # Another person on Prolific whose id is also "w1": fails the catch item.
+        {**make_row("b1", "i1", "w1", 5, 4), "platform": "prolific"},
+        {**make_row("b1", "c1", "w1", 1, 5), "platform": "prolific"},
+    ]
+    study = _load(files, _export(files, rows))
+    w = study.workers
+    assert list(w.index) == ["local:w1", "prolific:w1", "w2"]
+    assert w[["worker_id", "platform"]].values.tolist() == [
+        ["w1", "local"],
+        ["w1", "prolific"],
+        ["w2", "local"],
+    ]
+    assert w["n_catch_passed"].tolist() == [1, 0, 1]
+    assert study.excluded_workers == ["prolific:w1"]
+    kept = study.subset("after exclusion")
+    assert kept.loc[~kept["is_catch"], "s"].tolist() == [2, 2]
+
+
+def test_duplicates_are_checked_after_simulated_and_rejected_are_set_aside(
+    files, make_item, make_row
+) -> None:
+    files.manifest("b1", "method-vs-method", [make_item("i1")])
+    rows = [
+        make_row("b1", "i1", "w1", 1, 0),
+        make_row("b1", "i1", "w1", 2, 1, status="rejected"),
+        # A simulated rater with the same id: another worker, and left out anyway.
+        make_row("b1", "i1", "w1", 5, 2, simulated=True),
+        make_row("b1", "i1", "w1", 5, 3, simulated=True),
+    ]
+    export = _export(files, rows)
+    study = _load(files, export)
+    assert study.ratings["choice"].tolist() == [1]
+    with pytest.raises(UserError, match="worker 'w1' rated item 'i1' 2 times"):
+        _load(files, export, include_rejected=True)
+    with pytest.raises(UserError, match="worker 'simulated:w1' rated item 'i1' 2 times"):
+        _load(files, _export(files, rows[:1] + rows[2:]), include_simulated=True)
+
+
+def test_without_a_platform_column_workers_are_keyed_by_id(files, make_item, make_row) -> None:
+    files.manifest("b1", "method-vs-method", [make_item("i1"), make_item("i2")])
+    rows = [make_row("b1", item, "w1", 1, n) for n, item in enumerate(("i1", "i2"))]
+    export = _export(files, [{k: v for k, v in r.items() if k != "platform"} for r in rows])
+    study = _load(files, export)
+    assert list(study.workers.index) == ["w1"]
+    assert list(study.workers.columns[:2]) == ["worker_id", "n_catch"]

@@ -18,7 +18,7 @@ from analysis.wilcoxon import wilcoxon_items
 
 def _ratings(per_item: dict[str, list[int]]) -> pd.DataFrame:
     rows = [
-        {"item_id": item, "worker_id": f"w{k}", "s": s}
+        {"item_id": item, "worker": f"w{k}", "s": s}
         for item, scores in per_item.items()
         for k, s in enumerate(scores)
     ]
@@ -135,7 +135,7 @@ KRIPPENDORFF_2011 = {
 
 def test_ordinal_alpha_matches_krippendorffs_worked_example() -> None:
     rows = [
-        {"worker_id": coder, "item_id": f"u{unit:02d}", "s": value - 3}
+        {"worker": coder, "item_id": f"u{unit:02d}", "s": value - 3}
         for coder, values in KRIPPENDORFF_2011.items()
         for unit, value in enumerate(values)
         if value is not None

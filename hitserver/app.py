@@ -7,7 +7,7 @@ from datetime import datetime
 
 from flask import Flask, Request, Response, abort, jsonify, request
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
-from sqlalchemy.exc import DataError, OperationalError
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -19,6 +19,12 @@ from hitserver.pages import DamagedPage
 from hitserver.state import ServerState, utc_now
 
 MAX_REQUEST_BYTES = 64 * 1024
+# The sites that show an ExternalQuestion page in their iframe: www.mturk.com, the sandbox's
+# worker site, and worker.mturk.com, where workers do HITs today. A site missing here shows a
+# blank frame instead of the task.
+MTURK_FRAME_ANCESTORS = (
+    "frame-ancestors https://www.mturk.com https://workersandbox.mturk.com https://worker.mturk.com"
+)
 DEFAULT_THREADS = 8
 
 
@@ -122,6 +128,14 @@ def _register_errors(app: Flask) -> None:
         app.logger.warning("database refused a value from %s", request.path)
         return jsonify({"error": "a value in the request cannot be stored", "field": None}), 400
 
+    @app.errorhandler(IntegrityError)
+    def refused(_exc: IntegrityError) -> tuple[Response, int]:
+        # A constraint that no retry can satisfy (`in_transaction` retries lost races only):
+        # the request conflicts with what is stored. Logged, as the checks before the write
+        # should have answered it.
+        app.logger.exception("the database refused a write from %s", request.path)
+        return jsonify({"error": "the request conflicts with stored data", "field": None}), 409
+
     @app.errorhandler(DamagedPage)
     def damaged(_exc: DamagedPage) -> tuple[Response, int]:
         app.logger.error("task page damaged on disk: %s", request.path)
@@ -134,10 +148,7 @@ def _security_headers(response: Response) -> Response:
     headers.setdefault("Referrer-Policy", "same-origin")
     if request.path.startswith("/mturk/"):
         # MTurk shows ExternalQuestion pages in an iframe on its own sites.
-        headers.setdefault(
-            "Content-Security-Policy",
-            "frame-ancestors https://www.mturk.com https://workersandbox.mturk.com",
-        )
+        headers.setdefault("Content-Security-Policy", MTURK_FRAME_ANCESTORS)
     elif request.path.startswith("/admin"):
         headers.setdefault(
             "Content-Security-Policy",

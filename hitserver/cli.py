@@ -56,6 +56,16 @@ def _positive(text: str) -> int:
     return value
 
 
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text} is not a TCP port (1..65535)")
+    return value
+
+
 # --- load ---------------------------------------------------------------------------------
 
 
@@ -100,7 +110,7 @@ def _run_load(args: argparse.Namespace) -> int:
 
 def _configure_run(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    parser.add_argument("--port", type=_port, default=8000, help="port (default 8000)")
     parser.add_argument("--workers", type=_positive, default=2, help="gunicorn processes")
     parser.add_argument("--threads", type=_positive, default=8, help="threads per process")
     parser.add_argument("--access-log", action="store_true", help="log every request")
@@ -157,10 +167,12 @@ def _configure_export(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_export(args: argparse.Namespace) -> int:
-    from hitserver.export import export
+    from hitserver.export import export, require_batch
 
     engine = _engine(args)
     with engine.connect() as conn:
+        if args.batch is not None:
+            require_batch(conn, args.batch)  # before --out is created
         if args.out:
             try:
                 with open(args.out, "w", newline="", encoding="utf-8") as handle:

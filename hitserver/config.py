@@ -24,6 +24,9 @@ WELL_KNOWN_SECRETS = frozenset(
     {"dev", "development", "secret", "changeme", "change-me", "default", "password", "test", "key"}
 )
 MIN_SECRET_CHARS = 32
+# 30 days: longer than any study keeps a task open, and far from the largest timedelta
+# (a timeout near it made every claim fail computing the deadline).
+MAX_ASSIGNMENT_TIMEOUT_S = 30 * 24 * 3600
 
 
 def default_database_url(environ: Mapping[str, str]) -> str:
@@ -151,8 +154,11 @@ def load_settings(
         )
     if not 1 <= settings.reason_min_chars <= settings.reason_max_chars:
         raise UserError("reason length limits need 1 <= reason_min_chars <= reason_max_chars")
-    if settings.assignment_timeout_s < 1:
-        raise UserError("assignment_timeout_s must be at least 1 second")
+    if not 1 <= settings.assignment_timeout_s <= MAX_ASSIGNMENT_TIMEOUT_S:
+        raise UserError(
+            f"assignment_timeout_s must be between 1 and {MAX_ASSIGNMENT_TIMEOUT_S} seconds "
+            "(30 days)"
+        )
     if not 0.0 <= settings.catch_fail_fraction <= 1.0:
         raise UserError("catch_fail_fraction must be between 0 and 1")
     return settings

@@ -18,7 +18,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 
 from hitserver.errors import UserError
 
@@ -26,8 +26,21 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 # Any constant works; it only has to be the same in every process migrating this database.
 PG_MIGRATION_LOCK = 0x68697473
-# PostgreSQL error codes worth retrying: serialization failure, deadlock.
-RETRYABLE_PGCODES = {"40001", "40P01"}
+# Errors that mean "a concurrent transaction won a race; run again and see what it left":
+# PostgreSQL's unique violation, serialization failure, deadlock and lock timeout...
+RETRYABLE_PGCODES = {"23505", "40001", "40P01", "55P03"}
+# ...and SQLite's unique / primary-key violation and busy or locked database. Every other
+# failure (a CHECK, a foreign key, NOT NULL) is a bug or a bad value: it would fail the same way
+# on every attempt, so it is raised at once instead of turning into `Busy` after the retries.
+RETRYABLE_SQLITE_ERRORS = {
+    "SQLITE_CONSTRAINT_UNIQUE",
+    "SQLITE_CONSTRAINT_PRIMARYKEY",
+    "SQLITE_BUSY",
+    "SQLITE_BUSY_SNAPSHOT",
+    "SQLITE_BUSY_TIMEOUT",
+    "SQLITE_LOCKED",
+    "SQLITE_LOCKED_SHAREDCACHE",
+}
 
 T = TypeVar("T")
 
@@ -47,7 +60,14 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
         database = parsed.database or ""
         if database in ("", ":memory:") or database.startswith("file:"):
             raise UserError("SQLite needs a file (sqlite:///path/hitserver.sqlite), not memory")
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
+        folder = Path(database).parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a file in the way, no permission, a read-only disk, ...
+            reason = exc.strerror or str(exc)
+            raise UserError(
+                f"cannot create the folder {folder} for the database: {reason}"
+            ) from exc
         engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size)
         event.listen(engine, "connect", _sqlite_on_connect)
         event.listen(engine, "begin", _sqlite_on_begin)
@@ -112,18 +132,25 @@ def upgrade(engine: Engine) -> None:
 
 
 def _retryable(exc: DBAPIError) -> bool:
-    if isinstance(exc, IntegrityError) or exc.connection_invalidated:
+    """Whether `exc` is a lost race (or a dropped connection) that running again can win."""
+    if exc.connection_invalidated:
         return True
+    # psycopg 3 names the SQLSTATE `sqlstate`, psycopg2 `pgcode`.
     code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
-    if code in RETRYABLE_PGCODES:
-        return True
+    if code is not None:
+        return code in RETRYABLE_PGCODES
+    # The sqlite3 module's extended result code name (Python 3.11+).
+    name = getattr(exc.orig, "sqlite_errorname", None)
+    if name is not None:
+        return name in RETRYABLE_SQLITE_ERRORS
     return isinstance(exc, OperationalError) and "locked" in str(exc.orig).lower()
 
 
 def in_transaction(engine: Engine, work: Callable[[Connection], T], *, attempts: int = 8) -> T:
-    """Run `work` in a transaction; when it loses a race (a unique constraint, a deadlock, a lock
-    timeout) or its connection was dropped, run it again from the start, at most `attempts`
-    times, then raise `Busy`.
+    """Run `work` in a transaction; when it loses a race (a unique constraint, a serialization
+    failure, a deadlock, a lock timeout) or its connection was dropped, run it again from the
+    start, at most `attempts` times, then raise `Busy`. Any other database error (a CHECK or
+    foreign-key violation, a bad value) is raised at once.
 
     The database constraints decide every race; retrying re-reads the state the winner left.
     """

@@ -11,6 +11,7 @@ from typing import TextIO
 
 from sqlalchemy import Connection, select, text
 
+from hitserver.errors import UserError
 from hitserver.models import Batch, Item, MturkHit
 
 TIDY_COLUMNS = (
@@ -112,8 +113,18 @@ def write_csv(rows: Iterable[dict[str, object]], columns: tuple[str, ...], out: 
     return count
 
 
+def require_batch(conn: Connection, batch: str) -> None:
+    """Raise UserError unless a batch of this name is loaded: a misspelt name would otherwise
+    export a header and no ratings, as if nobody had answered yet."""
+    if conn.execute(select(Batch.id).where(Batch.name == batch)).scalar() is None:
+        raise UserError(f"no batch named {batch!r} is loaded")
+
+
 def export(conn: Connection, out: TextIO, fmt: str = "tidy", batch: str | None = None) -> int:
-    """Write the CSV; returns the number of ratings written."""
+    """Write the CSV; returns the number of ratings written. Raises UserError for an unknown
+    `batch`."""
+    if batch is not None:
+        require_batch(conn, batch)
     if fmt == "tidy":
         return write_csv(tidy_rows(conn, batch), TIDY_COLUMNS, out)
     if fmt == "wide":

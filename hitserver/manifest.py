@@ -51,11 +51,25 @@ class Manifest:
 
 
 def _inside(directory: Path, relative: str, where: str) -> Path:
-    """`directory/relative`, refusing absolute paths and `..` escapes."""
-    path = (directory / relative).resolve()
+    """`directory/relative`, refusing absolute paths, `..` escapes and names no file system
+    can hold (a NUL byte, which `resolve` refuses with ValueError)."""
+    if "\x00" in relative:
+        raise UserError(f"{where}: {relative!r} contains a NUL character")
+    try:
+        path = (directory / relative).resolve()
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{where}: {relative!r} is not a usable path ({exc})") from exc
     if Path(relative).is_absolute() or not path.is_relative_to(directory):
         raise UserError(f"{where}: {relative!r} points outside the batch directory")
     return path
+
+
+def _is_file(path: Path) -> bool:
+    """`path.is_file()`, False for a name the file system refuses (e.g. too long)."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
 
 
 def _side(raw: Any, where: str) -> Side:
@@ -109,6 +123,8 @@ def read_manifest(batch_dir: str | Path) -> Manifest:
         data = json.loads(raw_text)
     except json.JSONDecodeError as exc:
         raise UserError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from exc
+    except RecursionError as exc:  # the parser recurses once per level of nesting
+        raise UserError(f"{path}: JSON nested too deeply to be a manifest") from exc
     if not isinstance(data, dict):
         raise UserError(f"{path}: must hold a JSON object")
     if data.get("format") != FORMAT:
@@ -142,7 +158,7 @@ def read_manifest(batch_dir: str | Path) -> Manifest:
         if robot_a not in ("first", "second"):
             raise UserError(f"{where}.robot_a must be 'first' or 'second'")
         image = _text(raw, "image", where)
-        if not _inside(directory, image, f"{where}.image").is_file():
+        if not _is_file(_inside(directory, image, f"{where}.image")):
             raise UserError(f"{where}.image {image!r} does not exist")
         page = _text(raw, "page", where)
         page_path = _inside(directory, page, f"{where}.page")
@@ -157,7 +173,7 @@ def read_manifest(batch_dir: str | Path) -> Manifest:
         first = _side(raw.get("first"), f"{where}.first")
         second = _side(raw.get("second"), f"{where}.second")
         for mask in (*first.masks, *second.masks):
-            if not _inside(directory, mask, f"{where}.masks").is_file():
+            if not _is_file(_inside(directory, mask, f"{where}.masks")):
                 raise UserError(f"{where}: mask {mask!r} does not exist")
         items.append(
             ManifestItem(

@@ -334,6 +334,42 @@ def release(conn: Connection, assignment_ids: list[str], status: str, now: datet
     conn.execute(update(ItemSlot).where(ItemSlot.holder.in_(assignment_ids)).values(holder=None))
 
 
+def reinstate(
+    conn: Connection, assignment_id: str, item_id: int, status: str, now: datetime
+) -> bool:
+    """The reverse of `release`: an assignment that let go of its slot (a rejection that MTurk
+    later overturned) takes the first free slot of its item again and moves to `status`, one
+    of the holding statuses. Returns False, changing nothing, when every slot is held.
+
+    Not `take_slot`: that one skips items the worker already had, and this worker had this
+    item through this very assignment. UNIQUE(item_id, worker_id) still holds, as the
+    assignment stays the worker's only one of the item.
+    """
+    first_free = (
+        select(ItemSlot.slot)
+        .where(ItemSlot.item_id == item_id, ItemSlot.holder.is_(None))
+        .order_by(ItemSlot.slot)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    # The slot names its holder first: the assignment may only name a slot that it holds.
+    slot = conn.execute(
+        update(ItemSlot)
+        .where(ItemSlot.item_id == item_id, ItemSlot.slot == first_free, ItemSlot.holder.is_(None))
+        .values(holder=assignment_id)
+        .returning(ItemSlot.slot)
+    ).scalar()
+    if slot is None:
+        return False
+    conn.execute(
+        update(Assignment)
+        .where(Assignment.id == assignment_id)
+        .values({"status": status, "slot": slot, f"{status}_at": now})
+    )
+    return True
+
+
 def expire_stale(conn: Connection, now: datetime) -> None:
     """Expire every accepted assignment past its deadline; their slots become free again."""
     release(conn, list(conn.execute(_STALE, {"now": now}).scalars()), "expired", now)

@@ -23,6 +23,7 @@ answers), so catch trials and the exclusion rule have something to find.
 from __future__ import annotations
 
 import csv
+import http.client
 import json
 import random
 import threading
@@ -225,49 +226,71 @@ class Study:
         return choice, reason(choice, worst_a, worst_b, rng)
 
 
-def _post(url: str, body: dict[str, Any], timeout: float) -> tuple[int, dict[str, Any]]:
-    request = urllib.request.Request(
-        url,
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
+def _post(base_url: str, path: str, body: dict[str, Any], timeout: float) -> tuple[int, Any]:
+    """POST JSON to the server; (status, decoded body). Raises UserError when no HTTP answer
+    comes back at all (nothing listening, a timeout, not an HTTP server, a malformed URL)."""
     try:
+        request = urllib.request.Request(
+            base_url + path,
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            raw = response.read()
-            return response.status, json.loads(raw) if raw else {}
-    except urllib.error.HTTPError as exc:
-        raw = exc.read()
-        try:
-            return exc.code, json.loads(raw) if raw else {}
-        except ValueError:
-            return exc.code, {"error": raw[:200].decode(errors="replace")}
+            status, raw = response.status, response.read()
+    except urllib.error.HTTPError as exc:  # an HTTP answer, only not a 2xx one
+        status, raw = exc.code, exc.read()
+    except urllib.error.URLError as exc:
+        raise UserError(f"the server at {base_url} cannot be reached ({exc.reason})") from None
+    except (OSError, http.client.HTTPException) as exc:
+        raise UserError(f"the server at {base_url} cannot be reached ({exc})") from None
+    except ValueError as exc:  # urllib's "unknown url type" and the like
+        raise UserError(f"--url {base_url!r} is not an http:// URL ({exc})") from None
+    try:
+        return status, json.loads(raw) if raw else {}
+    except ValueError:
+        return status, {"error": raw[:200].decode(errors="replace")}
 
 
-def answer_one(
-    rater: Rater, rng: random.Random, study: Study, base_url: str, timeout: float
-) -> tuple[bool, str | None]:
-    """One task for `rater`: (answered, error). (False, None) means nothing is left for them."""
+def claim_task(
+    rater: Rater, study: Study, base_url: str, timeout: float
+) -> tuple[dict[str, Any] | None, str | None]:
+    """A new task for `rater`: (task, None); (None, None) when nothing is left for them;
+    (None, error) when the server refused."""
     status, task = _post(
-        f"{base_url}/api/assignments",
+        base_url,
+        "/api/assignments",
         {"worker_id": rater.worker_id, "platform": "simulated"},
         timeout,
     )
     if status == 204:
-        return False, None
-    if status != 201:
-        return False, f"{rater.worker_id}: assignment {status} {task}"
-    if task["item_id"] not in study.items:
-        return False, f"item {task['item_id']} is in no batch given to simulate"
+        return None, None
+    if status != 201 or not isinstance(task, dict):
+        return None, f"{rater.worker_id}: assignment {status} {task}"
+    if task.get("item_id") not in study.items:
+        return None, f"item {task.get('item_id')} is in no batch given to simulate"
+    return task, None
+
+
+def answer_task(
+    rater: Rater,
+    rng: random.Random,
+    study: Study,
+    task: dict[str, Any],
+    base_url: str,
+    timeout: float,
+) -> str | None:
+    """Judge the claimed task as `rater` and submit the answer; the error, or None."""
     choice, text = study.judge(task["item_id"], rater, rng)
     status, body = _post(
-        f"{base_url}/api/assignments/{task['assignment_id']}/response",
+        base_url,
+        f"/api/assignments/{task['assignment_id']}/response",
         {"token": task["token"], "choice": choice, "reason": text},
         timeout,
     )
     if status not in (200, 201):
-        return False, f"{rater.worker_id}: response {status} {body}"
-    return True, None
+        return f"{rater.worker_id}: response {status} {body}"
+    return None
 
 
 def simulate(
@@ -287,7 +310,12 @@ def simulate(
 
     Work goes in rounds, each active rater answering one task per round (as a crowd does,
     rather than the first raters taking everything); a rater leaves when the server answers
-    204 (nothing left for them) or after `max_items` answers."""
+    204 (nothing left for them) or after `max_items` answers.
+
+    Reproducible from `seed` against a fresh server: in each round the raters claim one after
+    the other in a fixed order, so who gets which item does not depend on thread timing (the
+    server hands out slots in a fixed order); only judging and submitting run on `threads`
+    threads, and no answer of a round changes what that round's claims got."""
     from tqdm import tqdm
 
     study = Study(batches, world)
@@ -296,25 +324,34 @@ def simulate(
     rngs = {r.worker_id: random.Random(r.worker_id) for r in crowd}
     base = base_url.rstrip("/")
     active = list(crowd)
-    bar = tqdm(desc="simulated answers", unit="answer", disable=not progress)
-    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        while active:
-            results = list(
-                pool.map(lambda r: answer_one(r, rngs[r.worker_id], study, base, timeout), active)
-            )
-            still = []
-            for rater, (answered, error) in zip(active, results, strict=True):
+    with (
+        tqdm(desc="simulated answers", unit="answer", disable=not progress) as bar,
+        ThreadPoolExecutor(max_workers=max(1, threads)) as pool,
+    ):
+        while active and not outcome.errors:
+            claimed: list[tuple[Rater, dict[str, Any]]] = []
+            for rater in active:  # one after the other: cheap, and the order is the seed's
+                task, error = claim_task(rater, study, base, timeout)
                 if error:
                     outcome.errors.append(error)
-                if answered:
-                    outcome.answered += 1
-                    done = outcome.by_worker.get(rater.worker_id, 0) + 1
-                    outcome.by_worker[rater.worker_id] = done
-                    bar.update()
-                    if done < max_items:
-                        still.append(rater)
+                elif task is not None:
+                    claimed.append((rater, task))
+            errors = pool.map(
+                lambda pair: answer_task(
+                    pair[0], rngs[pair[0].worker_id], study, pair[1], base, timeout
+                ),
+                claimed,
+            )
+            still = []
+            for (rater, _task), error in zip(claimed, list(errors), strict=True):
+                if error:
+                    outcome.errors.append(error)
+                    continue
+                outcome.answered += 1
+                done = outcome.by_worker.get(rater.worker_id, 0) + 1
+                outcome.by_worker[rater.worker_id] = done
+                bar.update()
+                if done < max_items:
+                    still.append(rater)
             active = still
-            if outcome.errors:
-                break
-    bar.close()
     return outcome

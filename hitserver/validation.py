@@ -83,13 +83,18 @@ def clean_choice(raw: Any) -> int:
     return raw
 
 
+def clean_token(raw: Any) -> str:
+    """A token as the server issues them: URL-safe ASCII. Anything else cannot match, and a
+    lone surrogate (a "\\ud800" JSON escape) could not even be hashed, so it is refused here."""
+    if not isinstance(raw, str) or not raw or len(raw) > 200 or not raw.isascii():
+        raise FieldError(400, "token", "must be the assignment's token string")
+    return raw
+
+
 def parse_answer(payload: Any, min_chars: int, max_chars: int) -> Answer:
     body = _object(payload, ("token", "choice", "reason"), ("token", "choice", "reason"))
-    token = body["token"]
-    if not isinstance(token, str) or not token or len(token) > 200:
-        raise FieldError(400, "token", "must be the assignment's token string")
     return Answer(
-        token=token,
+        token=clean_token(body["token"]),
         choice=clean_choice(body["choice"]),
         reason=clean_reason(body["reason"], min_chars, max_chars),
     )
@@ -97,10 +102,7 @@ def parse_answer(payload: Any, min_chars: int, max_chars: int) -> Answer:
 
 def parse_token(payload: Any) -> str:
     body = _object(payload, ("token",), ("token",))
-    token = body["token"]
-    if not isinstance(token, str) or not token or len(token) > 200:
-        raise FieldError(400, "token", "must be the assignment's token string")
-    return token
+    return clean_token(body["token"])
 
 
 def clean_worker_id(raw: Any) -> str:

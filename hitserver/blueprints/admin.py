@@ -143,7 +143,12 @@ def _update_one_or_404(statement: Update) -> None:
             abort(404)
 
 
-@blueprint.post("/workers/<int:worker_id>/<any(block, unblock):action>")
+# Worker ids are `Integer` columns: 32 bits on PostgreSQL. A larger number is no worker's id:
+# 404, where PostgreSQL would refuse to compare it (400) and SQLite to bind it past 2**63 (500).
+MAX_ID = 2**31 - 1
+
+
+@blueprint.post(f"/workers/<int(max={MAX_ID}):worker_id>/<any(block, unblock):action>")
 def block(worker_id: int, action: str) -> Reply:
     blocked = action == "block"
     _update_one_or_404(update(Worker).where(Worker.id == worker_id).values(blocked=blocked))

@@ -11,6 +11,7 @@ authority on what was submitted and a preview writes nothing.
 from __future__ import annotations
 
 import secrets
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -27,7 +28,7 @@ from flask import (
     session,
     url_for,
 )
-from sqlalchemy import select
+from sqlalchemy import Connection, or_, select
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from hitserver.csrf import check_csrf
@@ -169,7 +170,11 @@ def next_task() -> Reply:
         return message("Not available", exc.message, exc.status)
     if new is None:
         session.pop("current", None)
+        # The one place that knows the server has nothing left for this worker: the thank-you
+        # page (and its Prolific completion code) needs it.
+        session["finished"] = True
         return redirect(url_for("worker.done"))
+    session.pop("finished", None)
     session["current"] = {"id": new.assignment_id, "token": new.token, "progress": new.progress}
     return redirect(url_for("worker.task", assignment_id=new.assignment_id))
 
@@ -203,8 +208,14 @@ def done() -> Reply:
     with server.engine.connect() as conn:
         found = find_worker(conn, worker["platform"], worker["id"])
         answered, passed, checks = (0, 0, 0) if found is None else catch_record(conn, found[0])
+        has_open = found is not None and _has_open_assignment(conn, found[0], server.clock())
+    # Finished: /work/next found nothing left for them (the flag in the signed cookie) and no
+    # task of theirs is open, say in another tab. Anyone else, e.g. someone who opened this
+    # URL straight after the Prolific link, is sent back to work, without a completion code.
+    if session.get("finished") is not True or has_open:
+        return render_template("done.html", finished=False, answered=answered)
     completion_url = None
-    if worker["platform"] == "prolific":
+    if worker["platform"] == "prolific" and answered > 0:
         failed = checks > 0 and (checks - passed) / checks > server.settings.catch_fail_fraction
         code = (
             server.settings.prolific_failed_code
@@ -213,7 +224,25 @@ def done() -> Reply:
         )
         if code:
             completion_url = f"{PROLIFIC_COMPLETE}?{urlencode({'cc': code})}"
-    return render_template("done.html", answered=answered, completion_url=completion_url)
+    return render_template(
+        "done.html", finished=True, answered=answered, completion_url=completion_url
+    )
+
+
+def _has_open_assignment(conn: Connection, worker_id: int, now: datetime) -> bool:
+    """Whether the worker holds an accepted assignment that has not expired."""
+    return (
+        conn.execute(
+            select(Assignment.id)
+            .where(
+                Assignment.worker_id == worker_id,
+                Assignment.status == "accepted",
+                or_(Assignment.expires_at.is_(None), Assignment.expires_at > now),
+            )
+            .limit(1)
+        ).first()
+        is not None
+    )
 
 
 @blueprint.get("/b/<batch>/<path:filename>")
@@ -223,8 +252,12 @@ def batch_file(batch: str, filename: str) -> Reply:
     batch_dir = _batch_path(batch)
     if batch_dir is None:
         abort(404)
-    target = (batch_dir / filename).resolve()
-    if not any(target.is_relative_to(batch_dir / d) for d in BATCH_DIRS) or not target.is_file():
+    try:
+        target = (batch_dir / filename).resolve()
+        found = any(target.is_relative_to(batch_dir / d) for d in BATCH_DIRS) and target.is_file()
+    except (OSError, ValueError):  # a name too long for the file system, or otherwise unusable
+        found = False
+    if not found:
         abort(404)
     relative = target.relative_to(batch_dir).as_posix()
     if relative.startswith("pages/") and relative.endswith(".html"):

@@ -38,6 +38,9 @@ def approve(
     are left for manual review."""
     report = ReviewReport()
     with engine.connect() as conn:
+        # A misspelt name would otherwise approve nothing and report success.
+        if conn.execute(select(Batch.id).where(Batch.name == batch_name)).scalar() is None:
+            raise UserError(f"no batch named {batch_name!r} is loaded")
         rows = conn.execute(
             select(Assignment.id, Assignment.platform_assignment_id, Assignment.worker_id)
             .join(Worker, Worker.id == Assignment.worker_id)

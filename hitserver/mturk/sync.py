@@ -4,8 +4,10 @@ MTurk is the authority on what was submitted (a server that marks work done that
 never received is a complaint against psiTurk): every Submitted/Approved/Rejected assignment
 of every HIT of the batch is fetched (paginated `list_assignments_for_hit`), its
 QuestionFormAnswers parsed, and stored or updated. A new answer takes one of its item's slots,
-so the database's "N workers per item" holds for MTurk answers too. Answers that cannot be
-stored (malformed, or no free slot) are reported, never silently dropped.
+so the database's "N workers per item" holds for MTurk answers too, and so does a rejection
+that a requester overturns on MTurk (the answer takes a slot again). Answers that cannot be
+stored (malformed, no free slot, refused by the database) are reported, never silently
+dropped, and the other assignments still sync.
 """
 
 from __future__ import annotations
@@ -15,13 +17,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy.exc import DBAPIError
 from tqdm import tqdm
 
-from hitserver.database import in_transaction
+from hitserver.database import Busy, in_transaction
 from hitserver.errors import UserError
 from hitserver.models import Assignment, Batch, Item, MturkHit, Response
 from hitserver.mturk.questions import parse_answers
-from hitserver.policy import ensure_worker, release, take_slot
+from hitserver.policy import ensure_worker, reinstate, release, take_slot
 from hitserver.security import new_assignment_id, new_token, token_digest
 from hitserver.validation import FieldError, clean_choice, clean_reason
 
@@ -141,11 +144,20 @@ def reconcile(
         )
         changed = True
     if existing.status != status:
-        if status == "approved":
+        approved_at = raw.get("ApprovalTime") or now
+        if status == "approved" and existing.status == "rejected":
+            # A requester may overturn a rejection on MTurk. The rejection gave the slot back,
+            # and an approved answer must hold one again (ck_assignments_holds_slot).
+            if not reinstate(conn, existing.id, item_id, "approved", approved_at):
+                raise ValueError(
+                    f"assignment {mturk_id}: approved on MTurk after it was rejected here, but "
+                    "every slot of its item is taken now; it stays rejected here"
+                )
+        elif status == "approved":
             conn.execute(
                 update(Assignment)
                 .where(Assignment.id == existing.id)
-                .values(status="approved", approved_at=raw.get("ApprovalTime") or now)
+                .values(status="approved", approved_at=approved_at)
             )
         elif status == "rejected":
             release(conn, [existing.id], "rejected", raw.get("RejectionTime") or now)
@@ -190,6 +202,14 @@ def sync(
                 )
             except ValueError as exc:
                 report.problems.append(f"HIT {hit.hit_id}: {exc}")
+                continue
+            except (DBAPIError, Busy) as exc:
+                # One assignment the database refuses must not stop the others from syncing.
+                reason = exc.orig if isinstance(exc, DBAPIError) else exc
+                report.problems.append(
+                    f"HIT {hit.hit_id}: assignment {raw.get('AssignmentId')}: the database "
+                    f"refused it ({reason}); not stored"
+                )
                 continue
             setattr(report, outcome, getattr(report, outcome) + 1)
     return report

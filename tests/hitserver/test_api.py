@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import text
+from sqlalchemy import select, text
 
+from hitserver.blueprints import api
 from hitserver.loading import load_batch
+from hitserver.models import Assignment
 
 ADMIN = {"Authorization": "Bearer admin-token-for-tests-0123456789abcdef"}
 
@@ -334,3 +337,29 @@ def test_request_too_large_is_413_not_500(setup) -> None:
     response = answer(client, new, 2, "x" * 100_000)
     assert response.status_code == 413
     assert response.is_json
+
+
+def test_the_longest_assignment_timeout_still_claims(setup, clock) -> None:
+    """30 days is the largest timeout the settings accept; its deadline is computed fine (a
+    timeout of 10**14 s used to make every claim a 500; test_config checks it is refused)."""
+    app, client, _ = setup(n=1, items=1, assignment_timeout_s=30 * 24 * 3600)
+    assert claim(client, "w1").status_code == 201
+    with app.extensions["hitserver"].engine.connect() as conn:
+        expires = conn.execute(select(Assignment.expires_at)).scalar_one()
+    assert expires - clock.now == timedelta(days=30)
+
+
+def test_a_write_the_database_refuses_is_409_not_500(setup, monkeypatch) -> None:
+    """A CHECK failure is no lost race: it is not retried (finding 3), and the request gets a
+    JSON 409 instead of a 500 (SQLite) or, after 8 retries, a 503 (PostgreSQL)."""
+    app, client, _ = setup()
+    new = claim(client, "w1").json
+
+    def breaks_a_check(conn, *_args) -> None:
+        conn.execute(text("UPDATE assignments SET status = 'approved'"))  # no approved_at
+
+    monkeypatch.setattr(api, "submit", breaks_a_check)
+    response = answer(client, new)
+    assert response.status_code == 409
+    assert response.json == {"error": "the request conflicts with stored data", "field": None}
+    assert rows(app, "SELECT status FROM assignments")[0][0] == "accepted"

@@ -39,6 +39,12 @@ def test_file_then_environment_then_flags(tmp_path: Path) -> None:
         ({"HITSERVER_ENV": "staging"}, "HITSERVER_ENV must be one of"),
         ({"HITSERVER_REASON_MIN_CHARS": "0"}, "reason length limits"),
         ({"HITSERVER_CATCH_FAIL_FRACTION": "2"}, "catch_fail_fraction"),
+        # A deadline past what datetime holds made every claim fail (OverflowError, a 500).
+        (
+            {"HITSERVER_ASSIGNMENT_TIMEOUT_S": str(10**14)},
+            r"^assignment_timeout_s must be between 1 and 2592000 seconds \(30 days\)$",
+        ),
+        ({"HITSERVER_ASSIGNMENT_TIMEOUT_S": "0"}, "assignment_timeout_s must be between 1 and"),
     ],
 )
 def test_bad_values_name_the_setting(environ: dict[str, str], message: str) -> None:

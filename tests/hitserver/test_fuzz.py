@@ -14,6 +14,7 @@ from sqlalchemy import text
 from hitserver.loading import load_batch
 
 pytestmark = pytest.mark.slow
+ADMIN_TOKEN = "admin-token-for-tests-0123456789abcdef"  # conftest's make_app sets it
 
 FUZZ = settings(
     max_examples=120,
@@ -76,6 +77,7 @@ def test_fuzz_answers(served) -> None:
         body={"token": new["token"], "choice": 2, "reason": "\ud800"},
         assignment=new["assignment_id"],
     )
+    @example(body={"token": "\ud800", "choice": 2, "reason": "r"}, assignment=new["assignment_id"])
     def post(body, assignment: str) -> None:
         url = f"/api/assignments/{quote(assignment, safe='')}/response"
         status = client.post(url, json=body).status_code
@@ -106,6 +108,9 @@ def test_fuzz_raw_bodies_and_claims(served) -> None:
             ),
         ),
     )
+    # A lone surrogate in the token (an escape JSON allows) could not be hashed: it was a 500.
+    @example(raw=b'{"token": "\\ud800", "choice": 3, "reason": "x"}', claim={"worker_id": "w"})
+    @example(raw=b'{"token": "\\ud800"}', claim={"worker_id": "w"})
     def post(raw: bytes, claim) -> None:
         url = f"/api/assignments/{new['assignment_id']}/response"
         assert client.post(url, data=raw, content_type="application/json").status_code in {400}
@@ -125,7 +130,8 @@ def test_fuzz_paths_and_headers(served) -> None:
     @FUZZ
     @given(
         prefix=st.sampled_from(prefixes),
-        rest=st.text(max_size=30),
+        # Long names too: past NAME_MAX (255 bytes) the file system refuses them outright.
+        rest=st.text(max_size=30) | st.text(min_size=250, max_size=400),
         query=st.dictionaries(
             st.sampled_from(
                 [
@@ -150,6 +156,7 @@ def test_fuzz_paths_and_headers(served) -> None:
             st.text(max_size=30).map(lambda t: "Bearer " + t.replace("\r", "").replace("\n", "")),
         ),
     )
+    @example(prefix="/b/tb/", rest="images/" + "a" * 300 + ".png", query={}, authorization=None)
     def get(prefix: str, rest: str, query: dict[str, str], authorization) -> None:
         headers = (
             {}
@@ -163,3 +170,58 @@ def test_fuzz_paths_and_headers(served) -> None:
 
     get()
     check_database(app)
+
+
+def test_fuzz_admin_worker_actions(served) -> None:
+    app, client, _ = served
+    bearer = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    with app.extensions["hitserver"].engine.connect() as conn:
+        known = conn.execute(text("SELECT id FROM workers")).scalar_one()
+
+    @FUZZ
+    @given(
+        worker=st.integers(min_value=-(2**70), max_value=2**70).map(str)
+        | st.text(max_size=30).map(lambda t: quote(t, safe="")),
+        action=st.sampled_from(["block", "unblock", "delete"]),
+    )
+    @example(worker=str(10**23), action="block")  # past SQLite's integers: was a 500
+    @example(worker=str(2**31), action="unblock")  # past PostgreSQL's integers: was a 400
+    def post(worker: str, action: str) -> None:
+        response = client.post(f"/admin/workers/{worker}/{action}", headers=bearer)
+        # 400: a NUL in the URL, refused at the door.
+        expected = {400} if "%00" in worker else {200, 404}
+        assert response.status_code in expected, (worker, action, response.status_code)
+        if response.status_code == 200:
+            assert response.json == {"worker": known, "blocked": action == "block"}
+
+    post()
+    check_database(app)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "field"),
+    [
+        ("post", "/api/assignments/{aid}/response", '{"token": "\\ud800", "choice": 3, '
+         '"reason": "x"}', 400, "token"),
+        ("post", "/api/assignments/{aid}/return", '{"token": "\\ud800"}', 400, "token"),
+        ("post", "/api/assignments/{aid}/return", '{"token": "t\u00e9"}', 400, "token"),
+        ("get", "/b/tb/images/" + "a" * 300 + ".png", None, 404, None),
+        ("get", "/b/tb/images/" + "a/" * 3000 + "x.png", None, 404, None),
+        ("post", "/admin/workers/99999999999999999999999/block", None, 404, None),
+        ("post", f"/admin/workers/{2**31}/unblock", None, 404, None),
+    ],
+    ids=["surrogate-token-answer", "surrogate-token-return", "non-ascii-token", "long-name",
+         "long-path", "huge-worker-id", "worker-id-2**31"],
+)  # fmt: skip
+def test_requests_that_once_answered_500(served, method, path, body, status, field) -> None:
+    _, client, new = served
+    response = getattr(client, method)(
+        path.format(aid=new["assignment_id"]),
+        data=body,
+        content_type="application/json",
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+    )
+    assert response.status_code == status
+    if field is not None:
+        assert response.json == {"error": "token: must be the assignment's token string",
+                                 "field": field}  # fmt: skip

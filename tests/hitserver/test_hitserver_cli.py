@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -108,3 +109,89 @@ def test_clients_point_at_the_sandbox_unless_production() -> None:
     assert make_client(False).meta.endpoint_url == SANDBOX_ENDPOINT
     assert make_client(True).meta.endpoint_url == PRODUCTION_ENDPOINT
     assert make_client(False).meta.region_name == "us-east-1"
+
+
+def one_line_error(capsys: pytest.CaptureFixture[str], command: str) -> str:
+    """The single stderr line of a failed command, without its `hitserver CMD: error: ` part."""
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    prefix = f"hitserver {command}: error: "
+    assert lines[0].startswith(prefix), lines[0]
+    return lines[0].removeprefix(prefix)
+
+
+def test_manifests_that_used_to_crash_load(
+    write_batch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    batch = write_batch(tmp_path, "nul", 1)
+    manifest = json.loads((batch / "manifest.json").read_text())
+    manifest["items"][0]["image"] = "images/\x00x.png"
+    (batch / "manifest.json").write_text(json.dumps(manifest))
+    assert main(["load", str(batch), "--assignments", "2", "--db", db]) == 2
+    assert one_line_error(capsys, "load") == (
+        f"{batch / 'manifest.json'}: items[0].image: 'images/\\x00x.png' contains a NUL character"
+    )
+    deep = tmp_path / "deep"
+    deep.mkdir()
+    (deep / "manifest.json").write_text("[" * 100_000)
+    assert main(["load", str(deep), "--assignments", "2", "--db", db]) == 2
+    assert one_line_error(capsys, "load") == (
+        f"{deep / 'manifest.json'}: JSON nested too deeply to be a manifest"
+    )
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["load", "BATCH", "--assignments", "1"],
+        ["export"],
+        ["run", "--port", "8123"],
+        ["mturk", "sync", "tb"],
+        ["mturk", "approve", "tb"],
+    ],
+    ids=lambda c: " ".join(c[:2]),
+)
+def test_a_database_folder_that_cannot_be_made_is_one_line(
+    command: list[str], write_batch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "a-file").write_text("in the way")
+    folder = tmp_path / "a-file" / "sub"
+    argv = [str(write_batch(tmp_path, "tb", 1)) if a == "BATCH" else a for a in command]
+    assert main([*argv, "--db", f"sqlite:///{folder / 'db.sqlite'}"]) == 2
+    assert one_line_error(capsys, command[0]) == (
+        f"cannot create the folder {folder} for the database: Not a directory"
+    )
+
+
+@pytest.mark.parametrize("port", ["70000", "0", "-5", "http"])
+def test_run_refuses_a_port_outside_1_to_65535(
+    port: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as stop:
+        main(["run", f"--port={port}"])
+    assert stop.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    reason = f"'{port}' is not an integer" if port == "http" else f"{port} is not a TCP port"
+    assert last.startswith(f"hitserver run: error: argument --port: {reason}")
+
+
+def test_unknown_batch_names_are_errors_not_empty_results(
+    write_batch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    assert (
+        main(["load", str(write_batch(tmp_path, "tb", 1)), "--assignments", "1", "--db", db]) == 0
+    )
+    capsys.readouterr()
+    out = tmp_path / "ratings.csv"
+    assert main(["export", "--batch", "typo", "--out", str(out), "--db", db]) == 2
+    assert one_line_error(capsys, "export") == "no batch named 'typo' is loaded"
+    assert not out.exists()
+    assert main(["export", "--batch", "typo", "--db", db]) == 2
+    assert one_line_error(capsys, "export") == "no batch named 'typo' is loaded"
+    # Nothing is sent to MTurk: the name is checked first (no stubbed responses needed).
+    assert main(["mturk", "approve", "typo", "--db", db]) == 2
+    assert one_line_error(capsys, "mturk") == "no batch named 'typo' is loaded"
+    assert main(["export", "--batch", "tb", "--out", str(out), "--db", db]) == 0
+    assert out.read_text().startswith("batch,item_id,worker_id")

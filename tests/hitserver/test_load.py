@@ -120,6 +120,19 @@ BROKEN: list[tuple[str, Callable[[Path], None]]] = [
         "mask 'images/gone.png' does not exist",
         lambda b: _edit(b, lambda m: m["items"][0]["first"].update(masks=["images/gone.png"])),
     ),
+    # These three used to end `hitserver load` with a traceback.
+    (
+        r"'images/\\x00x\.png' contains a NUL character",  # the repr shows the NUL as \x00
+        lambda b: _edit(b, lambda m: m["items"][0].update(image="images/\x00x.png")),
+    ),
+    (
+        "image 'images/a{300}.png' does not exist",  # too long a name: ENAMETOOLONG
+        lambda b: _edit(b, lambda m: m["items"][0].update(image=f"images/{'a' * 300}.png")),
+    ),
+    (
+        "manifest.json: JSON nested too deeply to be a manifest",
+        lambda b: (b / "manifest.json").write_text("[" * 100_000),
+    ),
 ]
 
 

@@ -17,6 +17,7 @@ from sqlalchemy import Engine, text
 from hitserver.database import make_engine, upgrade
 from hitserver.errors import UserError
 from hitserver.loading import load_batch
+from hitserver.mturk import sync as sync_module
 from hitserver.mturk.client import SANDBOX_ENDPOINT
 from hitserver.mturk.publish import HitSettings, publish
 from hitserver.mturk.questions import MAX_QUESTION_BYTES, parse_answers
@@ -352,3 +353,150 @@ def test_parse_answers_reads_externalsubmit_xml() -> None:
     assert parse_answers(xml) == {"choice": "4", "reason": "Robot B names the boat & the water."}
     with pytest.raises(ValueError, match="not valid XML"):
         parse_answers("<QuestionFormAnswers")
+
+
+def listing(name: str, statuses: dict[str, str], extra: list[dict[str, Any]] = ()) -> dict:
+    """A recorded `list_assignments_for_hit` page as MTurk shows it later: some assignments in
+    another status (an approval sets ApprovalTime), `extra` assignments first."""
+    page = recorded(name)
+    for assignment in page["Assignments"]:
+        status = statuses.get(assignment["AssignmentId"])
+        if status is not None:
+            assignment["AssignmentStatus"] = status
+            if status == "Approved":
+                assignment["ApprovalTime"] = datetime.fromisoformat("2026-03-06T08:00:00+00:00")
+    page["Assignments"] = [*extra, *page["Assignments"]]
+    page["NumResults"] = len(page["Assignments"])
+    return page
+
+
+def stub_later_sync(stubber: Stubber, statuses: dict[str, str], extra=()) -> None:
+    """`stub_sync` with MTurk's later statuses (`extra` assignments first on HIT1's page)."""
+    base = {"MaxResults": 100, "AssignmentStatuses": STATUSES}
+    stubber.add_response(
+        "list_assignments_for_hit",
+        listing("list_assignments_hit1_page1.json", statuses, list(extra)),
+        {"HITId": HIT1, **base},
+    )
+    stubber.add_response(
+        "list_assignments_for_hit",
+        listing("list_assignments_hit1_page2.json", statuses),
+        {"HITId": HIT1, **base, "NextToken": "page-2-token"},
+    )
+    stubber.add_response(
+        "list_assignments_for_hit",
+        listing("list_assignments_hit2.json", statuses),
+        {"HITId": HIT2, **base},
+    )
+
+
+def synced_then_rejected(engine: Engine, client: Any, tmp_path: Path) -> None:
+    """Published and synced; then 3CFVK... (worker A3, item mb-0001) rejected here and on
+    MTurk, which frees its slot. 3DR23... (mb-0002) was rejected on MTurk before the sync."""
+    published(engine, client, tmp_path)
+    with Stubber(client) as stubber:
+        stub_sync(stubber)
+        sync(engine, client, "mb", production=False, show_progress=False)
+        stubber.add_response(
+            "reject_assignment",
+            {},
+            {"AssignmentId": "3CFVK00FWLLY0VAFBQK0GZMDE8P6L9", "RequesterFeedback": "Too short."},
+        )
+        reject(engine, client, "3CFVK00FWLLY0VAFBQK0GZMDE8P6L9", "Too short.")
+        stubber.assert_no_pending_responses()
+
+
+def slot_rows(engine: Engine) -> list[tuple[Any, ...]]:
+    """(MTurk assignment, status, holds its slot, approved_at) of every MTurk assignment."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT a.platform_assignment_id, a.status, s.holder IS NOT NULL, a.approved_at "
+                "FROM assignments a LEFT JOIN item_slots s "
+                "ON s.item_id = a.item_id AND s.slot = a.slot AND s.holder = a.id "
+                "ORDER BY a.platform_assignment_id"
+            )
+        ).all()
+    return [(r[0], r[1], bool(r[2]), str(r[3])[:19] if r[3] else None) for r in rows]
+
+
+def test_a_rejection_overturned_on_mturk_takes_a_slot_again(engine, client, tmp_path):
+    synced_then_rejected(engine, client, tmp_path)
+    overturned = {
+        "3CFVK00FWLLY0VAFBQK0GZMDE8P6L9": "Approved",
+        "3DR23U6WE6J4RU3Q2LUQUHBG1NTET1": "Approved",
+    }
+    with Stubber(client) as stubber:
+        stub_later_sync(stubber, overturned)
+        report = sync(engine, client, "mb", production=False, show_progress=False)
+        stubber.assert_no_pending_responses()
+    assert (report.fetched, report.added, report.updated, report.unchanged) == (6, 0, 2, 3)
+    assert len(report.problems) == 1 and "3EO896NRAWVGM8M4HWKXQ2V3JHLJT5" in report.problems[0]
+    assert slot_rows(engine) == [
+        ("3AMYWKA6YBLU92KSOGLNT786ESXO6Q", "submitted", True, None),
+        ("3BQU611VFPJEKYIKKY5HGR4J4XH991", "approved", True, "2026-03-03 09:00:00"),
+        ("3CFVK00FWLLY0VAFBQK0GZMDE8P6L9", "approved", True, "2026-03-06 08:00:00"),
+        ("3DR23U6WE6J4RU3Q2LUQUHBG1NTET1", "approved", True, "2026-03-06 08:00:00"),
+        ("3FK0YFRIJ0VMJ6V7LV0NAT1H8RDVTD", "submitted", True, None),
+    ]
+    with engine.connect() as conn:
+        held = conn.execute(
+            text("SELECT count(*) FROM item_slots WHERE holder IS NOT NULL")
+        ).scalar()
+    assert held == 5
+
+
+def test_an_overturned_rejection_without_a_free_slot_is_reported(engine, client, tmp_path):
+    synced_then_rejected(engine, client, tmp_path)
+    # Before MTurk shows the approval, a new worker took the slot the rejection freed.
+    newcomer = {
+        **recorded("list_assignments_hit1_page1.json")["Assignments"][0],
+        "AssignmentId": "3NEWCOMER00000000000000000000X",
+        "WorkerId": "A6EXAMPLEWORKER6",
+    }
+    with Stubber(client) as stubber:
+        stub_later_sync(stubber, {"3CFVK00FWLLY0VAFBQK0GZMDE8P6L9": "Approved"}, [newcomer])
+        report = sync(engine, client, "mb", production=False, show_progress=False)
+        stubber.assert_no_pending_responses()
+    # The newcomer is added, the rest of HIT1 and all of HIT2 still sync.
+    assert (report.fetched, report.added, report.updated, report.unchanged) == (7, 1, 0, 4)
+    assert report.problems[0] == (
+        f"HIT {HIT1}: assignment 3CFVK00FWLLY0VAFBQK0GZMDE8P6L9: approved on MTurk after it was "
+        "rejected here, but every slot of its item is taken now; it stays rejected here"
+    )
+    assert len(report.problems) == 2  # and the malformed answer of HIT2, as always
+    rows = {row[0]: row[1:3] for row in slot_rows(engine)}
+    assert rows["3CFVK00FWLLY0VAFBQK0GZMDE8P6L9"] == ("rejected", False)
+    assert rows["3NEWCOMER00000000000000000000X"] == ("submitted", True)
+
+
+def test_a_database_refusal_is_not_retried_and_the_sync_goes_on(
+    engine, client, tmp_path, monkeypatch
+):
+    synced_then_rejected(engine, client, tmp_path)
+    calls: list[str] = []
+
+    def approve_without_a_slot(conn, assignment_id, item_id, status, now) -> bool:
+        # What sync did before reinstate existed: a CHECK violation, not a lost race.
+        calls.append(assignment_id)
+        conn.execute(
+            text("UPDATE assignments SET status = 'approved', approved_at = :t WHERE id = :id"),
+            {"t": now, "id": assignment_id},
+        )
+        return True
+
+    monkeypatch.setattr(sync_module, "reinstate", approve_without_a_slot)
+    with Stubber(client) as stubber:
+        stub_later_sync(stubber, {"3CFVK00FWLLY0VAFBQK0GZMDE8P6L9": "Approved"})
+        report = sync(engine, client, "mb", production=False, show_progress=False)
+        stubber.assert_no_pending_responses()
+    assert len(calls) == 1  # refused at once, not retried until "busy"
+    assert (report.fetched, report.added, report.updated, report.unchanged) == (6, 0, 0, 4)
+    refused = report.problems[0]
+    assert refused.startswith(
+        f"HIT {HIT1}: assignment 3CFVK00FWLLY0VAFBQK0GZMDE8P6L9: the database refused it ("
+    )
+    assert "ck_assignments_holds_slot" in refused and refused.endswith("); not stored")
+    assert {row[0]: row[1] for row in slot_rows(engine)}["3CFVK00FWLLY0VAFBQK0GZMDE8P6L9"] == (
+        "rejected"
+    )

@@ -239,3 +239,45 @@ def test_a_claim_waits_for_slots_another_claim_is_expiring(loaded: Engine) -> No
             text("SELECT status, count(*) FROM assignments GROUP BY status ORDER BY status")
         ).all()
     assert [tuple(s) for s in statuses] == [("accepted", 2), ("expired", 2)]
+
+
+@pytest.mark.parametrize(
+    ("statement", "retried"),
+    [
+        ("INSERT INTO probe (id, x, y, p) VALUES (2, 1, 1, NULL)", True),  # unique: a race
+        ("INSERT INTO probe (id, x, y, p) VALUES (1, 2, 1, NULL)", True),  # primary key: a race
+        ("INSERT INTO probe (id, x, y, p) VALUES (2, 2, -1, NULL)", False),  # CHECK
+        ("INSERT INTO probe (id, x, y, p) VALUES (2, 2, 1, 99)", False),  # foreign key
+        ("INSERT INTO probe (id, x, y, p) VALUES (2, 2, NULL, NULL)", False),  # NOT NULL
+    ],
+    ids=["unique", "primary-key", "check", "foreign-key", "not-null"],
+)
+def test_in_transaction_retries_lost_races_only(
+    engine: Engine, statement: str, retried: bool
+) -> None:
+    """A unique violation means a concurrent transaction won: run again and see its rows. A
+    CHECK, foreign-key or NOT NULL violation fails the same way every time: raise it at once
+    (it used to be retried 8 times and then reported as "the database is busy")."""
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE parent (id INTEGER PRIMARY KEY)"))
+        conn.execute(
+            text(
+                "CREATE TABLE probe (id INTEGER PRIMARY KEY, x INTEGER UNIQUE, "
+                "y INTEGER NOT NULL CHECK (y > 0), p INTEGER REFERENCES parent (id))"
+            )
+        )
+        conn.execute(text("INSERT INTO probe (id, x, y, p) VALUES (1, 1, 1, NULL)"))
+    attempts: list[int] = []
+
+    def work(conn: Any) -> None:
+        attempts.append(1)
+        conn.execute(text(statement))
+
+    if retried:
+        with pytest.raises(database.Busy):
+            in_transaction(engine, work, attempts=3)
+        assert len(attempts) == 3
+    else:
+        with pytest.raises(IntegrityError):
+            in_transaction(engine, work, attempts=3)
+        assert len(attempts) == 1

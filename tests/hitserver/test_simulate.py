@@ -1,17 +1,23 @@
-"""Simulated raters: ground truth read from Broden files, judgement and answers by hand."""
+"""Simulated raters: ground truth read from Broden files, judgement and answers by hand, and
+whole runs against live servers (reproducible from the seed)."""
 
 from __future__ import annotations
 
 import json
 import random
+import uuid
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+from sqlalchemy import text
 
+from hitserver.cli import main
+from hitserver.database import make_engine, upgrade
 from hitserver.errors import UserError
-from hitserver.simulate import Rater, WorldTruth, choose, overlap, quality
+from hitserver.loading import load_batch
+from hitserver.simulate import Rater, WorldTruth, choose, overlap, quality, simulate
 
 
 def plane(numbers: np.ndarray) -> Image.Image:
@@ -89,3 +95,92 @@ def test_raters_are_reproducible_from_the_seed() -> None:
     assert crowd == [Rater.draw(i, seed=3, careless_rate=0.1) for i in range(40)]
     assert len({r.worker_id for r in crowd}) == 40
     assert 1 <= sum(r.careless for r in crowd) <= 10
+
+
+def simulation_ready(tmp_path: Path, write_batch, n_items: int) -> tuple[Path, Path]:
+    """A batch (batchfixture) with the `masks.npz` hitgen writes beside it, and a concept world
+    whose images show a boat and water in different places, so that the two robots' masks
+    score differently from item to item."""
+    batch = write_batch(tmp_path, "sim", n_items)
+    world = tmp_path / "world"
+    (world / "images").mkdir(parents=True)
+    (world / "label.csv").write_text(
+        "number,name,category,frequency,coverage,syns\n0,-,,0,0,\n"
+        "1,boat,object(1),1,0.1,boat\n2,water,object(1),1,0.5,water\n"
+    )
+    rows = ["image,split,ih,iw,sh,sw,color,object,part,scene"]
+    masks: dict[str, np.ndarray] = {}
+    manifest = json.loads((batch / "manifest.json").read_text())
+    for index, item in enumerate(manifest["items"]):
+        image = Path(item["source_image"]).name
+        objects = np.full((8, 8), 2)  # water everywhere but the boat
+        objects[index % 4 : index % 4 + 3, index % 5 : index % 5 + 3] = 1
+        plane(objects).save(world / "images" / f"{index}_object.png")
+        rows.append(f"{image},val,8,8,8,8,,{index}_object.png,,7")
+        for side in ("first", "second"):
+            for number, name in enumerate(item[side]["masks"]):
+                mask = np.zeros((8, 8), bool)
+                mask[(index + number) % 6 : (index + number) % 6 + 2, (3 * index) % 7 :] = True
+                masks[name] = mask
+    (world / "index.csv").write_text("\n".join(rows) + "\n")
+    rules = {"classes": [{"index": 3, "name": "harbor", "defining": ["boat", "water"]}]}
+    (world / "world.json").write_text(json.dumps(rules))
+    np.savez(batch / "masks.npz", **masks)
+    return batch, world
+
+
+def simulated_answers(live, tmp_path: Path, batch: Path, world: Path, seed: int) -> set[tuple]:
+    """Run `simulate` against a fresh server (SQLite, 2 gunicorn processes); its answers."""
+    run = tmp_path / f"run-{uuid.uuid4().hex[:8]}"
+    run.mkdir()
+    url = f"sqlite:///{run / 'db.sqlite'}"
+    engine = make_engine(url)
+    upgrade(engine)
+    load_batch(engine, batch, assignments_per_item=3)
+    with live.running_server(url, run / "server.log") as server:
+        outcome = simulate(
+            f"http://127.0.0.1:{server.port}",
+            [batch],
+            world,
+            raters=6,
+            seed=seed,
+            careless_rate=0.5,
+            threads=6,
+            progress=False,
+        )
+    assert outcome.errors == []
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT worker_id, item_id, choice, reason FROM ratings")).all()
+    engine.dispose()
+    assert outcome.answered == len(rows) == 5 * 3
+    return {tuple(row) for row in rows}
+
+
+@pytest.mark.slow
+def test_simulate_is_reproducible_from_its_seed(live, write_batch, tmp_path: Path) -> None:
+    """Raters used to claim concurrently, so who got which item (and so every statistic of a
+    demo) depended on thread timing."""
+    batch, world = simulation_ready(tmp_path, write_batch, 5)
+    first = simulated_answers(live, tmp_path, batch, world, seed=7)
+    assert simulated_answers(live, tmp_path, batch, world, seed=7) == first
+    assert {choice for _, _, choice, _ in first} != {3}  # the answers say something
+    other = simulated_answers(live, tmp_path, batch, world, seed=8)
+    # Another seed: other raters (their ids name the seed), so other answers.
+    strip = {(w.rsplit("-", 1)[1], item, choice) for w, item, choice, _ in other}
+    assert strip != {(w.rsplit("-", 1)[1], item, choice) for w, item, choice, _ in first}
+
+
+def test_an_unreachable_server_is_a_one_line_error(
+    live, write_batch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    batch, world = simulation_ready(tmp_path, write_batch, 1)
+    url = f"http://127.0.0.1:{live.free_port()}"  # nothing listens there
+    argv = ["simulate", str(batch), "--world", str(world), "--url", url, "--raters", "2"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    # The last line after the (closed) progress bar's.
+    assert err.splitlines()[-1] == (
+        f"hitserver simulate: error: the server at {url} cannot be reached "
+        "([Errno 111] Connection refused)"
+    )

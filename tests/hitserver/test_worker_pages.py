@@ -130,6 +130,8 @@ def test_prolific_entry_and_completion_codes(app, catch_choice: int, code: str) 
         _, config, _ = open_task(client)
         is_catch = config["progress"] == "item 2 of 3"
         assert submit(client, config, catch_choice if is_catch else 3).status_code == 201
+    done, _, _ = open_task(client)  # the task page's next_url: nothing left
+    assert done.endswith("/work/done")
     thanks = client.get("/work/done").get_data(as_text=True)
     link = re.search(r'url=(https://[^"]+)"', thanks).group(1).replace("&amp;", "&")
     parsed = urlparse(link)
@@ -140,6 +142,63 @@ def test_prolific_entry_and_completion_codes(app, catch_choice: int, code: str) 
             text("SELECT DISTINCT worker_id, platform, platform_assignment_id FROM ratings")
         ).all()
     assert [tuple(r) for r in rows] == [("5f0c1a2b3c4d5e6f7a8b9c0d", "prolific", "sess1")]
+
+
+PROLIFIC = "/prolific?PROLIFIC_PID={pid}&STUDY_ID=study1&SESSION_ID=sess1"
+
+
+def shows_code(page: str) -> bool:
+    return "C0DE-" in page or "app.prolific.com" in page
+
+
+def not_finished(response) -> bool:
+    page = response.get_data(as_text=True)
+    return (
+        response.status_code == 200
+        and "<h1>Not finished yet</h1>" in page
+        and 'href="/work/next"' in page
+        and not shows_code(page)
+    )
+
+
+def test_prolific_done_page_gives_no_code_before_the_participant_is_done(app) -> None:
+    client = app.test_client()
+    client.get(PROLIFIC.format(pid="p1"))
+    # Straight from the study link to the completion page: no answer, no code.
+    assert not_finished(client.get("/work/done"))
+    _, config, _ = open_task(client)
+    assert submit(client, config, 2).status_code == 201
+    # One answer, but the server has more for them.
+    assert not_finished(client.get("/work/done"))
+
+    # The same participant in a second browser answers the rest while the first holds a task.
+    _, first_task, _ = open_task(client)
+    other = app.test_client()  # (every answer is 2, which passes the catch trial)
+    other.get(PROLIFIC.format(pid="p1"))
+    _, config, _ = open_task(other)
+    assert submit(other, config, 2).status_code == 201
+    done, _, _ = open_task(other)
+    assert done.endswith("/work/done")  # nothing left to claim: the last item is held
+    assert not_finished(other.get("/work/done"))  # ...by their own open assignment
+    assert submit(client, first_task, 2).status_code == 201
+    page = other.get("/work/done").get_data(as_text=True)
+    assert "You answered 3 tasks" in page
+    assert "app.prolific.com/submissions/complete?cc=C0DE-OK" in page
+
+
+def test_a_participant_who_got_nothing_gets_no_code(app) -> None:
+    api = app.test_client()
+    for worker in ("w1", "w2"):  # two workers hold every slot of the 3 items x 2
+        for _ in range(3):
+            assert api.post("/api/assignments", json={"worker_id": worker}).status_code == 201
+    client = app.test_client()
+    client.get(PROLIFIC.format(pid="late"))
+    done, _, _ = open_task(client)
+    assert done.endswith("/work/done")
+    response = client.get("/work/done")
+    assert response.status_code == 200
+    assert "<h1>No tasks for you</h1>" in response.get_data(as_text=True)
+    assert not shows_code(response.get_data(as_text=True))
 
 
 def test_mturk_preview_is_read_only(app) -> None:
@@ -153,7 +212,11 @@ def test_mturk_preview_is_read_only(app) -> None:
     html = response.get_data(as_text=True)
     assert '<base href="/b/tb/pages/">' in html
     assert 'id="hit-config"' not in html
-    assert "frame-ancestors https://www.mturk.com" in response.headers["Content-Security-Policy"]
+    # worker.mturk.com is where MTurk's workers see ExternalQuestion frames today.
+    assert response.headers["Content-Security-Policy"] == (
+        "frame-ancestors https://www.mturk.com https://workersandbox.mturk.com "
+        "https://worker.mturk.com"
+    )
     assert "X-Frame-Options" not in response.headers
     accepted = client.get(
         "/mturk/items/tb-0001?assignmentId=3ABC&hitId=3XYZ&workerId=A1B2C3"

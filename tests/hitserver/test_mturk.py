@@ -370,24 +370,29 @@ def listing(name: str, statuses: dict[str, str], extra: list[dict[str, Any]] = (
     return page
 
 
-def stub_later_sync(stubber: Stubber, statuses: dict[str, str], extra=()) -> None:
-    """`stub_sync` with MTurk's later statuses (`extra` assignments first on HIT1's page)."""
+def sync_later(engine: Engine, client: Any, statuses: dict[str, str], extra=()) -> Any:
+    """A second `sync`, MTurk now showing `statuses` (and `extra` assignments first on HIT1's
+    page); every stubbed call must be made."""
     base = {"MaxResults": 100, "AssignmentStatuses": STATUSES}
-    stubber.add_response(
-        "list_assignments_for_hit",
-        listing("list_assignments_hit1_page1.json", statuses, list(extra)),
-        {"HITId": HIT1, **base},
-    )
-    stubber.add_response(
-        "list_assignments_for_hit",
-        listing("list_assignments_hit1_page2.json", statuses),
-        {"HITId": HIT1, **base, "NextToken": "page-2-token"},
-    )
-    stubber.add_response(
-        "list_assignments_for_hit",
-        listing("list_assignments_hit2.json", statuses),
-        {"HITId": HIT2, **base},
-    )
+    with Stubber(client) as stubber:
+        stubber.add_response(
+            "list_assignments_for_hit",
+            listing("list_assignments_hit1_page1.json", statuses, list(extra)),
+            {"HITId": HIT1, **base},
+        )
+        stubber.add_response(
+            "list_assignments_for_hit",
+            listing("list_assignments_hit1_page2.json", statuses),
+            {"HITId": HIT1, **base, "NextToken": "page-2-token"},
+        )
+        stubber.add_response(
+            "list_assignments_for_hit",
+            listing("list_assignments_hit2.json", statuses),
+            {"HITId": HIT2, **base},
+        )
+        report = sync(engine, client, "mb", production=False, show_progress=False)
+        stubber.assert_no_pending_responses()
+    return report
 
 
 def synced_then_rejected(engine: Engine, client: Any, tmp_path: Path) -> None:
@@ -426,10 +431,7 @@ def test_a_rejection_overturned_on_mturk_takes_a_slot_again(engine, client, tmp_
         "3CFVK00FWLLY0VAFBQK0GZMDE8P6L9": "Approved",
         "3DR23U6WE6J4RU3Q2LUQUHBG1NTET1": "Approved",
     }
-    with Stubber(client) as stubber:
-        stub_later_sync(stubber, overturned)
-        report = sync(engine, client, "mb", production=False, show_progress=False)
-        stubber.assert_no_pending_responses()
+    report = sync_later(engine, client, overturned)
     assert (report.fetched, report.added, report.updated, report.unchanged) == (6, 0, 2, 3)
     assert len(report.problems) == 1 and "3EO896NRAWVGM8M4HWKXQ2V3JHLJT5" in report.problems[0]
     assert slot_rows(engine) == [
@@ -454,10 +456,7 @@ def test_an_overturned_rejection_without_a_free_slot_is_reported(engine, client,
         "AssignmentId": "3NEWCOMER00000000000000000000X",
         "WorkerId": "A6EXAMPLEWORKER6",
     }
-    with Stubber(client) as stubber:
-        stub_later_sync(stubber, {"3CFVK00FWLLY0VAFBQK0GZMDE8P6L9": "Approved"}, [newcomer])
-        report = sync(engine, client, "mb", production=False, show_progress=False)
-        stubber.assert_no_pending_responses()
+    report = sync_later(engine, client, {"3CFVK00FWLLY0VAFBQK0GZMDE8P6L9": "Approved"}, [newcomer])
     # The newcomer is added, the rest of HIT1 and all of HIT2 still sync.
     assert (report.fetched, report.added, report.updated, report.unchanged) == (7, 1, 0, 4)
     assert report.problems[0] == (
@@ -486,10 +485,7 @@ def test_a_database_refusal_is_not_retried_and_the_sync_goes_on(
         return True
 
     monkeypatch.setattr(sync_module, "reinstate", approve_without_a_slot)
-    with Stubber(client) as stubber:
-        stub_later_sync(stubber, {"3CFVK00FWLLY0VAFBQK0GZMDE8P6L9": "Approved"})
-        report = sync(engine, client, "mb", production=False, show_progress=False)
-        stubber.assert_no_pending_responses()
+    report = sync_later(engine, client, {"3CFVK00FWLLY0VAFBQK0GZMDE8P6L9": "Approved"})
     assert len(calls) == 1  # refused at once, not retried until "busy"
     assert (report.fetched, report.added, report.updated, report.unchanged) == (6, 0, 0, 4)
     refused = report.problems[0]

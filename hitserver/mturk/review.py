@@ -10,6 +10,7 @@ from botocore.exceptions import ClientError
 from sqlalchemy import Engine, select, update
 
 from hitserver.errors import UserError
+from hitserver.export import require_batch
 from hitserver.models import Assignment, Batch, Item, MturkHit, Worker
 from hitserver.policy import release
 from hitserver.stats import catch_record
@@ -38,9 +39,7 @@ def approve(
     are left for manual review."""
     report = ReviewReport()
     with engine.connect() as conn:
-        # A misspelt name would otherwise approve nothing and report success.
-        if conn.execute(select(Batch.id).where(Batch.name == batch_name)).scalar() is None:
-            raise UserError(f"no batch named {batch_name!r} is loaded")
+        require_batch(conn, batch_name)  # a misspelt name would approve nothing, "successfully"
         rows = conn.execute(
             select(Assignment.id, Assignment.platform_assignment_id, Assignment.worker_id)
             .join(Worker, Worker.id == Assignment.worker_id)

@@ -37,10 +37,10 @@ def cam(
             f"classifier expects {weight.shape[1]} features but the layer has "
             f"{features.shape[1]} channels: CAM needs the layer that feeds GAP -> linear"
         )
-    w = weight.to(features.dtype)[targets]
+    w = weight.to(features)[targets]
     maps = torch.einsum("nd,ndhw->nhw", w, features)
     if bias is not None:
-        maps = maps + bias.to(features.dtype)[targets][:, None, None]
+        maps = maps + bias.to(features)[targets][:, None, None]
     return maps.clamp_min(0) if relu else maps
 
 
@@ -79,6 +79,6 @@ def is_gap_linear(
     h = W GAP(A) + b: the condition under which CAM and IBD decompose the score exactly."""
     if weight.shape[1] != features.shape[1]:
         return False
-    predicted = features.mean(dim=(2, 3)) @ weight.to(features.dtype).T + bias.to(features.dtype)
+    predicted = features.mean(dim=(2, 3)) @ weight.to(features).T + bias.to(features)
     scale = logits.abs().max().clamp_min(1.0)
     return bool(((predicted - logits).abs().max() <= rtol * scale).item())

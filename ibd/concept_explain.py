@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -101,6 +102,8 @@ def read_class_terms(
                     "was it made with another basis?"
                 )
         pairs = [(c, s) for c, s, _ in terms]
+        if not all(np.isfinite(s) for _, s in pairs) or not np.isfinite(stored):
+            raise UserError(f"{path}: class {class_name!r} has a NaN or infinite number")
         residual = w[k] - sum((s * q[c] for c, s in pairs), np.zeros(w.shape[1]))
         norm = float(w[k] @ w[k])
         fraction = float(residual @ residual) / norm if norm > 0 else 0.0
@@ -108,7 +111,8 @@ def read_class_terms(
             raise UserError(
                 f"{path}: class {class_name!r} leaves {fraction:.4f} of {loaded.name}'s class "
                 f"weight unexplained, but the file says {stored:.4f}: it decomposes other "
-                "weights (another model, or this one before retraining); rerun `ibd decompose`"
+                "weights or another basis (another model, or either one before retraining); "
+                "rerun `ibd decompose`"
             )
         result.append(pairs)
     return result
@@ -116,12 +120,16 @@ def read_class_terms(
 
 def feature_probe(loaded: LoadedModel) -> tuple[int, bool]:
     """The feature layer's channel count D, and whether the model's logits are W GAP(A) + b
-    (checked numerically on one random input)."""
+    (checked numerically on one random input). A head without an `nn.Linear` (SqueezeNet's
+    1x1-convolution classifier) is not: its explanations take the gradient route (eq. 12)."""
     generator = torch.Generator().manual_seed(0)
     probe = torch.randn(1, 3, *loaded.input_size, generator=generator).to(loaded.device)
     with torch.no_grad():
         fwd = run(loaded.model, loaded.layer, probe)
-    weight, bias = final_linear(loaded.model)
+    try:
+        weight, bias = final_linear(loaded.model)
+    except UserError:
+        return fwd.features.shape[1], False
     return fwd.features.shape[1], cam_lib.is_gap_linear(fwd.features, fwd.logits, weight, bias)
 
 
@@ -151,9 +159,13 @@ def ibd_splitter(
     top: int = 7,
     gradient: bool = False,
     explicit_decomposition: bool = False,
+    fallback: bool = False,
 ) -> tuple[Splitter, bool]:
     """The IBD splitter and whether it needs gradients (the eq. 12 variant). Decompositions made
-    here (no file, or per image) keep max(7, top) concepts, the `ibd decompose` default."""
+    here (no file, or per image) keep max(7, top) concepts, the `ibd decompose` default.
+    `fallback`: `decomposition` is only the default file, not asked for, and the basis was given
+    explicitly: when the file is not a decomposition of this model over this basis, say so on
+    stderr and decompose the class weights here instead of refusing."""
     q_np, names = read_basis(basis)
     channels, is_gap = feature_probe(loaded)
     if q_np.shape[1] != channels:
@@ -187,12 +199,22 @@ def ibd_splitter(
 
         return split_gradient, True
 
-    if decomposition is None:
+    class_terms = None
+    if decomposition is not None:
+        try:
+            class_terms = read_class_terms(decomposition, names, q_np, loaded)
+        except UserError:
+            if not fallback:
+                raise
+            print(
+                f"note: {decomposition} is not a decomposition of {loaded.name}'s class weights "
+                f"over {basis}; decomposing them here (pass --decomposition to use a file)",
+                file=sys.stderr,
+            )
+    if class_terms is None:
         weight, _ = final_linear(loaded.model)
         dec = decompose(q_np, weight.double().cpu().numpy(), max_concepts=max_concepts)
         class_terms = [dec.terms(k) for k in range(weight.shape[0])]
-    else:
-        class_terms = read_class_terms(decomposition, names, q_np, loaded)
 
     def split(fwd: Forward) -> list[tuple[list[Part], float | None]]:
         pooled = fwd.features.mean(dim=(2, 3))
@@ -225,11 +247,11 @@ def netdissect_splitter(loaded: LoadedModel, tally: Path, *, top: int = 7) -> tu
             f"{tally} labels unit {extra[0] + 1} but layer '{loaded.layer}' has only {channels}: "
             "was it dissected on another model or layer?"
         )
-    weight, _ = final_linear(loaded.model)
+    weight = final_linear(loaded.model)[0] if is_gap else None
 
     def split(fwd: Forward) -> list[tuple[list[Part], float | None]]:
-        if is_gap:
-            rows, activation = weight.to(fwd.features.dtype)[fwd.targets], fwd.features.mean((2, 3))
+        if weight is not None:
+            rows, activation = weight.to(fwd.features)[fwd.targets], fwd.features.mean((2, 3))
         else:  # first-order, as for IBD's eq. 12 variant (module docstring)
             assert fwd.gradients is not None
             rows, activation = cam_lib.gradcam_weights(fwd.gradients), fwd.features.sum((2, 3))
@@ -271,6 +293,7 @@ def splitter_for(
             top=args.top,
             gradient=args.gradient_decomposition,
             explicit_decomposition=bool(args.decomposition),
+            fallback=bool(args.basis) and not args.decomposition,
         )
     if method == "netdissect":
         tally = Path(args.tally) if args.tally else paths.dissect_dir(loaded.name) / "tally.csv"

@@ -40,14 +40,18 @@ Splitter = Callable[[Forward], list[tuple[list[Part], float | None]]]
 
 
 def cam_splitter(loaded: LoadedModel, relu: bool = False) -> Splitter:
-    weight, bias = final_linear(loaded.model)
+    refusal = (
+        f"{loaded.name}: the logits are not a linear function of GAP('{loaded.layer}'), "
+        "so CAM does not apply; use --method gradcam or a GAP variant (alexnet_gap, ...)"
+    )
+    try:
+        weight, bias = final_linear(loaded.model)
+    except UserError:  # no nn.Linear classifier at all (SqueezeNet)
+        raise UserError(refusal) from None
 
     def split(fwd: Forward) -> list[tuple[list[Part], float | None]]:
         if not cam_lib.is_gap_linear(fwd.features, fwd.logits, weight, bias):
-            raise UserError(
-                f"{loaded.name}: the logits are not a linear function of GAP('{loaded.layer}'), "
-                "so CAM does not apply; use --method gradcam or a GAP variant (alexnet_gap, ...)"
-            )
+            raise UserError(refusal)
         maps = cam_lib.cam(fwd.features, weight, fwd.targets, relu=relu)
         means = cam_lib.cam(fwd.features, weight, fwd.targets).mean(dim=(1, 2))
         return [

@@ -76,12 +76,22 @@ def write(out_dir: str | Path, explanations: list[Explanation], heatmaps: dict[s
         if not all(_finite(v) for v in values):
             raise UserError(f"non-finite score or contribution for {e.image} ({e.method})")
     records = [e.to_json() for e in explanations]
-    tmp_json = out / "explanations.json.tmp"
-    tmp_json.write_text(json.dumps(records, indent=1) + "\n")
-    tmp_npz = out / "heatmaps.tmp.npz"
-    np.savez_compressed(tmp_npz, **{k: np.asarray(heatmaps[k], dtype=np.float32) for k in keys})
-    tmp_npz.replace(out / "heatmaps.npz")
-    tmp_json.replace(out / "explanations.json")
+    tmp_json, tmp_npz = out / "explanations.json.tmp", out / "heatmaps.tmp.npz"
+    moves = ((tmp_json, out / "explanations.json"), (tmp_npz, out / "heatmaps.npz"))
+    # both files are written in full before either replaces its predecessor, so a failure
+    # (a full disk, a directory in the way) leaves the earlier pair as it was
+    for path in (path for move in moves for path in move):
+        if path.is_dir():
+            raise UserError(f"cannot write {path}: a directory is in the way")
+    try:
+        tmp_json.write_text(json.dumps(records, indent=1) + "\n")
+        np.savez_compressed(tmp_npz, **{k: np.asarray(heatmaps[k], dtype=np.float32) for k in keys})
+        for tmp, final in moves:
+            tmp.replace(final)
+    except OSError as exc:
+        tmp_json.unlink(missing_ok=True)
+        tmp_npz.unlink(missing_ok=True)
+        raise UserError(f"cannot write {exc.filename or out}: {exc.strerror or exc}") from None
     return out
 
 

@@ -110,5 +110,14 @@ def run(
     grads = None
     if gradients:
         score = logits.gather(1, chosen[:, None]).sum()
-        (grads,) = torch.autograd.grad(score, features)
+        grads = (
+            torch.autograd.grad(score, features, allow_unused=True)[0]
+            if score.requires_grad
+            else None
+        )
+        if grads is None:
+            raise UserError(
+                f"the class scores do not depend on layer '{layer}' (a side branch?): "
+                "Grad-CAM needs the layer the prediction is computed from"
+            )
     return Forward(logits.detach(), features.detach(), chosen, grads)

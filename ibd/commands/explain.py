@@ -33,7 +33,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, help="explain only the first N images")
     concept = parser.add_argument_group("ibd / netdissect")
     concept.add_argument("--basis", help="basis.npz (default: $IBD_HOME/basis/MODEL.npz)")
-    concept.add_argument("--decomposition", help="decompose.json (default: $IBD_HOME/decompose/)")
+    concept.add_argument(
+        "--decomposition",
+        help="decompose.json (default: $IBD_HOME/decompose/MODEL.json; with --basis, only if it "
+        "decomposes over that basis, else the class weights are decomposed here)",
+    )
     concept.add_argument("--tally", help="NetDissect tally.csv (default: $IBD_HOME/dissect/MODEL/)")
     concept.add_argument(
         "--gradient-decomposition",
@@ -50,8 +54,17 @@ def world_explain_images() -> list[str]:
         raise UserError(
             f"no images given and {scenes} does not exist: run `ibd world build` or pass images"
         )
-    with scenes.open(newline="") as handle:
-        rows = [r for r in csv.DictReader(handle) if r["split"] == "explain"]
+    try:
+        with scenes.open(newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            missing = [c for c in ("image", "split") if c not in (reader.fieldnames or [])]
+            if missing:
+                raise UserError(f"{scenes} has no column(s) {', '.join(missing)} (contracts.md 3)")
+            rows = [r for r in reader if r["split"] == "explain"]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise UserError(f"cannot read {scenes}: {exc}") from None
+    if any(not r["image"] for r in rows):
+        raise UserError(f"{scenes}: an `explain` row has no image")
     return [str(paths.world_dir() / r["image"]) for r in rows]
 
 

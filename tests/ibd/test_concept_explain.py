@@ -210,6 +210,50 @@ def test_a_flattening_head_takes_a_basis_of_the_channel_count(files: Path) -> No
         ibd_splitter(lm, files / "basis.npz", files / "dec.json", explicit_decomposition=True)
 
 
+class TinyConvHead(TinyGap):
+    """Same trunk; the classifier is a 1x1 convolution before GAP, as SqueezeNet's: no
+    nn.Linear anywhere. Then h_k = mean_ij (v_k . A_ij) + c_k, so w_k(A) = v_k / HW exactly."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Conv2d(5, 2, 1)
+        with torch.no_grad():
+            self.head.weight.copy_(self.fc.weight[:, :, None, None])
+            self.head.bias.copy_(self.fc.bias)
+        del self.fc
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x)).mean(dim=(2, 3))
+
+
+def test_a_head_without_nn_linear_takes_the_gradient_route(files: Path) -> None:
+    """It used to be refused ("the model has no nn.Linear classifier layer") although eq. 12
+    needs only gradients. This head computes exactly TinyGap's logits, so the explanations
+    must be TinyGap's (eq. 12 on a GAP-equivalent head reproduces eq. 9)."""
+    lm, reference = loaded(TinyConvHead()), loaded(TinyGap())
+    split, needs_grad = ibd_splitter(lm, files / "basis.npz", None)
+    assert needs_grad
+    got, _ = explain_images(lm, images(files), "ibd", split, needs_gradients=True, progress=False)
+    plain, _ = ibd_splitter(reference, files / "basis.npz", None)
+    want, _ = explain_images(
+        reference, images(files), "ibd", plain, needs_gradients=False, progress=False
+    )
+    units = tally(files / "tally.csv", [1, 2, 3, 4, 5])
+    nd_split, nd_grad = netdissect_splitter(lm, units, top=3)
+    assert nd_grad
+    nd, _ = explain_images(lm, images(files), "nd", nd_split, needs_gradients=True, progress=False)
+    nd_plain, _ = netdissect_splitter(reference, units, top=3)
+    nd_want, _ = explain_images(
+        reference, images(files), "nd", nd_plain, needs_gradients=False, progress=False
+    )
+    for x, y in [*zip(got, want, strict=True), *zip(nd, nd_want, strict=True)]:
+        assert x.score == pytest.approx(y.score, abs=1e-5)
+        assert [c.label for c in x.components] == [c.label for c in y.components]
+        for cx, cy in zip(x.components, y.components, strict=True):
+            assert cx.contribution == pytest.approx(cy.contribution, rel=1e-4, abs=1e-6)
+        assert x.residual == pytest.approx(y.residual, abs=1e-4)
+
+
 def tally(path: Path, units: list[int]) -> Path:
     rows = "".join(f"{u},object,concept{u},0.{u}\n" for u in units)
     path.write_text("unit,category,label,score\n" + rows)
@@ -279,6 +323,9 @@ def test_decomposition_file_is_used_and_checked(files: Path) -> None:
         ("not a decompose.json", lambda d: d["classes"][0]["concepts"][0].pop("coefficient")),
         # the file of another model's weights: right names, wrong residual
         ("rerun `ibd decompose`", lambda d: d["classes"][0].update(residual_fraction=0.5)),
+        # NaN compares false with everything: it used to pass the residual check above
+        ("NaN or infinite", lambda d: d["classes"][0].update(residual_fraction=float("nan"))),
+        ("NaN or infinite", lambda d: d["classes"][0]["concepts"][0].update(coefficient=1e999)),
     ]
     for message, change in cases:
         bad = dec_doc()

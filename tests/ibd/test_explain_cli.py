@@ -115,29 +115,36 @@ def test_cam_refuses_a_non_gap_head(setup: Path, capsys: pytest.CaptureFixture[s
     assert err.startswith("ibd explain: error:") and "CAM does not apply" in err
 
 
-def test_errors_are_one_line_without_traceback(setup: Path) -> None:
-    (setup / "bad.jpg").write_text("garbage")
+def test_errors_are_one_line_without_traceback(
+    setup: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    weights = ["--weights", str(setup / "r18.pth.tar")]
     cases = [
         (["--weights", str(setup / "missing.pth")], "weights file not found"),
-        (["--weights", str(setup / "r18.pth.tar"), "--num-classes", "9"], "shape mismatch"),
-        (["--weights", str(setup / "r18.pth.tar"), str(setup / "bad.jpg")], "not a readable image"),
-        (["--weights", str(setup / "r18.pth.tar"), "--target", "moon"], "unknown class 'moon'"),
-        (["--weights", str(setup / "r18.pth.tar"), "--top", "0"], "--top must be at least 1"),
-        (["--weights", str(setup / "r18.pth.tar"), "--limit", "-1"], "--limit must be at least 1"),
-        (
-            ["--weights", str(setup / "r18.pth.tar"), "--out", str(setup / "img0.png")],
-            "is a file; it must be a directory",
-        ),
+        ([*weights, "--num-classes", "9"], "shape mismatch"),
+        ([*weights, "--target", "moon"], "unknown class 'moon'"),
+        ([*weights, "--top", "0"], "--top must be at least 1"),
+        ([*weights, "--limit", "-1"], "--limit must be at least 1"),
+        ([*weights, "--out", str(setup / "img0.png")], "is a file; it must be a directory"),
     ]
+    # in process (an exception other than UserError would fail the test with its traceback)
     for flags, message in cases:
-        args = [sys.executable, "-m", "ibd.cli", "explain", "--method", "cam", *flags]
-        if not any(f.endswith(".jpg") for f in flags):
-            args.append(str(setup / "img0.png"))
-        result = subprocess.run(args, capture_output=True, text=True)
-        assert result.returncode == 2, result.stderr
-        assert "Traceback" not in result.stderr
-        last = result.stderr.strip().splitlines()[-1]
-        assert last.startswith("ibd explain: error:") and message in last, last
+        assert main(["explain", "--method", "cam", *flags, str(setup / "img0.png")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[-1].startswith("ibd explain: error:") and message in err[-1], err
+        assert not any("Traceback" in line for line in err)
+
+
+@pytest.mark.slow
+def test_console_error_is_one_line_without_traceback(setup: Path) -> None:
+    (setup / "bad.jpg").write_text("garbage")
+    weights = ["--weights", str(setup / "r18.pth.tar")]
+    args = [sys.executable, "-m", "ibd.cli", "explain", "--method", "cam", *weights]
+    result = subprocess.run([*args, str(setup / "bad.jpg")], capture_output=True, text=True)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("ibd explain: error:") and "not a readable image" in last, last
 
 
 def test_info_shows_what_the_checkpoint_holds(

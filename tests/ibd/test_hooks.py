@@ -77,3 +77,25 @@ def test_unknown_layer_and_bad_targets() -> None:
     with pytest.raises(UserError, match="not an N x D x H x W"):
         hooks.run(model, "fc", x_1234())
     assert not model.fc._forward_hooks
+
+
+class SideBranch(GapHead):
+    """`side` runs in the forward pass but the logits never use it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.side = nn.Conv2d(1, 2, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.side(x)
+        return super().forward(x)
+
+
+@pytest.mark.parametrize("frozen", [False, True])
+def test_gradients_of_a_layer_the_scores_do_not_use_is_a_clear_error(frozen: bool) -> None:
+    model = SideBranch().eval().requires_grad_(not frozen)
+    with pytest.raises(UserError, match="do not depend on layer 'side'"):
+        hooks.run(model, "side", x_1234(), gradients=True)
+    assert not model.side._forward_hooks
+    # its activation alone is still there to be had
+    assert hooks.run(model, "side", x_1234()).features.shape == (1, 2, 2, 2)

@@ -41,6 +41,7 @@ import json
 import math
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -164,11 +165,22 @@ class TopQuantile:
 # Pass 2: intersections and unions
 
 
+def float32_below(thresholds: torch.Tensor) -> torch.Tensor:
+    """Each threshold T as the largest float32 t <= T, so that for every float32 value v,
+    v > t exactly when v > T: the float32 comparison then decides as the exact one (plain
+    rounding can round T up to a float32 activation value, which would then not count as above
+    T although it is)."""
+    exact = thresholds.double()
+    t = exact.float()
+    return torch.where(t.double() > exact, torch.nextafter(t, torch.full_like(t, -math.inf)), t)
+
+
 def binarise(maps: torch.Tensor, thresholds: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """K maps (K x h x w) upsampled bilinearly (align_corners=False) to `size` and compared with
-    their own thresholds (K) in float32: bool K x size."""
+    their own thresholds (K): bool K x size, true where the float32 upsampled value exceeds T
+    (compared exactly, `float32_below`)."""
     up = F.interpolate(maps.float()[:, None], size=size, mode="bilinear", align_corners=False)
-    return up[:, 0] > thresholds.to(up)[:, None, None]
+    return up[:, 0] > float32_below(thresholds).to(up.device)[:, None, None]
 
 
 def activation_masks(
@@ -248,7 +260,7 @@ class IoUAccumulator:
         pixels = size[0] * size[1]
         # both comparisons with T_u in float32, so that skipping below agrees with the masks
         features = features.to(self.device).float()
-        thresholds = thresholds.to(self.device).float()
+        thresholds = float32_below(thresholds.to(self.device))
         masks = masks.to(self.device).reshape(b, masks.shape[1], pixels)
         # the concepts labelled in each image (b x C); `any` reads the masks without a copy
         labelled = masks.any(dim=2)
@@ -527,6 +539,79 @@ def _features(model: nn.Module, layer: str, images: torch.Tensor) -> torch.Tenso
         return hooks.run(model, layer, images.to(next(model.parameters()).device)).features
 
 
+@contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    """The model in eval mode for the block, its own mode restored after: in training mode
+    batch norm would normalise each batch by its own statistics (the thresholds would depend on
+    the batch size) and overwrite the model's running statistics."""
+    training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(training)
+
+
+def _thresholds(
+    model: nn.Module,
+    layer: str,
+    dataset: ConceptDataset,
+    quantile: float,
+    batch_size: int,
+    workers: int,
+    progress: bool,
+    device: torch.device,
+) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Pass 1: T_u of every unit (`TopQuantile`) and the feature size."""
+    quantiles: TopQuantile | None = None
+    feature_size = (0, 0)
+    for batch in _batches(_Images(dataset), batch_size, workers, "dissect: thresholds", progress):
+        features = _features(model, layer, batch["image"])
+        n, units, h, w = features.shape
+        if quantiles is None:
+            feature_size = (h, w)
+            quantiles = TopQuantile(units, quantile, len(dataset) * h * w, device)
+        quantiles.update(features.permute(1, 0, 2, 3).reshape(units, n * h * w))
+    assert quantiles is not None
+    return quantiles.thresholds(), feature_size
+
+
+def _count(
+    model: nn.Module,
+    layer: str,
+    dataset: ConceptDataset,
+    thresholds: torch.Tensor,
+    acc: IoUAccumulator,
+    batch_size: int,
+    workers: int,
+    progress: bool,
+) -> None:
+    """Pass 2: the dataset's counts into `acc`."""
+    concepts = len(dataset.concepts)
+    for batch in _batches(dataset, batch_size, workers, "dissect: IoU", progress):
+        features = _features(model, layer, batch["image"])
+        present = torch.tensor(
+            [
+                [cat in dataset.category_present(i) for cat in acc.categories]
+                for i in batch["index"]
+            ],
+            dtype=torch.bool,
+        )
+        # images whose segmentations differ in size go in separate blocks
+        items: list[Any] = batch.pop("mask")
+        shapes: dict[tuple[int, ...], list[int]] = {}
+        for j, mask in enumerate(items):
+            shapes.setdefault(tuple(mask.shape), []).append(j)
+        for shape, js in shapes.items():
+            if shape[0] != concepts:
+                raise UserError(f"the dataset gave {shape[0]} mask channels for {concepts}")
+            masks = torch.stack([items[j] for j in js]).bool()
+            for j in js:
+                items[j] = None  # one copy of the batch's masks at a time
+            acc.add(features[js], thresholds, masks, present[js])
+            del masks
+
+
 def dissect(
     model: nn.Module,
     layer: str,
@@ -541,7 +626,8 @@ def dissect(
     """Network Dissection of `model`'s `layer` over `dataset` (see the module docstring).
 
     Pass 1 streams the activations into `TopQuantile`; pass 2 recomputes them (two forward passes,
-    never all activations in memory) and accumulates the `Tally`.
+    never all activations in memory) and accumulates the `Tally`. Both run the model in eval
+    mode; its own mode is restored after.
     """
     if len(dataset) == 0:
         raise UserError("the dataset has no images")
@@ -552,43 +638,18 @@ def dissect(
     g_index = {cat: g for g, cat in enumerate(categories)}
     concept_category = [g_index[c.category] for c in concepts]
     device = next(model.parameters()).device
-
-    started = time.perf_counter()
-    quantiles: TopQuantile | None = None
-    feature_size = (0, 0)
-    for batch in _batches(_Images(dataset), batch_size, workers, "dissect: thresholds", progress):
-        features = _features(model, layer, batch["image"])
-        n, units, h, w = features.shape
-        if quantiles is None:
-            feature_size = (h, w)
-            quantiles = TopQuantile(units, quantile, len(dataset) * h * w, device)
-        quantiles.update(features.permute(1, 0, 2, 3).reshape(units, n * h * w))
-    assert quantiles is not None
-    thresholds = quantiles.thresholds()
-    pass1 = time.perf_counter() - started
-
-    started = time.perf_counter()
-    acc = IoUAccumulator(len(thresholds), concept_category, categories, rule=rule, device=device)
-    for batch in _batches(dataset, batch_size, workers, "dissect: IoU", progress):
-        features = _features(model, layer, batch["image"])
-        present = torch.tensor(
-            [[cat in dataset.category_present(i) for cat in categories] for i in batch["index"]],
-            dtype=torch.bool,
+    with _eval_mode(model):
+        started = time.perf_counter()
+        thresholds, feature_size = _thresholds(
+            model, layer, dataset, quantile, batch_size, workers, progress, device
         )
-        # images whose segmentations differ in size go in separate blocks
-        items: list[Any] = batch.pop("mask")
-        shapes: dict[tuple[int, ...], list[int]] = {}
-        for j, mask in enumerate(items):
-            shapes.setdefault(tuple(mask.shape), []).append(j)
-        for shape, js in shapes.items():
-            if shape[0] != len(concepts):
-                raise UserError(f"the dataset gave {shape[0]} mask channels for {len(concepts)}")
-            masks = torch.stack([items[j] for j in js]).bool()
-            for j in js:
-                items[j] = None  # one copy of the batch's masks at a time
-            acc.add(features[js], thresholds, masks, present[js])
-            del masks
-    pass2 = time.perf_counter() - started
+        pass1 = time.perf_counter() - started
+        started = time.perf_counter()
+        acc = IoUAccumulator(
+            len(thresholds), concept_category, categories, rule=rule, device=device
+        )
+        _count(model, layer, dataset, thresholds, acc, batch_size, workers, progress)
+        pass2 = time.perf_counter() - started
 
     tally = acc.result()
     names = [c.name for c in concepts]
@@ -617,7 +678,6 @@ def write_outputs(
     tally = dissection.tally
     categories = tally.categories
     iou = tally.iou().cpu()
-    write_tally(out / "tally.csv", dissection.results, categories)
 
     top = iou.topk(min(5, iou.shape[1]), dim=1)
     good = dissection.interpretable(iou_threshold)
@@ -670,18 +730,28 @@ def write_outputs(
             for r in dissection.results
         ],
     }
-    tmp = out / "dissect.json.tmp"
-    tmp.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
-    tmp.replace(out / "dissect.json")
-    np.savez_compressed(
-        out / "tally.npz",
-        thresholds=dissection.thresholds.numpy(),
-        intersection=tally.intersection.cpu().numpy(),
-        activation=tally.activation.cpu().numpy(),
-        truth=tally.truth.cpu().numpy(),
-        iou=iou.numpy().astype(np.float32),
-        names=np.array(dissection.names),
-        categories=np.array(categories),
-        concept_category=tally.concept_category.cpu().numpy(),
-    )
-    return {"tally": out / "tally.csv", "json": out / "dissect.json", "npz": out / "tally.npz"}
+    files = {"tally": out / "tally.csv", "json": out / "dissect.json", "npz": out / "tally.npz"}
+    staged = {key: path.with_name(path.name + ".tmp") for key, path in files.items()}
+    try:
+        staged["json"].write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
+        with staged["npz"].open("wb") as handle:
+            np.savez_compressed(
+                handle,
+                thresholds=dissection.thresholds.numpy(),
+                intersection=tally.intersection.cpu().numpy(),
+                activation=tally.activation.cpu().numpy(),
+                truth=tally.truth.cpu().numpy(),
+                iou=iou.numpy().astype(np.float32),
+                names=np.array(dissection.names),
+                categories=np.array(categories),
+                concept_category=tally.concept_category.cpu().numpy(),
+            )
+        write_tally(staged["tally"], dissection.results, categories)
+    except BaseException:
+        for path in staged.values():
+            path.unlink(missing_ok=True)
+        raise
+    # the three files of one dissection replace those of an earlier one only once all are written
+    for key, path in files.items():
+        staged[key].replace(path)
+    return files

@@ -20,12 +20,14 @@ Three measures, each a pure function of arrays and names:
   strongly the concept is present in the class's images.
 - Presence: whether an explanation's top concept is labelled anywhere in the image.
 - Pointing: the heatmap is upsampled bilinearly (align_corners=False) to the mask size, its top
-  20% region is R = {p : h(p) >= t}, t the ceil(0.2 N)-th largest of the N values (ties above
-  the threshold join R, so a constant map points everywhere), and the explanation hits when R
-  overlaps the true mask M (|R ∩ M| > 0). The fraction |R ∩ M| / |R| is reported alongside.
-  An absent concept has an empty mask, so it always misses. Because a large mask is easy to
-  overlap by chance, the mask's share of the image, coverage = |M| / N, is kept too: the lift
-  (|R ∩ M| / |R|) / coverage is 1 for a map that knows nothing about where the concept is.
+  20% region is R = {p : h(p) >= t}, t the ceil(0.2 N)-th largest of the N values, or
+  {p : h(p) > t} when that is closer to ceil(0.2 N) pixels and not empty (pixels tied at t join
+  or stay out together; a constant map gives the whole image, `top_region`), and the
+  explanation hits when R overlaps the true mask M (|R ∩ M| > 0). The fraction |R ∩ M| / |R|
+  is reported alongside. An absent concept has an empty mask, so it always misses. Because a
+  large mask is easy to overlap by chance, the mask's share of the image, coverage = |M| / N, is
+  kept too: the lift (|R ∩ M| / |R|) / coverage is 1 for a map that knows nothing about where
+  the concept is.
 - Concept pointing game: one trial per (image, defining concept d of the explained class with a
   non-empty mask), as Zhang et al. (2016) score one trial per category present. Each method
   supplies its map for d: IBD and Network Dissection the first component labelled d (none: a

@@ -153,13 +153,22 @@ def curves(
 
 
 def class_score(model: nn.Module, kind: str = "probability") -> ScoreFn:
-    """f(x) = softmax(model(x))[k] (`probability`, RISE's choice) or the logit model(x)[k]."""
+    """f(x) = softmax(model(x))[k] (`probability`, RISE's choice) or the logit model(x)[k].
+
+    The model runs in eval mode (its own mode restored after each call): in training mode batch
+    norm would score each image by its batch's statistics, so a curve would depend on which
+    perturbed inputs share a batch, and every call would overwrite the running statistics."""
     if kind not in ("probability", "logit"):
         raise ValueError(f"score must be probability or logit, not {kind}")
 
     def score(images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            logits = model(images).float()
+        training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                logits = model(images).float()
+        finally:
+            model.train(training)
         values = torch.softmax(logits, dim=1) if kind == "probability" else logits
         return values.gather(1, targets[:, None].to(values.device))[:, 0]
 

@@ -137,11 +137,13 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )
     out = Path(args.out) if args.out else paths.dissect_dir(loaded.name)
+    # --arch alone builds the architecture with its initial weights: no file to name
+    weights = args.weights or (None if args.arch else paths.model_path())
     meta = {
         "model": loaded.name,
         "arch": loaded.arch,
         "layer": loaded.layer,
-        "weights": str(args.weights or paths.model_path()),
+        "weights": None if weights is None else str(weights),
         "dataset": str(dataset_dir),
         "split": args.split,
         "requested_categories": categories,

@@ -90,7 +90,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default="blur",
         help="insertion starts from a blurred copy (default, as RISE) or the mean colour",
     )
-    faith.add_argument("--seed", type=int, default=0, help="seed of the random-heatmap control")
+    faith.add_argument(
+        "--seed", type=int, default=0, help="seed (>= 0) of the random-heatmap control"
+    )
     faith.add_argument("--batch-size", type=int, default=64, help="inputs per forward pass")
     faith.add_argument(
         "--no-faithfulness", action="store_true", help="skip the deletion / insertion curves"
@@ -128,22 +130,38 @@ def _explanation_dirs(given: Sequence[str] | None) -> list[Path]:
     return sorted(p.parent for p in root.glob("*/*/explanations.json"))
 
 
+def _csv_rows(path: Path, columns: Sequence[str]) -> list[dict[str, str]]:
+    """The rows of a CSV file that must have `columns` (UserError otherwise)."""
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            lacking = [c for c in columns if c not in (reader.fieldnames or [])]
+            if lacking:
+                raise UserError(f"{path} has no column(s) {', '.join(lacking)}")
+            return list(reader)
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise UserError(f"{path} is not a readable CSV file ({exc})") from None
+
+
 def _categories(world: Path) -> list[str]:
     """Every category of the world's category.csv: masks for all of them, so any label a
     method gives (object, part, colour, ...) is looked up."""
     path = world / "category.csv"
     if not path.is_file():
         raise UserError(f"{world} is not a Broden directory: {path} is missing")
-    with path.open(newline="") as handle:
-        return [row["name"] for row in csv.DictReader(handle) if row.get("name")]
+    return [row["name"] for row in _csv_rows(path, ["name"]) if row["name"]]
 
 
 def _true_classes(world: Path) -> dict[Path, str]:
     path = world / "scenes.csv"
     if not path.is_file():
         return {}
-    with path.open(newline="") as handle:
-        return {(world / r["image"]).resolve(): r["class_name"] for r in csv.DictReader(handle)}
+    rows = _csv_rows(path, ["image", "class_name"])
+    return {
+        (world / r["image"]).resolve(): r["class_name"]
+        for r in rows
+        if r["image"] and r["class_name"]
+    }
 
 
 def _resolve(image: str, directory: Path) -> Path:
@@ -351,6 +369,20 @@ def _models(args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]:
     return found
 
 
+def _check_classes(items: list[Item], models: dict[str, Any]) -> None:
+    """Each explained class must be that class of the network its curves will use."""
+    for item in items:
+        loaded = models.get(item.model)
+        if loaded is not None and not (
+            0 <= item.class_index < len(loaded.classes)
+            and loaded.classes[item.class_index] == item.class_name
+        ):
+            raise UserError(
+                f"{item.method} explanation of {item.image}: class {item.class_index} "
+                f"'{item.class_name}' is not that class of model {loaded.name}"
+            )
+
+
 def _faithfulness(
     items: list[Item], loaded: Any, args: argparse.Namespace
 ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -364,15 +396,6 @@ def _faithfulness(
     chunk = max(1, args.batch_size // 4)
     for method in sorted(by_method, key=_method_rank):
         group = by_method[method]
-        for item in group:
-            if not (
-                0 <= item.class_index < len(loaded.classes)
-                and loaded.classes[item.class_index] == item.class_name
-            ):
-                raise UserError(
-                    f"{method} explanation of {item.image}: class {item.class_index} "
-                    f"'{item.class_name}' is not that class of model {loaded.name}"
-                )
         deletion, insertion, fractions = [], [], np.zeros(0)
         bar = tqdm(total=len(group), desc=f"curves {loaded.name} {method}", unit="img")
         for start in range(0, len(group), chunk):
@@ -511,6 +534,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--steps and --batch-size must be at least 1")
     if args.limit is not None and args.limit < 1:
         raise UserError("--limit must be at least 1")
+    if args.seed < 0:
+        raise UserError(f"--seed must be a non-negative integer, got {args.seed}")
     world_dir = Path(args.world) if args.world else paths.world_dir()
     world = ev.read_world(world_dir / "world.json")
     out = Path(args.out) if args.out else paths.home() / "evaluate"
@@ -546,6 +571,7 @@ def run(args: argparse.Namespace) -> int:
         # load the networks first, so a wrong model flag fails before any long work
         if not args.no_faithfulness:
             models = _models(args, sorted({i.model for i in items}))
+            _check_classes(items, models)
         _ground_truth(items, dataset, world, args.fraction)
     contribution_rows: RuleRows = []
     if ranked is not None and items:
@@ -560,10 +586,11 @@ def run(args: argparse.Namespace) -> int:
             ).items():
                 curves[(name, method)] = mean
 
+    missing = _missing_classes(world, contribution_rows, rule_rows) if contribution_rows else []
     out.mkdir(parents=True, exist_ok=True)
     summary = _summaries(items)
-    report = _report(rule_rows, contribution_rows, summary, args, notes)
-    _write_outputs(out, rule_rows, contribution_rows, items, summary, curves, args, report)
+    report = _report(rule_rows, contribution_rows, missing, summary, args, notes)
+    _write_outputs(out, rule_rows, contribution_rows, missing, items, summary, curves, args, report)
     print("\n".join(report))
     print(f"\nwritten to {out}")
     return 0
@@ -581,7 +608,7 @@ def _rule_cells(cls: ev.WorldClass, match: ev.RuleMatch, sep: str) -> tuple[Any,
     )
 
 
-def _rules_section(title: str, rows: RuleRows, k: int) -> list[str]:
+def _rules_section(title: str, rows: RuleRows, k: int, missing: Sequence[str] = ()) -> list[str]:
     lines = [title, ""]
     lines += _table(
         [
@@ -598,18 +625,34 @@ def _rules_section(title: str, rows: RuleRows, k: int) -> list[str]:
     means = _rule_means(rows)
     precision = means["precision_lenient"]
     verdict = "met" if precision >= PRECISION_TARGET else "not met"
+    over = f", over {len(rows)} of {len(rows) + len(missing)} classes" if missing else ""
     lines += [
         "| **mean** | | | " + " | ".join(_fmt(value) for value in means.values()) + " |",
         "",
-        f"Target precision@{k} (lenient) >= {PRECISION_TARGET}: {_fmt(precision)} ({verdict}).",
+        f"Target precision@{k} (lenient) >= {PRECISION_TARGET}: {_fmt(precision)} "
+        f"({verdict}{over}).",
         "",
     ]
+    if missing:
+        lines += [
+            f"Left out of the mean, no IBD explanation of the class: {', '.join(missing)}.",
+            "",
+        ]
     return lines
+
+
+def _missing_classes(world: ev.World, rows: RuleRows, ranked: RuleRows) -> list[str]:
+    """The classes of the coefficient ranking that the contribution ranking lacks (the
+    decomposed model explained none of their images), in world order."""
+    have = {c.name for c, _ in rows}
+    listed = {c.name for c, _ in ranked}
+    return [c.name for c in world.classes if c.name in listed and c.name not in have]
 
 
 def _report(
     rule_rows: RuleRows,
     contribution_rows: RuleRows,
+    missing: Sequence[str],
     summary: list[dict[str, Any]],
     args: argparse.Namespace,
     notes: list[str],
@@ -631,6 +674,7 @@ def _report(
             "class's IBD explanations, eq. 9)",
             contribution_rows,
             k,
+            missing,
         )
     if summary:
         saliency = "contribution-weighted sum" if args.saliency == "sum" else "top component"
@@ -731,6 +775,7 @@ def _write_outputs(
     out: Path,
     rule_rows: RuleRows,
     contribution_rows: RuleRows,
+    missing: Sequence[str],
     items: list[Item],
     summary: list[dict[str, Any]],
     curves: dict[tuple[str, str], tuple[np.ndarray, np.ndarray, np.ndarray]],
@@ -851,6 +896,7 @@ def _write_outputs(
             "mean": {k: _json_safe(v) for k, v in _rule_means(contribution_rows).items()}
             if contribution_rows
             else None,
+            "missing_classes": list(missing),
         },
         "explanations": [{k: _json_safe(v) for k, v in s.items()} for s in summary],
     }

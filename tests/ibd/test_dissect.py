@@ -102,6 +102,33 @@ def test_upsampling_matches_netdissect_lites_pil_resize() -> None:
             assert np.all(np.abs(pil[differ] - t) < 1e-6)
 
 
+def test_a_value_just_above_an_interpolated_threshold_fires() -> None:
+    # The top values are a = 1 and b, the next float32 above it. q = 0.0097 over 32 values puts
+    # T = a + 0.7 (b - a): b > T (b fires in NetDissect-Lite's float64 comparison), but T rounded
+    # to the nearest float32 is b itself, and b > b would drop it.
+    a = np.float32(1.0)
+    b = np.nextafter(a, np.float32(2))
+    values = np.zeros((2, 1, 4, 4), dtype=np.float32)
+    values[0, 0, 0, 0], values[0, 0, 0, 1] = b, a
+    tq = nd.TopQuantile(1, 0.0097, total=32)
+    tq.update(torch.from_numpy(values.reshape(1, 32)))
+    threshold = tq.thresholds()
+    assert threshold.item() == np.quantile(values.astype(np.float64), 1 - 0.0097)
+    assert float(a) < threshold.item() < float(b) and np.float32(threshold.item()) == b
+    fired = nd.activation_masks(torch.from_numpy(values), threshold, (4, 4))
+    assert fired.sum() == 1 and bool(fired[0, 0, 0, 0])  # b alone, as (values > T) in float64
+    # the tally takes the same comparison, also where it skips maps that cannot fire
+    masks = torch.zeros(2, 1, 4, 4, dtype=torch.bool)
+    masks[0, 0, 0, :2] = True
+    acc = nd.IoUAccumulator(1, [0], ["object"], rule="all")
+    acc.add(torch.from_numpy(values), threshold, masks, torch.ones(2, 1, dtype=torch.bool))
+    assert acc.intersection.tolist() == [[1.0]] and acc.activation.tolist() == [[1.0]]
+    # exact values stay; 1/3 rounds up to 0.33333334 in float32, so the one below it is taken
+    below = nd.float32_below(torch.tensor([0.5, 1.0 / 3.0], dtype=torch.float64))
+    assert below.tolist() == [0.5, 0.3333333134651184] and below.dtype == torch.float32
+    assert below[1].item() < 1.0 / 3.0 < np.nextafter(np.float32(below[1]), np.float32(1)).item()
+
+
 # ------------------------------------------------------------------------------------------------
 # Known-answer tally: 2 images of 4 x 4, features at segmentation size (identity upsampling)
 
@@ -399,6 +426,62 @@ def test_dissect_end_to_end_on_a_colour_network(tmp_path: Path) -> None:
     assert nd.read_tally(files["tally"]) == [
         nd.UnitLabel(r.unit, r.label, r.category, r.score) for r in result.results
     ]
+
+
+class NormedUnits(nn.Module):
+    """features: 1x1 conv 3 -> 4, batch norm with non-trivial running statistics, ReLU."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.features = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4), nn.ReLU())
+        self.fc = nn.Linear(4, 2)
+        with torch.no_grad():
+            self.features[1].running_mean.uniform_(-0.2, 0.2)
+            self.features[1].running_var.uniform_(0.5, 2.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x).mean(dim=(2, 3)))
+
+
+def test_dissect_runs_a_model_in_training_mode_as_in_eval_mode() -> None:
+    # A freshly built torchvision-style model is in training mode: batch norm would normalise
+    # by each batch's statistics (thresholds depending on the batch size) and overwrite the
+    # running statistics. Dissection uses eval mode and gives the model back as it was.
+    data = colour_world()
+    model = NormedUnits()
+    running = model.features[1].running_mean.clone()
+    with torch.no_grad():
+        a = model.eval().features(torch.from_numpy(data.images)).numpy()
+    model.train()
+    expected = np.quantile(a.transpose(1, 0, 2, 3).reshape(4, -1).astype(np.float64), 0.995, axis=1)
+    for batch_size in (3, 12):
+        result = nd.dissect(model, "features", data, batch_size=batch_size, progress=False)
+        np.testing.assert_array_equal(result.thresholds.numpy(), expected)
+        assert model.training
+        assert torch.equal(model.features[1].running_mean, running)
+
+
+def test_a_failed_write_leaves_the_earlier_outputs_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = colour_world()
+    model = ColourUnits().eval()
+    out = tmp_path / "out"
+    first = nd.dissect(model, "features", data, quantile=0.2, progress=False)
+    nd.write_outputs(out, first, 0.04, {"model": "first"})
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert sorted(before) == ["dissect.json", "tally.csv", "tally.npz"]
+
+    def disk_full(*args: Any, **kwargs: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    # a second dissection whose npz cannot be written: none of its files replaces the first's
+    second = nd.dissect(model, "features", data, progress=False)
+    monkeypatch.setattr(nd.np, "savez_compressed", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        nd.write_outputs(out, second, 0.04, {"model": "second"})
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
 # ------------------------------------------------------------------------------------------------
@@ -788,6 +871,7 @@ def test_ibd_dissect_command_matches_a_brute_force_count(
     assert document["settings"]["category_rule"] == "image"
     assert document["settings"]["upsampling"] == "bilinear, align_corners=False"
     assert document["num_images"] == 12 and document["feature_size"] == [4, 4]
+    assert document["weights"] == str(weights)
     names = [name for _, name, _ in BRODEN_LABELS]
     labels = nd.read_tally(out / "tally.csv")
     assert [x.unit for x in labels] == list(range(256))
@@ -818,3 +902,21 @@ def test_ibd_dissect_command_errors_are_one_line(
         assert err.startswith("ibd dissect: error: ") and message in err, err
         assert err.count("\n") == 1
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_ibd_dissect_command_names_no_weights_file_for_a_bare_architecture(
+    broden_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from ibd.cli import main
+
+    out = tmp_path / "out"
+    argv = ["dissect", "--arch", "resnet18", "--num-classes", "2", "--layer", "layer1"]
+    argv += ["--dataset", str(broden_dir), "--out", str(out), "--quiet"]
+    assert main(argv) == 0
+    document = json.loads((out / "dissect.json").read_text())
+    # not the concept world's default checkpoint, which this run never read
+    assert document["weights"] is None and document["arch"] == "resnet18"
+    assert "of 64 units of resnet18_random/layer1 interpretable" in capsys.readouterr().out

@@ -359,6 +359,43 @@ def test_curves_do_not_depend_on_batching() -> None:
     np.testing.assert_allclose(one.insertion[:, -1], clean, atol=1e-6)
 
 
+class NormedPixels(nn.Module):
+    """batch norm (running statistics set) on the input, then a linear layer on its pixels."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.norm = nn.BatchNorm2d(3)
+        self.fc = nn.Linear(size, 2)
+        with torch.no_grad():
+            self.norm.running_mean.copy_(torch.tensor([0.1, -0.2, 0.3]))
+            self.norm.running_var.copy_(torch.tensor([0.5, 2.0, 1.5]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.norm(x).flatten(1))
+
+
+def test_class_score_runs_a_model_in_training_mode_as_in_eval_mode() -> None:
+    # In training mode batch norm would score each perturbed input by its batch's statistics
+    # (the curves would depend on --batch-size) and overwrite the running statistics.
+    generator = torch.Generator().manual_seed(1)
+    images = torch.rand(2, 3, 4, 4, generator=generator)
+    saliency = torch.rand(2, 4, 4, generator=generator)
+    targets = torch.tensor([0, 1])
+    model = NormedPixels(48)
+    with torch.no_grad():
+        clean = torch.softmax(model.eval()(images), dim=1)[[0, 1], [0, 1]]
+    model.train()
+    running = model.norm.running_mean.clone()
+    score = faithfulness.class_score(model, "probability")
+    np.testing.assert_allclose(score(images, targets).numpy(), clean.numpy(), rtol=1e-6)
+    one = faithfulness.curves(score, images, saliency, targets, steps=4, batch_size=1)
+    many = faithfulness.curves(score, images, saliency, targets, steps=4, batch_size=20)
+    np.testing.assert_allclose(one.deletion, many.deletion, rtol=1e-6)
+    np.testing.assert_allclose(one.deletion[:, 0], clean.numpy(), rtol=1e-6)
+    assert model.training and torch.equal(model.norm.running_mean, running)
+
+
 def test_blur_baseline_keeps_a_constant_image() -> None:
     flat = torch.full((1, 3, 16, 16), 0.7)
     torch.testing.assert_close(faithfulness.blur(flat), flat)
@@ -582,7 +619,25 @@ def test_evaluate_ranks_by_contribution(
     assert by_contribution["street"]["top"] == "car"
     document = json.loads((out / "evaluate.json").read_text())
     assert document["decomposition_by_contribution"]["mean"]["precision_strict"] == 1.0
+    assert document["decomposition_by_contribution"]["missing_classes"] == []
     assert "top 3 by mean contribution" in (out / "report.md").read_text()
+
+    # Only image a (harbor) explained: street cannot be ranked by contribution. The mean, and
+    # the target's verdict, cover harbor alone, and the report says so.
+    out = evaluate(
+        home, monkeypatch, "--decomposition", str(path), "--no-faithfulness", "--limit", "1"
+    )
+    assert [r["class"] for r in read_rows(out / "decomposition_by_contribution.csv")] == ["harbor"]
+    document = json.loads((out / "evaluate.json").read_text())["decomposition_by_contribution"]
+    assert document["missing_classes"] == ["street"]
+    assert document["mean"]["precision_lenient"] == 1.0  # harbor's boat, sky
+    report = (out / "report.md").read_text().splitlines()
+    # the ranking by coefficient covers both classes; the one by contribution says it does not
+    assert [line for line in report if line.startswith(("Target precision", "Left out"))] == [
+        "Target precision@3 (lenient) >= 0.8: 1.000 (met).",
+        "Target precision@3 (lenient) >= 0.8: 1.000 (met, over 1 of 2 classes).",
+        "Left out of the mean, no IBD explanation of the class: street.",
+    ]
 
 
 @pytest.mark.slow
@@ -664,6 +719,7 @@ def test_evaluate_refuses_bad_heatmaps(
         (lambda h: ["--explanations", str(h / "nowhere")], "not an explanation directory"),
         (lambda h: ["--decomposition", str(h / "nowhere.json")], "decomposition not found"),
         (lambda h: ["--k", "0"], "--k must be at least 1"),
+        (lambda h: ["--seed", "-1"], "--seed must be a non-negative integer, got -1"),
         (lambda h: ["--weights", str(h / "models" / "tiny.pt"), "--name", "other"], "not other"),
     ],
 )
@@ -678,3 +734,56 @@ def test_evaluate_user_errors(
     assert main(["evaluate", "--out", str(home / "err"), *setup(home)]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("ibd evaluate: error:") and message in err
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        (
+            "scenes.csv",
+            b"image,split\nimages/a.png,explain\n",
+            "scenes.csv has no column(s) class_name",
+        ),
+        ("category.csv", b"\xff\xfe\x00name\n\x81\n", "category.csv is not a readable CSV file"),
+    ],
+)
+def test_evaluate_bad_world_csv_is_one_line(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    name: str,
+    content: bytes,
+    message: str,
+) -> None:
+    world = write_world(tmp_path)
+    write_explanations(tmp_path, world)
+    (world / name).write_bytes(content)
+    monkeypatch.setenv("IBD_HOME", str(tmp_path))
+    argv = ["evaluate", "--no-faithfulness", "--out", str(tmp_path / "out")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ibd evaluate: error:") and message in err[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_evaluate_refuses_a_class_the_model_does_not_have_before_any_curve(
+    home: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    # tiny's class 0 is harbor; an explanation saying class 0 is street is of another model
+    image = str(home / "world" / "images" / "b.png")
+    record = Explanation(
+        image, "tiny", "cam", 0, "street", 1.0, [Component("street", 1.0, "h")], None, (2, 2)
+    )
+    explanations.write(tmp_path / "swapped", [record], {"h": TOP_RIGHT})
+    monkeypatch.setenv("IBD_HOME", str(home))
+    out = tmp_path / "o"
+    argv = ["evaluate", "--out", str(out), "--explanations", str(tmp_path / "swapped")]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1
+    assert err[0].endswith("class 0 'street' is not that class of model tiny")
+    assert "ground truth" not in captured.err + captured.out and not out.exists()

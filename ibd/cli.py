@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from ibd import __version__
 from ibd.errors import UserError, one_line
@@ -27,6 +29,14 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """Reports a usage mistake in one line (docs/contracts.md 1), like every other user error;
+    sub-parsers are made of the same class."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def _load(name: str):
     module_name, _ = SUBCOMMANDS[name]
     try:
@@ -38,7 +48,7 @@ def _load(name: str):
 
 
 def _parser(selected: str | None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="ibd",
         description="Interpretable Basis Decomposition and its baselines. "
         "Every command defaults to the concept world under $IBD_HOME (default ./ibd-data).",
@@ -71,13 +81,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ibd {args.command}: not built yet (see the open issues)", file=sys.stderr)
         return 3
     try:
-        return int(run(args) or 0)
+        status = int(run(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handlers below
+        return status
     except UserError as exc:
         print(f"ibd {args.command}: error: {one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"ibd {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader of our output went away (`ibd info --archs | head -1`): stop quietly;
+        # stdout points at /dev/null so that Python's exit-time flush does not fail again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":

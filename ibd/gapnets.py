@@ -17,6 +17,7 @@ import torchvision
 from torch import nn
 
 from ibd.architectures import ArchSpec
+from ibd.errors import UserError
 
 HEAD_UNITS = 1024
 
@@ -51,19 +52,36 @@ def vgg16_gap(num_classes: int) -> GapNet:
 
 
 def load_trunk(model: GapNet, state: dict[str, torch.Tensor]) -> int:
-    """Copy the matching `features.<i>` tensors of a torchvision AlexNet/VGG16 state dict into
-    the trunk; returns how many tensors were copied."""
+    """Copy the `features.<i>` tensors of a torchvision AlexNet/VGG16 state dict (keys already
+    without DataParallel's `module`) into the trunk; returns how many were copied.
+
+    The whole trunk must come from the file: a tensor missing or of another shape (a VGG16-BN
+    state dict, whose layer indices differ) is an error, not a layer silently left random."""
     own = model.state_dict()
-    trunk = {
-        k: v
-        for k, v in state.items()
-        if k.startswith("features.")
-        and int(k.split(".")[1]) < model.trunk_length
-        and k in own
-        and own[k].shape == v.shape
-    }
-    model.load_state_dict(trunk, strict=False)
-    return len(trunk)
+    trunk_keys = [
+        k for k in own if k.startswith("features.") and int(k.split(".")[1]) < model.trunk_length
+    ]
+    missing = [k for k in trunk_keys if k not in state]
+    wrong = [
+        f"{k} ({'x'.join(map(str, state[k].shape))} in file vs "
+        f"{'x'.join(map(str, own[k].shape))} in model)"
+        for k in trunk_keys
+        if k in state and tuple(state[k].shape) != tuple(own[k].shape)
+    ]
+    if missing or wrong:
+        problems = []
+        if missing:
+            more = f" (+{len(missing) - 4} more)" if len(missing) > 4 else ""
+            problems.append(f"missing {', '.join(missing[:4])}{more}")
+        if wrong:
+            more = f" (+{len(wrong) - 2} more)" if len(wrong) > 2 else ""
+            problems.append(f"shape mismatch: {'; '.join(wrong[:2])}{more}")
+        raise UserError(
+            "weights do not fit the GAP network's torchvision conv trunk "
+            f"(features.0-{model.trunk_length - 1}): {'; '.join(problems)}"
+        )
+    model.load_state_dict({k: state[k] for k in trunk_keys}, strict=False)
+    return len(trunk_keys)
 
 
 def head_parameters(model: GapNet) -> Iterator[nn.Parameter]:

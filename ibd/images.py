@@ -25,8 +25,11 @@ def load_rgb(path: str | Path) -> Image.Image:
         with Image.open(path) as opened:
             opened.load()
             image = ImageOps.exif_transpose(opened)
+    except Image.DecompressionBombError as exc:
+        raise UserError(f"{path} is too large to decode safely ({exc})") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise UserError(f"{path} is not a readable image ({str(exc).splitlines()[0]})") from None
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(f"{path} is not a readable image ({reason})") from None
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))

@@ -23,9 +23,12 @@ def read_labels(path: str | Path) -> list[str]:
     if not path.is_file():
         raise UserError(f"labels file not found: {path}")
     try:
-        lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
+        # utf-8-sig: a byte-order mark (Windows editors) is not part of the first name
+        lines = [ln.strip() for ln in path.read_text(encoding="utf-8-sig").splitlines()]
     except UnicodeDecodeError:
         raise UserError(f"labels file {path} is not UTF-8 text") from None
+    except OSError as exc:
+        raise UserError(f"cannot read labels file {path}: {exc.strerror or exc}") from None
     lines = [ln for ln in lines if ln]
     if not lines:
         raise UserError(f"labels file {path} is empty")

@@ -1,6 +1,7 @@
 """The model flags every command shares (DESIGN.md "Models on the command line"):
 `--arch NAME --weights FILE [--num-classes K] [--labels FILE] [--layer NAME] [--mirror]`,
-plus `--allow-pickle` and `--device`. With no flags: the concept world's reference model."""
+plus `--normalization`, `--allow-pickle` and `--device`. With no flags: the concept world's
+reference model."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torch
 
 from ibd import paths
 from ibd.errors import UserError
-from ibd.models import LoadedModel, load_model
+from ibd.models import NORMALIZATIONS, LoadedModel, load_model
 
 
 def add_model_flags(parser: argparse.ArgumentParser) -> None:
@@ -30,6 +31,12 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="allow whole pickled models (runs code from the file; only for trusted files)",
     )
+    group.add_argument(
+        "--normalization",
+        choices=sorted(NORMALIZATIONS),
+        help="input normalisation: imagenet (torchvision, Places365 training) or authors "
+        "(the authors' IBD code); default: the checkpoint's, else the architecture's",
+    )
     group.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, ...")
 
 
@@ -40,6 +47,15 @@ def device_from(name: str) -> torch.device:
         raise UserError(f"unknown device '{name}'") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"--device {name} requested but CUDA is not available on this machine")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise UserError(
+            f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+            f"numbered from 0"
+        )
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"--device {name} requested but MPS is not available on this machine")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise UserError(f"--device {name}: only cpu, cuda[:N] and mps are supported")
     return device
 
 
@@ -62,4 +78,5 @@ def load_from_args(args: argparse.Namespace) -> LoadedModel:
         allow_pickle=args.allow_pickle,
         device=device_from(args.device),
         name=args.name,
+        normalization=getattr(args, "normalization", None),
     )

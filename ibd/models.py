@@ -4,7 +4,11 @@ Accepted weight files (REFERENCE.md 1; docs/contracts.md 2):
 - the project's checkpoints (`format: ibd-checkpoint-1`: state dict + arch, classes, layer,
   input size, normalisation),
 - Places365 `.pth.tar` dicts `{'epoch', 'arch', 'state_dict', 'best_prec1'}` whose keys carry
-  DataParallel's `module.` prefix,
+  DataParallel's `module.` segment: in front of every key (`module.layer4.0.conv1.weight`), or,
+  for AlexNet and VGG, inside the `features` keys only (`features.module.0.weight`: their
+  training script wraps only `model.features` in DataParallel),
+- checkpoints saved before PyTorch 0.4: no BatchNorm `num_batches_tracked` counters (filled
+  with zeros as `load_state_dict` does) and DenseNet's old `norm.1` / `conv.1` key names,
 - plain state dicts (torchvision's `.pth`),
 - whole pickled models, only with `allow_pickle=True` (unpickling runs arbitrary code).
 
@@ -14,6 +18,7 @@ Every mismatch (architecture, class count, corrupt file) becomes one `UserError`
 from __future__ import annotations
 
 import pickle
+import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +33,11 @@ from ibd.labels import read_labels
 from ibd.mirror import mirror
 
 CHECKPOINT_FORMAT = "ibd-checkpoint-1"
+# Input normalisations by name (mean, std on 0..1 RGB), REFERENCE.md 1.
+NORMALIZATIONS = {
+    "imagenet": (architectures.IMAGENET_MEAN, architectures.IMAGENET_STD),
+    "authors": architectures.AUTHORS_IBD_NORMALIZATION,
+}
 
 
 @dataclass
@@ -64,20 +74,53 @@ def read_weights(path: Path, allow_pickle: bool) -> Any:
             f"{path} holds pickled objects beyond tensors (a whole pickled model?); loading it "
             "runs code from the file: pass --allow-pickle only if you trust it"
         ) from None
+    except ImportError as exc:
+        # a whole pickled model names the module of its class (Places365's `wideresnet`)
+        raise UserError(
+            f"cannot unpickle {path}: its model class needs the Python module '{exc.name}', "
+            "which is not importable here (put it on PYTHONPATH, or load a state dict instead)"
+        ) from None
+    except AttributeError as exc:
+        raise UserError(
+            f"cannot unpickle {path}: a class it names is missing ({_first_line(exc)})"
+        ) from None
+    except UnicodeDecodeError:
+        raise UserError(
+            f"cannot unpickle {path}: it was pickled by Python 2 with non-ASCII text; "
+            "save its state_dict from a Python 3 session and load that"
+        ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UserError(f"cannot read {path}: not a PyTorch file or corrupt ({first})") from None
+        raise UserError(
+            f"cannot read {path}: not a PyTorch file or corrupt ({_first_line(exc)})"
+        ) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 def _is_state_dict(obj: dict[str, Any]) -> bool:
     return bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
 
 
-def strip_module_prefix(state: dict[str, Any], prefix: str = "module.") -> dict[str, Any]:
-    """A state dict without DataParallel's `module.` key prefix."""
-    if state and all(k.startswith(prefix) for k in state):
-        return {k[len(prefix) :]: v for k, v in state.items()}
-    return state
+# Pre-0.4 DenseNet keys: `denselayer1.norm.1.weight` is `denselayer1.norm1.weight` today (the
+# renaming torchvision applies to its own old DenseNet files).
+_OLD_DENSENET_KEY = re.compile(
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$"
+)
+
+
+def standard_keys(state: dict[str, Any]) -> dict[str, Any]:
+    """A state dict with today's key names: DataParallel's `module` path segment removed
+    wherever it sits (`module.fc.weight`, `features.module.0.weight`) and pre-0.4 DenseNet
+    names (`norm.1`) joined (`norm1`). No torchvision or project network names a submodule
+    `module`, so the removal never touches a real name."""
+    out: dict[str, Any] = {}
+    for key, value in state.items():
+        name = ".".join(part for part in key.split(".") if part != "module")
+        old = _OLD_DENSENET_KEY.match(name)
+        out[old.group(1) + old.group(2) if old else name] = value
+    return out
 
 
 def final_linear_name(model: nn.Module) -> str:
@@ -96,15 +139,29 @@ def final_linear(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     return layer.weight.detach(), bias.detach()
 
 
-def _infer_num_classes(spec: architectures.ArchSpec, state: dict[str, Any]) -> int | None:
-    probe = spec.build(2)
-    key = final_linear_name(probe) + ".weight"
-    weight = state.get(key)
+def _probe(spec: architectures.ArchSpec) -> nn.Module:
+    """The architecture with 2 classes, for its parameter names only: built on the meta device
+    (no memory, no initialisation: VGG16 takes seconds to initialise) where it can be."""
+    try:
+        with torch.device("meta"):
+            return spec.build(2)
+    except (NotImplementedError, RuntimeError):  # a builder that copies data at build time
+        return spec.build(2)
+
+
+def _infer_num_classes(probe: nn.Module, state: dict[str, Any]) -> int | None:
+    weight = state.get(final_linear_name(probe) + ".weight")
     return int(weight.shape[0]) if isinstance(weight, torch.Tensor) and weight.ndim == 2 else None
 
 
 def _fit(model: nn.Module, state: dict[str, Any], what: str) -> None:
     expected = model.state_dict()
+    # Checkpoints saved before PyTorch 0.4 (Places365's) have no BatchNorm step counters;
+    # `load_state_dict` gives such a layer a zero counter, so do the same before comparing.
+    state = dict(state)
+    for key, value in expected.items():
+        if key.endswith(".num_batches_tracked") and key not in state:
+            state[key] = torch.zeros_like(value)
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     wrong = [
@@ -137,13 +194,20 @@ def load_model(
     allow_pickle: bool = False,
     device: str | torch.device = "cpu",
     name: str | None = None,
+    normalization: str | None = None,
 ) -> LoadedModel:
     """Build `arch` and load `weights` (see the module docstring for the accepted formats).
 
     `arch` may be omitted when the checkpoint names it. With `weights=None` the network keeps
-    its random initialisation (needs `num_classes`) and is named `<arch>_random`. Class names
-    come from `labels` if given, else from the checkpoint, else `class_<k>`.
+    its random initialisation (needs `num_classes`, or `labels` to count) and is named
+    `<arch>_random`. Class names come from `labels` if given, else from the checkpoint, else
+    `class_<k>`. The input normalisation is the checkpoint's, else the architecture's, unless
+    `normalization` names one of `NORMALIZATIONS` (`authors`: the authors' IBD code's
+    (RGB - [124.69, 118.69, 109.54]) / 57.12, for Places365 files that do not record theirs).
     """
+    if normalization is not None and normalization not in NORMALIZATIONS:
+        known = ", ".join(NORMALIZATIONS)
+        raise UserError(f"unknown normalization '{normalization}' (choose from {known})")
     meta: dict[str, Any] = {}
     state: dict[str, Any] | None = None
     whole: nn.Module | None = None
@@ -154,34 +218,42 @@ def load_model(
             whole = obj
         elif isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
             meta = {k: v for k, v in obj.items() if k != "state_dict"}
-            state = strip_module_prefix(dict(obj["state_dict"]))
+            state = standard_keys(obj["state_dict"])
         elif isinstance(obj, dict) and _is_state_dict(obj):
-            state = strip_module_prefix(dict(obj))
+            state = standard_keys(obj)
         else:
             raise UserError(f"{path} is neither a state dict nor a checkpoint with a 'state_dict'")
         if "module" in meta and isinstance(meta["module"], nn.Module):
             whole = meta.pop("module")
+        while isinstance(whole, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+            whole = whole.module  # a pickled wrapper: the network is inside
 
     file_arch = meta.get("arch")
     arch = arch or (str(file_arch) if file_arch else None)
     if whole is not None:
         model = whole
+        # a named architecture still says how to feed the network (input size, layer, mean/std)
+        spec = architectures.get(arch) if arch in architectures.available() else None
         arch = arch or type(whole).__name__.lower()
-        spec = None
     else:
         if arch is None:
             raise UserError("no architecture given and the checkpoint names none: pass --arch")
         spec = architectures.get(arch)
+        probe = _probe(spec)
         if num_classes is None:
             num_classes = meta.get("num_classes") or (
-                _infer_num_classes(spec, state) if state else None
+                _infer_num_classes(probe, state) if state else None
             )
         if num_classes is None and state:
-            key = final_linear_name(spec.build(2)) + ".weight"
+            key = final_linear_name(probe) + ".weight"
             said = f" (the checkpoint says arch '{file_arch}')" if file_arch else ""
             raise UserError(f"weights do not fit {arch}: the file has no classifier '{key}'{said}")
+        if num_classes is None and labels is not None:
+            num_classes = len(read_labels(labels))
         if num_classes is None:
             raise UserError(f"cannot tell the number of classes for {arch}: pass --num-classes")
+        if int(num_classes) < 1:
+            raise UserError(f"the number of classes must be at least 1, not {num_classes}")
         model = spec.build(int(num_classes))
         if state is not None:
             what = f"{arch} with {num_classes} classes"
@@ -215,6 +287,8 @@ def load_model(
     size = tuple(meta.get("input_size") or (spec.input_size if spec else (224, 224)))
     mean = tuple(meta.get("mean") or (spec.mean if spec else architectures.IMAGENET_MEAN))
     std = tuple(meta.get("std") or (spec.std if spec else architectures.IMAGENET_STD))
+    if normalization is not None:
+        mean, std = NORMALIZATIONS[normalization]
     # A randomly initialised network is `<arch>_random`: its outputs must not overwrite those of
     # a trained model named after its architecture (the reference world_resnet.pt).
     default_name = path.name.split(".")[0] if path is not None else f"{arch}_random"

@@ -28,10 +28,17 @@ from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
-from ibd import architectures
+from ibd import architectures, paths
 from ibd.errors import UserError
+from ibd.images import load_rgb
 from ibd.mirror import mirror
-from ibd.models import final_linear_name, save_checkpoint
+from ibd.models import (
+    CHECKPOINT_FORMAT,
+    final_linear_name,
+    read_weights,
+    save_checkpoint,
+    standard_keys,
+)
 from ibd.world.writer import fingerprint
 
 REFERENCE = "world_resnet"
@@ -157,14 +164,12 @@ def read_scenes(world: Path) -> tuple[list[str], list[tuple[str, str, int]]]:
 
 
 def _load_rgb(path: Path, size: tuple[int, int]) -> np.ndarray:
-    try:
-        with Image.open(path) as img:
-            rgb = img.convert("RGB")
-            if rgb.size != (size[1], size[0]):
-                rgb = rgb.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-            return np.asarray(rgb, dtype=np.uint8)
-    except OSError as exc:
-        raise UserError(f"cannot read image {path}: {exc}") from None
+    """H x W x 3 uint8 pixels, decoded as `ibd explain` decodes the image (`images.load_rgb`:
+    EXIF orientation, transparency on white, 16-bit scaled), resized (bilinear) to `size`."""
+    rgb = load_rgb(path)
+    if rgb.size != (size[1], size[0]):
+        rgb = rgb.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+    return np.asarray(rgb, dtype=np.uint8)
 
 
 def load_world_split(
@@ -201,7 +206,7 @@ def scan_image_folder(folder: Path) -> tuple[list[str], list[tuple[Path, int]]]:
         (path, k)
         for k, name in enumerate(classes)
         for path in sorted((folder / name).rglob("*"))
-        if path.suffix.lower() in IMAGE_SUFFIXES
+        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
     ]
     if not items:
         raise UserError(f"{folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
@@ -211,22 +216,23 @@ def scan_image_folder(folder: Path) -> tuple[list[str], list[tuple[Path, int]]]:
 def load_image_folder(
     folder: Path, size: tuple[int, int], seed: int
 ) -> tuple[list[str], dict[str, FolderImages]]:
-    """Train/val/test sets from an image folder: `train/`, `val/` (and `test/`) sub-folders
-    if present, else one folder split 80/20 into train/val by a seeded permutation."""
+    """Train/val/test sets from an image folder: a `train/` sub-folder (with `val/` and `test/`
+    beside it when present; without `val/`, 20% of `train/` is held out by a seeded
+    permutation), else the folder itself, one sub-folder per class, split 80/20 the same way."""
     split_dirs = {s: folder / s for s in ("train", "val", "test") if (folder / s).is_dir()}
+    if split_dirs and "train" not in split_dirs:
+        given = ", ".join(f"{s}/" for s in split_dirs)
+        raise UserError(f"{folder} has {given} but no train/ folder")
     sets: dict[str, list[tuple[Path, int]]] = {}
-    if "train" in split_dirs and "val" in split_dirs:
-        classes, sets["train"] = scan_image_folder(split_dirs["train"])
-        for split in ("val", "test"):
-            if split in split_dirs:
-                other, items = scan_image_folder(split_dirs[split])
-                if other != classes:
-                    raise UserError(
-                        f"{split_dirs[split]} has other classes than {split_dirs['train']}"
-                    )
-                sets[split] = items
+    classes, items = scan_image_folder(split_dirs.get("train", folder))
+    for split in ("val", "test"):
+        if split in split_dirs:
+            other, sets[split] = scan_image_folder(split_dirs[split])
+            if other != classes:
+                raise UserError(f"{split_dirs[split]} has other classes than {split_dirs['train']}")
+    if "val" in sets:
+        sets["train"] = items
     else:
-        classes, items = scan_image_folder(folder)
         order = np.random.default_rng(seed).permutation(len(items))
         cut = max(1, round(0.8 * len(items)))
         sets["train"] = [items[i] for i in order[:cut]]
@@ -306,7 +312,7 @@ def fit(
     model.to(device)
     try:
         for _ in range(settings.epochs):
-            model.train()
+            _train_mode(model)
             for images, labels in train.batches(settings.batch_size, gen):
                 x = norm(augment(images, settings.flip, settings.shift, gen).to(device))
                 loss = F.cross_entropy(model(x), labels.to(device))
@@ -318,6 +324,24 @@ def fit(
                 bar.update()
     finally:
         bar.close()
+
+
+def _train_mode(model: nn.Module) -> None:
+    """Training mode, except for batch-norm layers whose parameters are frozen (`--train
+    head`): their running statistics belong to the kept layers and must not drift either."""
+    model.train()
+    for module in model.modules():
+        params = list(module.parameters(recurse=False))
+        frozen = bool(params) and not any(p.requires_grad for p in params)
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and frozen:
+            module.eval()
+
+
+def check_output(out: Path) -> None:
+    """Fail before training when the checkpoint `out` could not be written afterwards."""
+    if out.is_dir():
+        raise UserError(f"--out {out} is a directory; name the checkpoint file")
+    paths.check_creatable(out)
 
 
 # -- the world's models ----------------------------------------------------------------------
@@ -355,6 +379,18 @@ def _recorded(path: Path) -> dict[str, Any] | None:
     return obj.get("training") if isinstance(obj, dict) else None
 
 
+def trained_on(path: Path, world: Path, arch: str, seed: int) -> bool:
+    """True when `path` holds an `arch` model trained on this world with this seed (whatever
+    its epochs or learning rate)."""
+    record = _recorded(path)
+    return (
+        isinstance(record, dict)
+        and record.get("arch") == arch
+        and record.get("world") == fingerprint(world)
+        and (record.get("settings") or {}).get("seed") == seed
+    )
+
+
 def file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -374,6 +410,7 @@ def train_world_model(
     Returns the checkpoint's accuracy, whether it was reused and (when trained) the model."""
     spec = architectures.get(arch)
     record = _training_record(arch, settings, world)
+    check_output(out)
     if not force and _recorded(out) == record:
         meta = torch.load(out, map_location="cpu", weights_only=True)
         log(f"{arch}: up to date ({out}), accuracy {_fmt(meta['accuracy'])}")
@@ -399,7 +436,13 @@ def train_world_model(
         std=spec.std,
         seed=settings.seed,
         accuracy=acc,
-        extra={"training": record, "train_seconds": round(seconds, 1)},
+        # the result is reproducible for a seed and a torch thread count (CPU reductions are
+        # split by thread), so the count is recorded beside the seed
+        extra={
+            "training": record,
+            "train_seconds": round(seconds, 1),
+            "threads": torch.get_num_threads(),
+        },
     )
     log(f"{arch}: trained in {seconds:.0f} s, accuracy {_fmt(acc)} -> {out}")
     return {"accuracy": acc, "reused": False, "seconds": seconds, "model": model.eval()}
@@ -417,8 +460,11 @@ def mirror_world_model(
     """Save `mirror(reference)` (every kernel flipped left-right) to `out` with its own
     accuracy, arch "world_resnet" and `mirrored: true`; reused while the reference file is
     unchanged."""
-    ref = torch.load(reference, map_location="cpu", weights_only=True)
+    ref = read_weights(reference, allow_pickle=False)
+    if not isinstance(ref, dict) or ref.get("format") != CHECKPOINT_FORMAT:
+        raise UserError(f"{reference} is not a checkpoint written by `ibd train`")
     record = {"mirror_of": file_sha256(reference), "world": fingerprint(world)}
+    check_output(out)
     if not force and _recorded(out) == record:
         meta = torch.load(out, map_location="cpu", weights_only=True)
         log(f"{MIRROR}: up to date ({out}), accuracy {_fmt(meta['accuracy'])}")
@@ -501,28 +547,35 @@ def head_parameters(model: nn.Module) -> list[nn.Parameter]:
     return list(model.get_submodule(final_linear_name(model)).parameters())
 
 
-def init_from(model: nn.Module, path: Path) -> int:
+def init_from(model: nn.Module, path: Path) -> list[str]:
     """Copy the tensors of a state dict or checkpoint at `path` whose names and shapes match
-    `model` (a GAP variant takes torchvision's conv trunk); returns how many were copied."""
+    `model` (a GAP variant takes torchvision's whole conv trunk); returns the names copied."""
     from ibd import gapnets
-    from ibd.models import read_weights, strip_module_prefix
 
     obj = read_weights(path, allow_pickle=False)
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict):
         raise UserError(f"{path} holds no state dict")
-    state = strip_module_prefix(dict(obj))
+    state = standard_keys(obj)
+    own = model.state_dict()
     if isinstance(model, gapnets.GapNet):
-        copied = gapnets.load_trunk(model, state)
+        gapnets.load_trunk(model, state)
+        trunk = [k for k in own if k.startswith("features.")]
+        copied = [k for k in trunk if int(k.split(".")[1]) < model.trunk_length]
     else:
-        own = model.state_dict()
         fitting = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
         model.load_state_dict(fitting, strict=False)
-        copied = len(fitting)
-    if copied == 0:
+        copied = [k for k in own if k in fitting]
+    if not copied:
         raise UserError(f"no tensor of {path} fits the model (wrong architecture?)")
     return copied
+
+
+def _head_names(model: nn.Module) -> set[str]:
+    """State-dict names of the tensors that `--train head` trains."""
+    head = {id(p) for p in head_parameters(model)}
+    return {name for name, p in model.named_parameters() if id(p) in head}
 
 
 def train_folder(
@@ -537,18 +590,34 @@ def train_folder(
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Train `arch` on an image folder (see `load_image_folder`) and save a checkpoint."""
+    if train_part not in ("head", "all"):
+        raise UserError(f"--train must be 'head' or 'all', not '{train_part}'")
+    check_output(out)
     spec = architectures.get(arch)
     classes, sets = load_image_folder(folder, spec.input_size, settings.seed)
     torch.manual_seed(settings.seed)
     model = spec.build(len(classes))
     if init is not None:
-        log(f"{arch}: initialised {init_from(model, init)} tensors from {init}")
+        copied = init_from(model, init)
+        log(f"{arch}: initialised {len(copied)} tensors from {init}")
+        # `--train head` keeps every other tensor as it is: all of them must come from the file
+        # (but for batch-norm step counters, which files saved before PyTorch 0.4 lack)
+        kept = set(copied) | _head_names(model)
+        left = [
+            k
+            for k in model.state_dict()
+            if k not in kept and not k.endswith(".num_batches_tracked")
+        ]
+        if train_part == "head" and left:
+            more = f" (+{len(left) - 4} more)" if len(left) > 4 else ""
+            raise UserError(
+                f"--train head keeps the layers below the head, but {init} does not hold "
+                f"{', '.join(left[:4])}{more} (wrong architecture?)"
+            )
     if train_part == "head":
         keep = {id(p) for p in head_parameters(model)}
         for p in model.parameters():
             p.requires_grad_(id(p) in keep)
-    elif train_part != "all":
-        raise UserError(f"--train must be 'head' or 'all', not '{train_part}'")
     dev = torch.device(device)
     norm = Normalise(spec.mean, spec.std).to(dev)
     fit(model, norm, sets["train"], settings, dev, desc=arch, progress=progress)
@@ -574,7 +643,8 @@ def train_folder(
                 "data": str(folder),
                 "init_from": str(init) if init else None,
                 "train": train_part,
-            }
+            },
+            "threads": torch.get_num_threads(),
         },
     )
     log(f"{arch}: accuracy {_fmt(acc)} -> {out}")

@@ -27,3 +27,26 @@ def test_basis_learn_help_lists_rebuild() -> None:
     cmd = [sys.executable, "-m", "ibd.cli", "basis", "learn", "--help"]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     assert "--rebuild" in out and "--float16" in out
+
+
+def test_ibd_usage_mistakes_are_one_line() -> None:
+    """docs/contracts.md 1: one line on stderr and exit status 2, no usage block."""
+    for argv, message in (
+        (["train", "--epochs", "x"], "ibd train: error: argument --epochs: invalid int value"),
+        (["world", "frob"], "ibd world: error: argument ACTION: invalid choice: 'frob'"),
+        (["nonsense"], "ibd: error: argument COMMAND: invalid choice: 'nonsense'"),
+    ):
+        cmd = [sys.executable, "-m", "ibd.cli", *argv]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        assert done.returncode == 2, argv
+        assert done.stderr.startswith(message) and done.stderr.count("\n") == 1, done.stderr
+
+
+def test_ibd_output_into_a_closed_pipe_ends_quietly() -> None:
+    """`ibd info --archs | head -1`: the reader leaves early; no BrokenPipeError traceback."""
+    cmd = [sys.executable, "-m", "ibd.cli", "info", "--archs"]
+    child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert child.stdout is not None and child.stderr is not None
+    child.stdout.close()  # before the child has printed anything (it is still importing)
+    err = child.stderr.read().decode()
+    assert child.wait() == 1 and err == ""

@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
         "mean / std": f"{loaded.mean} / {loaded.std}",
         "mirrored": str(bool(loaded.meta.get("mirrored"))),
     }
-    for key in ("accuracy", "seed", "epoch", "best_prec1"):
+    for key in ("accuracy", "seed", "threads", "epoch", "best_prec1"):
         if key in loaded.meta:
             lines[key] = str(loaded.meta[key])
     width = max(map(len, lines))

@@ -3,8 +3,9 @@
 - no flags: every concept-world role (world_resnet, world_resnet_mirror, world_vgg,
   world_alexnet) on $IBD_HOME/world into $IBD_HOME/models/<role>.pt, reusing up-to-date
   checkpoints;
-- `--world DIR --arch NAME --out FILE`: one world model (`--arch world_resnet_mirror` also
-  trains or reuses the reference as `world_resnet.pt` beside FILE and mirrors it);
+- `--world DIR --arch NAME --out FILE`: one world model (`--arch world_resnet_mirror` mirrors
+  the reference `world_resnet.pt` beside FILE: the one there if it was trained on this world
+  with this seed and no training flag is given, else one trained now);
 - `--data FOLDER --arch NAME --out FILE [--init-from FILE] [--train head|all]`: any torchvision
   or project architecture on an image folder (torchvision ImageFolder layout).
 """
@@ -87,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ibd import paths
     from ibd.errors import UserError
+    from ibd.modelargs import device_from
     from ibd.train import (
         MIRROR,
         REFERENCE,
@@ -97,12 +99,10 @@ def run(args: argparse.Namespace) -> int:
         train_folder,
         train_roles,
         train_world_model,
+        trained_on,
     )
 
-    try:
-        torch.device(args.device)
-    except RuntimeError:
-        raise UserError(f"unknown --device '{args.device}'") from None
+    device_from(args.device)  # an unknown or absent device fails now, not after loading data
     overrides = {
         k: v
         for k, v in (("epochs", args.epochs), ("lr", args.lr), ("batch_size", args.batch_size))
@@ -148,7 +148,11 @@ def run(args: argparse.Namespace) -> int:
     if args.arch == MIRROR:
         reference = out.parent / f"{REFERENCE}.pt"
         settings = replace(ROLE_SETTINGS[REFERENCE], seed=args.seed, **overrides)
-        train_world_model(world, REFERENCE, reference, settings, args.device, args.force)
+        # With no training flag, the mirror is of the reference that is there (trained on
+        # this world with this seed, maybe with other epochs): it is not replaced behind the
+        # user's back by one trained with the default settings.
+        if overrides or args.force or not trained_on(reference, world, REFERENCE, args.seed):
+            train_world_model(world, REFERENCE, reference, settings, args.device, args.force)
         mirror_world_model(world, reference, out, args.device, args.force)
         return 0
     base = ROLE_SETTINGS.get(args.arch, TrainSettings())

@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from ibd.broden import encode_plane
 from ibd.errors import UserError
+from ibd.paths import check_creatable
 from ibd.world.rules import CLASSES, SceneClass
 from ibd.world.scenes import render
 from ibd.world.vocabulary import COLOURS, OBJECTS, PARTS, PARTS_OF
@@ -291,6 +292,8 @@ def build(
     `force` is not set). A previous world in `out` is replaced only once the new one is
     complete; a directory that is not a world is never touched."""
     out = Path(out)
+    if settings.seed < 0:
+        raise UserError(f"--seed must be a non-negative integer, not {settings.seed}")
     if settings.images < len(CLASSES):
         raise UserError(f"--images must be at least {len(CLASSES)} (one per class)")
     if not 32 <= settings.image_size <= 1024:
@@ -301,6 +304,7 @@ def build(
         not out.is_dir() or (any(out.iterdir()) and not (out / "world.json").is_file())
     ):
         raise UserError(f"{out} exists and is not a concept world; choose another --out")
+    check_creatable(out)
     tmp = out.with_name(f".{out.name}.building-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -315,8 +319,15 @@ def build(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
+        # swap by renames: at every moment one complete world lies at `out` or beside it
+        old = out.with_name(f".{out.name}.replaced-{os.getpid()}")
+        if old.exists():
+            shutil.rmtree(old)
+        out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(out)
     return True
 
 

@@ -55,3 +55,19 @@ def test_bad_files_are_one_line_errors(tmp_path: Path) -> None:
     batch, sizes = load_batch([tmp_path / "ok.png"], (4, 4), (0, 0, 0), (1, 1, 1))
     assert batch.shape == (1, 3, 4, 4) and sizes == [(8, 8)]
     assert torch.all(batch == 0)
+
+
+def test_a_decompression_bomb_is_a_one_line_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    Image.new("RGB", (10, 10)).save(tmp_path / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10)  # Pillow refuses more than twice this
+    with pytest.raises(UserError, match="big.png is too large to decode safely"):
+        load_rgb(tmp_path / "big.png")
+
+
+def test_sixteen_bit_grey_is_scaled_by_its_peak(tmp_path: Path) -> None:
+    values = np.array([[0, 1000], [2000, 4000]], dtype=np.uint16)
+    Image.fromarray(values).save(tmp_path / "deep.png")
+    rgb = np.asarray(load_rgb(tmp_path / "deep.png"))
+    assert rgb[:, :, 0].tolist() == [[0, 63], [127, 255]] and (rgb[..., 0] == rgb[..., 2]).all()

@@ -6,7 +6,7 @@ import torch
 import torchvision
 from torch import nn
 
-from ibd.mirror import mirror
+from ibd.mirror import _flattened_linear, mirror
 
 
 def stride_one_net() -> nn.Module:
@@ -55,3 +55,43 @@ def test_mirror_flag_names_the_model_apart(tmp_path) -> None:
     assert load_model("resnet18", tmp_path / "r18.pth").name == "r18"
     twin = load_model("resnet18", tmp_path / "r18.pth", mirrored=True)
     assert twin.name == "r18_mirror" and twin.meta["mirrored"] is True
+
+
+class Flattening(nn.Module):
+    """torchvision's AlexNet / VGG layout in miniature: features, `avgpool` to 3 x 3, then a
+    `classifier` whose first linear layer reads the flattened map."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU())
+        self.avgpool = nn.AdaptiveAvgPool2d((3, 3))
+        self.classifier = nn.Sequential(nn.Linear(6 * 9, 8), nn.ReLU(), nn.Linear(8, 5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+
+
+def test_mirror_of_a_flattening_classifier_equals_flipped_input() -> None:
+    """The mirror reverses the flattened classifier's columns along the width too, so
+    mirror(m)(x) == m(flip(x)) still holds for stride-1 convolutions."""
+    torch.manual_seed(4)
+    model = Flattening().eval()
+    twin = mirror(model)
+    x = torch.randn(2, 3, 12, 12)
+    with torch.no_grad():
+        torch.testing.assert_close(twin(x), model(x.flip(-1)), rtol=0, atol=1e-5)
+        assert (twin(x) - model(x)).abs().max() > 1e-3
+    first, flipped = model.classifier[0].weight, twin.classifier[0].weight
+    assert torch.equal(flipped.view(8, 6, 3, 3), first.view(8, 6, 3, 3).flip(-1))
+    assert torch.equal(twin.classifier[2].weight, model.classifier[2].weight)  # not spatial
+
+
+def test_torchvision_alexnet_and_vgg_are_recognised_as_flattening() -> None:
+    with torch.device("meta"):
+        alexnet, vgg = torchvision.models.alexnet(), torchvision.models.vgg16()
+    linear, channels, height, width = _flattened_linear(alexnet)
+    assert linear is alexnet.classifier[1] and (channels, height, width) == (256, 6, 6)
+    linear, channels, height, width = _flattened_linear(vgg)
+    assert linear is vgg.classifier[0] and (channels, height, width) == (512, 7, 7)
+    with torch.device("meta"):
+        assert _flattened_linear(torchvision.models.resnet18()) is None  # pools to 1 x 1

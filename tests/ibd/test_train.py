@@ -12,17 +12,24 @@ from PIL import Image
 
 from ibd import architectures
 from ibd.cli import main
+from ibd.errors import UserError
+from ibd.images import load_rgb
 from ibd.models import load_model
 from ibd.train import (
     Normalise,
     TrainSettings,
+    _load_rgb,
     accuracy,
     augment,
+    init_from,
+    load_image_folder,
     load_world_split,
+    train_folder,
     train_roles,
     train_world_model,
 )
 from ibd.world.writer import WorldSettings, build
+from ibd.worldnets import world_resnet
 
 FAST = {
     "world_resnet": TrainSettings(epochs=1, lr=3e-3),
@@ -256,3 +263,160 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[s
         == 2
     )
     assert "unknown architecture 'nonsense_net'" in capsys.readouterr().err
+
+
+def test_folder_images_are_decoded_as_explain_decodes_them(tmp_path: Path) -> None:
+    """Training sees what `ibd explain` sees: EXIF orientation applied, transparency on
+    white (Pillow's own convert("RGB") keeps the colour under a transparent pixel)."""
+    clear = np.zeros((4, 6, 4), dtype=np.uint8)
+    clear[..., 0] = 255  # red, fully transparent except the first column
+    clear[:, 0, 3] = 255
+    Image.fromarray(clear, mode="RGBA").save(tmp_path / "clear.png")
+    upright = Image.new("RGB", (6, 2), (0, 0, 0))
+    upright.putpixel((0, 0), (255, 255, 255))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown rotated 90 degrees clockwise
+    upright.save(tmp_path / "rot.jpg", exif=exif, quality=100)
+    pixels = _load_rgb(tmp_path / "clear.png", (4, 6))
+    assert pixels[0, 0].tolist() == [255, 0, 0] and pixels[0, 1].tolist() == [255, 255, 255]
+    rotated = _load_rgb(tmp_path / "rot.jpg", (6, 2))
+    assert np.array_equal(rotated, np.asarray(load_rgb(tmp_path / "rot.jpg")))
+    assert rotated[0, 1].sum() > 600  # the white corner is at the top right once upright
+
+
+def test_world_images_decode_exactly_as_before(world: Path) -> None:
+    """The world's JPEGs have no EXIF and no alpha: the shared decoder gives the very pixels
+    the published models were trained on."""
+    for i in (0, 7, 100):
+        with Image.open(world / "images" / f"{i:05d}.jpg") as img:
+            plain = np.asarray(img.convert("RGB"))
+        assert np.array_equal(_load_rgb(world / "images" / f"{i:05d}.jpg", (112, 112)), plain)
+
+
+def _folder(root: Path, splits: tuple[str, ...]) -> None:
+    for split in splits:
+        for name in ("cats", "dogs"):
+            (root / split / name).mkdir(parents=True)
+            for i in range(5):
+                Image.new("RGB", (8, 8), (i, 0, 0)).save(root / split / name / f"{i}.png")
+
+
+def test_a_train_folder_without_val_is_split_not_taken_for_a_class(tmp_path: Path) -> None:
+    _folder(tmp_path / "d", ("train", "test"))
+    classes, sets = load_image_folder(tmp_path / "d", (8, 8), seed=0)
+    assert classes == ["cats", "dogs"]
+    assert (len(sets["train"]), len(sets["val"]), len(sets["test"])) == (8, 2, 10)
+    held_out = {p for p, _ in sets["val"].items}
+    assert not held_out & {p for p, _ in sets["train"].items}
+    assert all(p.parent.parent.name == "train" for p in held_out)
+    _folder(tmp_path / "e", ("val",))
+    with pytest.raises(UserError, match="has val/ but no train/ folder"):
+        load_image_folder(tmp_path / "e", (8, 8), seed=0)
+
+
+def test_train_head_keeps_every_other_tensor_batch_norm_statistics_included(
+    tmp_path: Path, one_torch_thread: None
+) -> None:
+    _write_folder(tmp_path / "data", 3, size=32)
+    torch.manual_seed(9)
+    # saved as PyTorch < 0.4 did, without batch-norm step counters (Places365's files)
+    start = {k: v for k, v in world_resnet(12).state_dict().items() if "num_batches" not in k}
+    torch.save(start, tmp_path / "start.pth")
+    settings = TrainSettings(epochs=1, batch_size=4)
+    quiet = {"progress": False, "log": lambda _: None}
+    out = tmp_path / "head.pt"
+    train_folder(
+        tmp_path / "data", "world_resnet", out, settings, tmp_path / "start.pth", "head", **quiet
+    )
+    trained = torch.load(out, weights_only=True)["state_dict"]
+    kept = [k for k in start if not k.startswith("fc.")]
+    assert "layer1.0.bn1.running_mean" in kept
+    assert all(torch.equal(trained[k], start[k]) for k in kept)
+    assert not torch.equal(trained["fc.bias"][:2], torch.zeros(2))  # the head did train
+    # a file that initialises only part of the kept layers is refused before any training
+    partial = {k: v for k, v in start.items() if not k.startswith("layer4.")}
+    torch.save(partial, tmp_path / "partial.pth")
+    with pytest.raises(UserError, match=r"does not hold layer4\.0\.conv1\.weight"):
+        train_folder(
+            tmp_path / "data",
+            "world_resnet",
+            out,
+            settings,
+            tmp_path / "partial.pth",
+            "head",
+            **quiet,
+        )
+
+
+def test_the_gap_trunk_must_come_whole_from_the_file(tmp_path: Path) -> None:
+    from ibd.gapnets import alexnet_gap
+
+    net = alexnet_gap(3)
+    trunk = {k: v for k, v in net.state_dict().items() if k.startswith("features.")}
+    trunk = {k: v for k, v in trunk.items() if int(k.split(".")[1]) < net.trunk_length}
+    torch.save({"features.0.weight": trunk["features.0.weight"]}, tmp_path / "part.pth")
+    with pytest.raises(UserError, match=r"conv trunk \(features.0-11\): missing features.0.bias"):
+        init_from(net, tmp_path / "part.pth")
+    torch.save({**trunk, "features.3.weight": torch.zeros(192, 64, 3, 3)}, tmp_path / "wrong.pth")
+    with pytest.raises(UserError, match=r"features.3.weight \(192x64x3x3 in file vs 192x64x5x5"):
+        init_from(net, tmp_path / "wrong.pth")
+    torch.save(trunk, tmp_path / "trunk.pth")
+    assert len(init_from(net, tmp_path / "trunk.pth")) == 10
+
+
+def test_training_is_reproducible_from_its_seed(tmp_path: Path, one_torch_thread: None) -> None:
+    world = tmp_path / "w"
+    build(world, WorldSettings(seed=1, images=24), workers=1, progress=False)
+    quiet = {"progress": False, "log": lambda _: None, "force": True}
+    states = []
+    for seed, name in ((0, "a"), (0, "b"), (1, "c")):
+        out = tmp_path / f"{name}.pt"
+        train_world_model(world, "world_alexnet", out, TrainSettings(epochs=1, seed=seed), **quiet)
+        states.append(torch.load(out, weights_only=True))
+    assert states[0]["threads"] == 1 and states[0]["seed"] == 0
+    a, b, c = (s["state_dict"] for s in states)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_outputs_and_devices_are_checked_before_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _write_folder(tmp_path / "data", 1, size=8)
+    (tmp_path / "taken").mkdir()
+    data = ["train", "--data", str(tmp_path / "data"), "--arch", "world_alexnet"]
+    assert main([*data, "--out", str(tmp_path / "taken")]) == 2
+    assert "is a directory; name the checkpoint file" in capsys.readouterr().err
+    (tmp_path / "file").write_text("")
+    assert main([*data, "--out", str(tmp_path / "file" / "m.pt")]) == 2
+    assert "is a file, not a directory" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main([*data, "--out", str(tmp_path / "m.pt"), "--device", "cuda"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "CUDA is not available" in err
+    assert not (tmp_path / "m.pt").exists()
+
+
+@pytest.mark.slow
+def test_the_mirror_command_mirrors_the_reference_that_is_there(
+    tmp_path: Path, one_torch_thread: None
+) -> None:
+    world, models = tmp_path / "w", tmp_path / "m"
+    build(world, WorldSettings(seed=1, images=24), workers=1, progress=False)
+    where = ["--world", str(world), "--models", str(models)]
+    assert main(["train", *where, "--arch", "world_resnet", "--epochs", "1"]) == 0
+    reference = (models / "world_resnet.pt").read_bytes()
+    assert main(["train", *where, "--arch", "world_resnet_mirror"]) == 0
+    assert (models / "world_resnet.pt").read_bytes() == reference  # not retrained for 10 epochs
+    ref = torch.load(models / "world_resnet.pt", weights_only=True)
+    twin = torch.load(models / "world_resnet_mirror.pt", weights_only=True)
+    assert ref["training"]["settings"]["epochs"] == 1
+    assert torch.equal(
+        twin["state_dict"]["conv1.weight"], ref["state_dict"]["conv1.weight"].flip(-1)
+    )
+    # another seed is another reference: trained now (with the role's settings), then mirrored
+    assert (
+        main(["train", *where, "--arch", "world_resnet_mirror", "--seed", "1", "--epochs", "1"])
+        == 0
+    )
+    assert torch.load(models / "world_resnet.pt", weights_only=True)["seed"] == 1

@@ -321,3 +321,61 @@ def test_cli_builds_reuses_and_refuses_foreign_directories(
     assert "is not a concept world" in capsys.readouterr().err
     assert (foreign / "notes.txt").read_text() == "keep me"
     assert main(["world", "build", "--out", str(out), "--images", "5"]) == 2
+
+
+def test_category_and_dense_code_tables_follow_broden(world: Path) -> None:
+    """category.csv: each category's first and last global label number, its label count and
+    the number of images that carry it; c_<cat>.csv: dense codes 1.. in label-number order
+    with the label's image frequency (the same as label.csv's)."""
+    table = {r["name"]: r for r in _rows(world / "category.csv")}
+    spans = {"color": (1, 11), "object": (12, 35), "part": (36, 47), "scene": (48, 59)}
+    index = _rows(world / "index.csv")
+    for category, (first, last) in spans.items():
+        row = table[category]
+        assert (int(row["first"]), int(row["last"]), int(row["count"])) == (
+            first,
+            last,
+            last - first + 1,
+        )
+        assert int(row["frequency"]) == sum(1 for r in index if r[category])
+    label_rows = {int(r["number"]): r for r in _rows(world / "label.csv")}
+    for category, (first, last) in spans.items():
+        codes = _rows(world / f"c_{category}.csv")
+        assert [(int(r["code"]), int(r["number"])) for r in codes] == [
+            (n - first + 1, n) for n in range(first, last + 1)
+        ]
+        for r in codes:
+            assert r["name"] == label_rows[int(r["number"])]["name"]
+            assert r["frequency"] == label_rows[int(r["number"])]["frequency"]
+    # a scene label's frequency is its class's image count (whole-image labels)
+    scene_rows = _rows(world / "scenes.csv")
+    harbor = next(r for r in label_rows.values() if r["name"] == "harbor")
+    assert int(harbor["frequency"]) == sum(r["class_name"] == "harbor" for r in scene_rows)
+
+
+def test_bad_seeds_and_unwritable_places_are_one_line_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "w"
+    assert main(["world", "build", "--out", str(out), "--images", "12", "--seed", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert err == "ibd world: error: --seed must be a non-negative integer, not -1\n"
+    (tmp_path / "file").write_text("")
+    assert main(["world", "build", "--out", str(tmp_path / "file" / "w"), "--images", "12"]) == 2
+    assert "is a file, not a directory" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stopped:
+        main(["world", "build", "--out", str(out), "--images", "x"])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert err == "ibd world build: error: argument --images: invalid int value: 'x'\n"
+    assert not out.exists()
+
+
+def test_a_rebuild_replaces_the_old_world_and_leaves_nothing_beside_it(tmp_path: Path) -> None:
+    out = tmp_path / "w"
+    build(out, WorldSettings(seed=1, images=12), workers=1, progress=False)
+    (out / "stale.txt").write_text("from the old world")
+    assert build(out, WorldSettings(seed=2, images=12), workers=1, progress=False)
+    assert json.loads((out / "world.json").read_text())["seed"] == 2
+    assert not (out / "stale.txt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w"]

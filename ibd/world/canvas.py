@@ -19,7 +19,19 @@ from ibd.world.vocabulary import SHADES
 class Canvas:
     """RGB image plus three label maps (object, part, colour) holding Broden label numbers."""
 
-    def __init__(self, height: int, width: int, numbers: dict[str, int]) -> None:
+    def __init__(
+        self,
+        height: int,
+        width: int,
+        numbers: dict[str, int],
+        hidden: frozenset[str] = frozenset(),
+        fill: tuple[float, float, float] | None = None,
+    ) -> None:
+        """`hidden` object or part concepts are not painted (what they would cover shows
+        through), or painted flat in `fill` when it is given: the counterfactuals of
+        `ibd.world.scenes.render`."""
+        self.hidden = hidden
+        self.fill = fill
         self.height = height
         self.width = width
         self.numbers = numbers
@@ -72,6 +84,10 @@ class Canvas:
         labelled as object `obj` and part `part` (or no part)."""
         if not region.any():
             return
+        if obj in self.hidden or part in self.hidden:
+            if self.fill is None:
+                return
+            shade, texture = (shade[0], self.fill), None
         name, rgb = shade
         colour = np.asarray(rgb, dtype=np.float32)
         if texture is None:

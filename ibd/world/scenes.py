@@ -355,11 +355,19 @@ def render(
     numbers: dict[str, int],
     min_pixels: int,
     noise: float,
+    hide: frozenset[str] = frozenset(),
+    fill: tuple[float, float, float] | None = None,
 ) -> tuple[Canvas, np.ndarray]:
-    """An image of `scene_class` and its canvas (label maps), obeying the class's rules."""
+    """An image of `scene_class` and its canvas (label maps), obeying the class's rules.
+
+    With `hide`, the counterfactual of that image: the accepted layout is drawn again from the
+    same random state with the `hide` concepts (objects or parts) left out, or painted flat in
+    `fill`, so every other pixel, the lighting and the sensor noise are the image's own. The
+    returned canvas is the image's, labels of the hidden concepts included."""
     compose = COMPOSERS[scene_class.name]
     allowed = scene_class.allowed()
     for _ in range(MAX_ATTEMPTS):
+        start = rng.bit_generator.state
         scene = Scene(Canvas(size, size, numbers), rng)
         compose(scene)
         cv = scene.cv
@@ -368,5 +376,10 @@ def render(
             extra = ", ".join(sorted(objects - allowed))
             raise RuntimeError(f"the {scene_class.name} composer drew {extra}, not in its rules")
         if all(cv.area(c) >= min_pixels for c in scene_class.defining):
+            if hide:
+                rng.bit_generator.state = start
+                redrawn = Scene(Canvas(size, size, numbers, hide, fill), rng)
+                compose(redrawn)
+                return cv, finish(redrawn.cv, rng, noise)
             return cv, finish(cv, rng, noise)
     raise RuntimeError(f"could not lay out a {scene_class.name} scene in {MAX_ATTEMPTS} attempts")

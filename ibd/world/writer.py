@@ -22,7 +22,7 @@ import os
 import shutil
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from tqdm import tqdm
 from ibd.broden import encode_plane
 from ibd.errors import UserError
 from ibd.paths import check_creatable
+from ibd.world.canvas import Canvas
 from ibd.world.rules import CLASSES, SceneClass
 from ibd.world.scenes import render
 from ibd.world.vocabulary import COLOURS, OBJECTS, PARTS, PARTS_OF
@@ -61,6 +62,23 @@ class WorldSettings:
         data = asdict(self)
         data["splits"] = {name: fraction for name, fraction in self.splits}
         return data
+
+    @classmethod
+    def of_world(cls, root: str | Path) -> WorldSettings:
+        """The settings a built world records in its world.json."""
+        path = Path(root) / "world.json"
+        try:
+            data = dict(json.loads(path.read_text(encoding="utf-8"))["settings"])
+            data["splits"] = tuple((str(k), float(v)) for k, v in data["splits"].items())
+            settings = cls(**data)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise UserError(f"{path} is not a concept world's world.json ({exc})") from None
+        if settings.generator != GENERATOR_VERSION:
+            raise UserError(
+                f"{root} was built by world generator {settings.generator}, this is generator "
+                f"{GENERATOR_VERSION}: rebuild it (`ibd world build --force`)"
+            )
+        return settings
 
 
 @dataclass(frozen=True)
@@ -104,10 +122,7 @@ def assign_splits(settings: WorldSettings, num_classes: int) -> list[tuple[int, 
 @dataclass
 class _Job:
     settings: WorldSettings
-    numbers: dict[str, int]
-    plan: list[tuple[int, str]]
     images: Path
-    classes: tuple[SceneClass, ...] = field(default=CLASSES)
 
 
 _JOB: _Job | None = None
@@ -122,16 +137,35 @@ def image_name(i: int) -> str:
     return f"{i:05d}"
 
 
+def render_image(
+    settings: WorldSettings,
+    i: int,
+    hide: frozenset[str] = frozenset(),
+    fill: tuple[float, float, float] | None = None,
+    classes: tuple[SceneClass, ...] = CLASSES,
+) -> tuple[Canvas, np.ndarray]:
+    """Image i of the world `settings` describe: its canvas and its photo before JPEG coding,
+    or with `hide` (and `fill`) the photo's counterfactual (`ibd.world.scenes.render`)."""
+    numbers = {label.name: label.number for label in labels(classes)}
+    rng = np.random.default_rng([settings.seed, i])
+    scene_class = classes[i % len(classes)]  # as `assign_splits` deals them
+    return render(
+        scene_class,
+        rng,
+        settings.image_size,
+        numbers,
+        settings.min_pixels,
+        settings.noise,
+        hide,
+        fill,
+    )
+
+
 def _render_one(i: int) -> dict[str, Any]:
     """Render and write image i; returns its per-label pixel counts for label.csv."""
     assert _JOB is not None
     job = _JOB
-    k, _ = job.plan[i]
-    rng = np.random.default_rng([job.settings.seed, i])
-    size = job.settings.image_size
-    cv, photo = render(
-        job.classes[k], rng, size, job.numbers, job.settings.min_pixels, job.settings.noise
-    )
+    cv, photo = render_image(job.settings, i)
     stem = image_name(i)
     Image.fromarray(photo).save(
         job.images / f"{stem}.jpg", quality=job.settings.jpeg_quality, optimize=False
@@ -311,7 +345,7 @@ def build(
     (tmp / "images").mkdir(parents=True)
     table = labels(CLASSES)
     plan = assign_splits(settings, len(CLASSES))
-    job = _Job(settings, {lb.name: lb.number for lb in table}, plan, tmp / "images")
+    job = _Job(settings, tmp / "images")
     try:
         results = _render_all(job, _workers(workers), progress)
         _write_tables(tmp, settings, table, plan, results, CLASSES)

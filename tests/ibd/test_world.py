@@ -13,12 +13,13 @@ from scipy.ndimage import binary_erosion, label
 
 from ibd.broden import BrodenDataset, decode_plane
 from ibd.cli import main
+from ibd.errors import UserError
 from ibd.evaluate import lenient_correct
 from ibd.world.canvas import Canvas
 from ibd.world.rules import CLASSES, SceneClass, check_consistent, check_exclusive
 from ibd.world.scenes import render
 from ibd.world.vocabulary import COLOURS, OBJECTS, PARTS, PARTS_OF, SHADES
-from ibd.world.writer import WorldSettings, assign_splits, build, labels
+from ibd.world.writer import WorldSettings, assign_splits, build, labels, render_image
 
 TINY = WorldSettings(seed=3, images=48)
 
@@ -379,3 +380,40 @@ def test_a_rebuild_replaces_the_old_world_and_leaves_nothing_beside_it(tmp_path:
     assert json.loads((out / "world.json").read_text())["seed"] == 2
     assert not (out / "stale.txt").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["w"]
+
+
+def test_counterfactual_changes_only_the_hidden_concepts_pixels(world: Path) -> None:
+    settings = WorldSettings.of_world(world)
+    assert settings == TINY
+    grey = (124.0, 116.0, 104.0)
+    numbers = _numbers(world)
+    checked = 0
+    for i in range(24):
+        cv, photo = render_image(settings, i)
+        assert (render_image(settings, i, frozenset())[1] == photo).all()
+        for name, plane in (("house", cv.object), ("roof", cv.part), ("tree", cv.object)):
+            shown = plane == numbers[name]
+            if shown.sum() < 20:
+                continue
+            checked += 1
+            cv_hidden, removed = render_image(settings, i, frozenset({name}))
+            assert (cv_hidden.object == cv.object).all()  # the canvas is the image's
+            assert (removed[~shown] == photo[~shown]).all()  # same layout, lighting, noise
+            assert (removed[shown] != photo[shown]).any(axis=1).mean() > 0.5
+            _, filled = render_image(settings, i, frozenset({name}), fill=grey)
+            assert (filled[~shown] == photo[~shown]).all()
+            # flat grey under the image's exposure (x0.8..1.18) and noise (sd <= 8)
+            inside = filled[shown].astype(np.float64)
+            assert np.abs(inside.mean(0) / np.asarray(grey) - 1).max() < 0.2
+            assert inside.std(0).max() < 16
+    assert checked >= 10
+
+
+def test_settings_of_a_world_from_another_generator_are_refused(tmp_path: Path) -> None:
+    data = {"format": "concept-world-1", "settings": {**TINY.to_json(), "generator": 2}}
+    (tmp_path / "world.json").write_text(json.dumps(data))
+    with pytest.raises(UserError, match="generator 2"):
+        WorldSettings.of_world(tmp_path)
+    (tmp_path / "world.json").write_text("{}")
+    with pytest.raises(UserError, match="not a concept world"):
+        WorldSettings.of_world(tmp_path)

@@ -149,9 +149,21 @@ def _probe(spec: architectures.ArchSpec) -> nn.Module:
         return spec.build(2)
 
 
+def _classifier(model: nn.Module) -> tuple[str, int]:
+    """Name and output count of the layer that computes the class scores: the last `nn.Linear`,
+    or for a head without one (SqueezeNet's 1x1 convolution) the last `nn.Conv2d`."""
+    for kind in (nn.Linear, nn.Conv2d):
+        found = [(n, m) for n, m in model.named_modules() if isinstance(m, kind)]
+        if found:
+            name, layer = found[-1]
+            return name, int(layer.out_features if kind is nn.Linear else layer.out_channels)
+    raise UserError("the model has no nn.Linear or nn.Conv2d layer to compute class scores")
+
+
 def _infer_num_classes(probe: nn.Module, state: dict[str, Any]) -> int | None:
-    weight = state.get(final_linear_name(probe) + ".weight")
-    return int(weight.shape[0]) if isinstance(weight, torch.Tensor) and weight.ndim == 2 else None
+    weight = state.get(_classifier(probe)[0] + ".weight")
+    ok = isinstance(weight, torch.Tensor) and weight.ndim in (2, 4)
+    return int(weight.shape[0]) if ok else None
 
 
 def _fit(model: nn.Module, state: dict[str, Any], what: str) -> None:
@@ -245,7 +257,7 @@ def load_model(
                 _infer_num_classes(probe, state) if state else None
             )
         if num_classes is None and state:
-            key = final_linear_name(probe) + ".weight"
+            key = _classifier(probe)[0] + ".weight"
             said = f" (the checkpoint says arch '{file_arch}')" if file_arch else ""
             raise UserError(f"weights do not fit {arch}: the file has no classifier '{key}'{said}")
         if num_classes is None and labels is not None:
@@ -261,7 +273,7 @@ def load_model(
                 what += f" (the checkpoint says arch '{file_arch}')"
             _fit(model, state, what)
 
-    out_features = model.get_submodule(final_linear_name(model)).out_features
+    out_features = _classifier(model)[1]
     if labels is not None:
         classes = read_labels(labels)
     elif meta.get("classes"):

@@ -4,6 +4,7 @@ pickled wrappers, and the one-line errors of whole-model pickles."""
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ from torch import nn
 from ibd import architectures
 from ibd.cli import main
 from ibd.errors import UserError
+from ibd.images import load_batch
 from ibd.labels import read_labels
 from ibd.models import load_model, standard_keys
 from ibd.train import init_from
@@ -178,3 +180,54 @@ def test_the_authors_normalisation_can_be_chosen_for_a_file_that_records_none(
     args = ["info", "--arch", "world_resnet", "--weights", str(tmp_path / "plain.pth")]
     assert main([*args, "--normalization", "authors"]) == 0
     assert "(0.48898" in capsys.readouterr().out  # 124.69 / 255
+
+
+def test_a_squeezenet_with_its_convolution_head_loads_and_explains(
+    tmp_path: Path, one_torch_thread: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    torch.manual_seed(0)
+    original = torchvision.models.squeezenet1_1(num_classes=7).eval()
+    state = {"module." + k: v for k, v in original.state_dict().items()}
+    weights = places365_file(tmp_path / "sq.pth.tar", state, "squeezenet1_1")
+    loaded = load_model(None, weights)
+    assert len(loaded.classes) == 7 and loaded.layer == "features"
+    same_outputs(loaded.model, original, 64)
+    image = tmp_path / "a.png"
+    torchvision.transforms.functional.to_pil_image(torch.rand(3, 40, 40)).save(image)
+    out = tmp_path / "gradcam"
+    assert (
+        main(
+            [
+                "explain",
+                "--method",
+                "gradcam",
+                "--weights",
+                str(weights),
+                "--out",
+                str(out),
+                str(image),
+            ]
+        )
+        == 0
+    )
+    record = json.loads((out / "explanations.json").read_text())[0]
+    with torch.no_grad():
+        logits = original(load_batch([image], loaded.input_size, loaded.mean, loaded.std)[0])
+    assert record["class_index"] == int(logits.argmax())
+    assert abs(record["score"] - float(logits.max())) < 1e-4
+    assert (
+        main(
+            [
+                "explain",
+                "--method",
+                "cam",
+                "--weights",
+                str(weights),
+                "--out",
+                str(tmp_path / "cam"),
+                str(image),
+            ]
+        )
+        == 2
+    )
+    assert "CAM does not apply" in capsys.readouterr().err

@@ -153,6 +153,8 @@ def _from_file(args: argparse.Namespace) -> tuple[np.ndarray, list[str], str, di
         "--layer": args.layer,
         "--mirror": args.mirror,
         "--allow-pickle": args.allow_pickle,
+        "--normalization": args.normalization,
+        "--device": None if args.device == "cpu" else args.device,
     }
     given = [flag for flag, value in model_flags.items() if value not in (None, False)]
     if given:

@@ -359,6 +359,8 @@ def inputs(tmp_path: Path) -> Path:
         ("--basis basis.npz --class-weights W_obj.npy", "cannot read class weights"),
         ("--basis basis.npz --class-weights W.npy --labels two.txt", "names 2 classes but"),
         ("--basis basis.npz --class-weights W.npy --arch resnet18", "--class-weights replaces"),
+        ("--basis basis.npz --class-weights W.npy --normalization authors", "drop --normal"),
+        ("--basis basis.npz --class-weights W.npy --device cuda", "drop --device"),
         ("--basis basis.npz --class-weights W.npy --max-concepts 0", "--max-concepts must be"),
         ("--basis basis.npz --class-weights W.npy --tol -1", "--tol must be"),
         ("--basis basis.npz --weights missing.pt", "weights file not found"),

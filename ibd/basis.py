@@ -43,9 +43,16 @@ Procedures (REFERENCE.md 2):
   negatives (a `hard_fraction` of them, default half) and fresh random ones (the rest), retrain.
   With hard_fraction = 1 every negative is replaced by a hard one; on the concept world that
   lowers the held-out mAP (small concepts' hardest "negatives" are mostly cells that show the
-  concept off-centre), hence the default. Optimiser (the paper does not name one): Adam on
-  features standardised per dimension, L2 penalty `l2`, `epochs` passes per round; the weights
-  are mapped back to the raw features, w = w~ / sigma, b = b~ - w . mu.
+  concept off-centre), hence the default. Objective: the mean logistic loss of w . a + b on
+  the raw features plus (l2/2) s^2 ||w||^2, s^2 = mean_d var(a_d) the features' overall scale
+  (so a global rescaling of the features rescales w and leaves q as it was). Optimiser (the
+  paper does not name one): Adam, `epochs` passes per round, on features standardised per
+  dimension, x~_d = (x_d - mu_d) / sigma_d with sigma_d = max(std_d, s / 10), where the penalty
+  is sum_d (l2/2) (s / sigma_d)^2 w~_d^2, the same objective; the weights are mapped back to the
+  raw features, w = w~ / sigma, b = b~ - w . mu. Standardisation only conditions the
+  optimisation: a penalty on w~ itself would leave a dimension of tiny spread almost free in
+  raw units, and its raw weight w~_d / sigma_d would dominate q_c (as a near-dead channel of a
+  VGG-style network did on the concept world: |q_cd| > 0.95 for 26 of 36 concepts).
 - `authors` (CSAILVision/IBD's code): the 1:20 negatives are a pool of candidates; each of 15
   epochs trains on all positives and 2 x n_pos negatives, the highest-scoring of the pool under
   the previous epoch's classifier (random in the first epoch); plain SGD, lr 0.01, 128 samples
@@ -86,6 +93,7 @@ _SCORE_BUDGET = 1 << 28  # bytes of float32 scores held at once when scoring man
 _GATHER_BUDGET = 1 << 24  # floats gathered at once by the per-concept SGD step
 _AP_BUDGET = 1 << 22  # positions x concepts per AP computation (~50 bytes of work each)
 _COUNT_BUDGET = 1 << 24  # bytes of int64 partial counts when counting a B x C mask
+SCALE_FLOOR = 0.1  # of the features' overall scale s: the least sigma_d that standardises
 
 
 @dataclass(frozen=True)
@@ -353,11 +361,12 @@ class Adam:
     step (none of its rows in the block) takes no step and its count does not advance, so its
     updates are those of torch.optim.Adam on that concept alone over the steps in which it is
     active. Which steps those are is not the concept's own choice (see `fit_masked`). Gradient of
-    the L2 penalty (l2/2)||w||^2 is added to w's gradient (torch.optim.Adam's `weight_decay`);
-    the bias is not penalised."""
+    the L2 penalty sum_d (l2_d/2) w_d^2 is added to w's gradient (torch.optim.Adam's
+    `weight_decay` when `l2` is one number; it may also be a D-vector, one per dimension); the
+    bias is not penalised."""
 
     lr: float
-    l2: float
+    l2: float | torch.Tensor
     shape: tuple[int, int]
     beta1: float = 0.9
     beta2: float = 0.999
@@ -417,7 +426,7 @@ def fit_masked(
     epochs: int,
     block: int,
     lr: float,
-    l2: float,
+    l2: float | torch.Tensor,
     seed: tuple[int, ...],
     on_epoch: Callable[[], None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -425,7 +434,7 @@ def fit_masked(
 
     Each step takes a block X_s of bank rows and minimises, for every concept c with rows in the
     block, the mean logistic loss over its rows M_c = {r in block : member[r, c]}:
-        L_c = 1/|M_c| sum_{r in M_c} [log(1 + exp(z_rc)) - y_rc z_rc] + l2/2 ||w_c||^2,
+        L_c = 1/|M_c| sum_{r in M_c} [log(1 + exp(z_rc)) - y_rc z_rc] + sum_d l2_d/2 w_cd^2,
         z = X_s W^T + b,  dL_c/dz_rc = sigmoid(z_rc) - y_rc,
     so the gradient of all C classifiers is one product G^T X_s (G = masked residuals / |M_c|).
 
@@ -504,15 +513,20 @@ class Fit:
 
 def standardize_features(
     x: torch.Tensor, in_place: bool = False
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(x~, mu, sigma): x~ = (x - mu) / sigma per dimension (sigma of a constant dimension taken
-    as 1). With `in_place`, x itself becomes x~ (no copy); otherwise x~ is one new tensor, filled
-    in place (no temporary besides it). Either way the values are those of (x - mu) / sigma."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+    """(x~, mu, sigma, s): x~ = (x - mu) / sigma per dimension, s = sqrt(mean_d std_d^2) the
+    features' overall scale, sigma_d = max(std_d, SCALE_FLOOR * s) (1 when every dimension is
+    constant), so a dimension of tiny spread is not blown up to unit variance. With `in_place`,
+    x itself becomes x~ (no copy); otherwise x~ is one new tensor, filled in place (no temporary
+    besides it). Either way the values are those of (x - mu) / sigma."""
     mu = x.mean(0)
-    sigma = x.std(0)
-    sigma = torch.where(sigma > 1e-8, sigma, torch.ones_like(sigma))
+    std = x.std(0)
+    scale = float(std.double().square().mean().sqrt())
+    if not scale > 0:
+        scale = 1.0
+    sigma = std.clamp(min=SCALE_FLOOR * scale)
     xt = x if in_place else x.clone()
-    return xt.sub_(mu).div_(sigma), mu, sigma
+    return xt.sub_(mu).div_(sigma), mu, sigma, scale
 
 
 def train_paper(
@@ -527,7 +541,9 @@ def train_paper(
     features take a copy of `bank.x`, or with `in_place` replace it (the bank's raw features are
     then gone: for callers that do not need them afterwards, such as `learn`)."""
     started = time.perf_counter()
-    xt, mu, sigma = standardize_features(bank.x, in_place)
+    xt, mu, sigma, scale = standardize_features(bank.x, in_place)
+    # (l2/2) s^2 ||w||^2 on the raw weights w = w~ / sigma, written for w~
+    penalty = settings.l2 * (scale / sigma) ** 2
     n_pos = bank.num_positives
     counts = settings.ratio * n_pos
     negative = random_negatives(bank, counts, (settings.seed, 0, 1, 0))
@@ -560,7 +576,7 @@ def train_paper(
                 epochs=settings.epochs,
                 block=settings.batch_size,
                 lr=settings.lr,
-                l2=settings.l2,
+                l2=penalty,
                 seed=(settings.seed, 0, 2, round_),
                 on_epoch=lambda: bar.update(1),
             )
@@ -778,6 +794,13 @@ def learn(
     log: Callable[[str], None] = print,
 ) -> Basis:
     """Train, evaluate on held-out images, and assemble the basis."""
+    rare = [
+        {"name": d["name"], "category": d.get("category"), "image_count": d.get("image_count")}
+        for d in store.dropped
+    ]
+    if rare:
+        names = ", ".join(str(d["name"]) for d in rare[:10]) + (", ..." if len(rare) > 10 else "")
+        log(f"{len(rare)} labels left out of the store, in fewer than --min-images images: {names}")
     selection = select_concepts(store, settings.min_positives)
     if selection.dropped:
         log(
@@ -845,6 +868,7 @@ def learn(
             for i, (k, c) in enumerate(zip(kept, concepts, strict=True))
         ],
         "dropped": selection.dropped,
+        "dropped_min_images": rare,
     }
     return Basis(
         names=[str(c["name"]) for c in concepts],

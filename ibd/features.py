@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import errno
 import hashlib
 import json
 import os
+import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,11 +120,15 @@ def _concept_dict(concept: Any) -> dict[str, Any]:
 
 def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    tmp.replace(path)
+    try:
+        with tmp.open("w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        tmp.replace(path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def _read_json(path: Path) -> Any:
@@ -381,12 +387,44 @@ def _remove_store_files(path: Path) -> None:
         (path / name).unlink(missing_ok=True)
 
 
+def _check_space(out: Path, need: int) -> None:
+    """UserError when the file system under `out` cannot take `need` more bytes, counting the
+    blocks of an old store there (about to be removed) as free."""
+    old = [out / name for name in FILES if (out / name).is_file()]
+    freed = sum(getattr(p.stat(), "st_blocks", 0) * 512 for p in old)
+    free = shutil.disk_usage(out).free + freed
+    if need > free:
+        raise UserError(
+            f"the feature store at {out} needs {need / 2**20:,.1f} MiB and only "
+            f"{free / 2**20:,.1f} MiB are free there (--float16 halves it; --features DIR "
+            "puts it elsewhere)"
+        )
+
+
+def _reserve(path: Path) -> None:
+    """Allocate the blocks of the memory-mapped file at `path` now, where the platform has
+    posix_fallocate: `open_memmap` makes a sparse file, and a write through the mapping that
+    finds the disk full kills the process with SIGBUS ("Bus error", no message)."""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    with path.open("r+b") as handle:
+        try:
+            os.posix_fallocate(handle.fileno(), 0, os.fstat(handle.fileno()).st_size)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                raise UserError(f"no room on the disk for {path} ({exc.strerror})") from None
+            # any other refusal (a file system without fallocate): the file stays sparse
+
+
 def _write_metadata(out: Path, dataset: ConceptDataset) -> None:
-    with (out / "images.csv").open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["index", "path", "split"])
-        for i in range(len(dataset)):
-            writer.writerow([i, str(dataset.image_path(i)), dataset.split_of(i)])
+    try:
+        with (out / "images.csv").open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["index", "path", "split"])
+            for i in range(len(dataset)):
+                writer.writerow([i, str(dataset.image_path(i)), dataset.split_of(i)])
+    except OSError as exc:
+        raise UserError(f"cannot write {out / 'images.csv'}: {exc.strerror or exc}") from None
     document = {
         "concepts": [_concept_dict(c) for c in dataset.concepts],
         "dropped": [_concept_dict(c) for c in getattr(dataset, "dropped", [])],
@@ -394,8 +432,19 @@ def _write_metadata(out: Path, dataset: ConceptDataset) -> None:
     _atomic_write(out / "concepts.json", json.dumps(document, indent=1) + "\n")
 
 
-def _to_store_dtype(features: torch.Tensor, dtype: str) -> np.ndarray:
+def _to_store_dtype(
+    features: torch.Tensor, dtype: str, layer: str, paths: Sequence[str]
+) -> np.ndarray:
+    """N x D x H x W activations as the store's N x H x W x D block. Non-finite activations
+    are an error naming the first image that has one: a single NaN would make every
+    classifier's training NaN (the bank's per-dimension mean and spread)."""
     array = features.permute(0, 2, 3, 1).float().cpu().numpy()
+    finite = np.isfinite(array).reshape(len(array), -1).all(1)
+    if not finite.all():
+        raise UserError(
+            f"layer {layer} gives non-finite activations (NaN or inf) on "
+            f"{paths[int(np.argmin(finite))]}: the model's weights or the image are broken"
+        )
     if dtype == "float16":
         if np.abs(array).max(initial=0.0) > _FLOAT16_MAX:
             raise UserError(
@@ -446,6 +495,8 @@ def build(
         if opened is not None:
             features, labels = opened
             start = state["images_done"]
+            _reserve(out / "features.npy")
+            _reserve(out / "labels.npy")
 
     loader = DataLoader(
         Subset(dataset, range(start, n)), batch_size=batch_size, num_workers=workers
@@ -463,10 +514,14 @@ def build(
                 raise UserError(
                     f"dataset masks are {tuple(mask.shape)}, expected N x {num_concepts} x h x w"
                 )
-            block = _to_store_dtype(forward.features, spec.dtype)
+            k = forward.features.shape[0]
+            paths = batch.get("path") or [f"image {done + i}" for i in range(k)]
+            block = _to_store_dtype(forward.features, spec.dtype, spec.layer, paths)
             packed = pack_labels(downsample_labels(mask.bool(), (h, w)).numpy())
             if features is None or labels is None:
                 # The first batch went through: only now does an old store make way.
+                itemsize = np.dtype(spec.dtype).itemsize
+                _check_space(out, n * h * w * (d * itemsize + (num_concepts + 7) // 8))
                 _remove_store_files(out)
                 header = {
                     "format": FORMAT,
@@ -480,22 +535,34 @@ def build(
                     "num_concepts": num_concepts,
                 }
                 _write_metadata(out, dataset)
-                features = np.lib.format.open_memmap(
-                    out / "features.npy", mode="w+", dtype=spec.dtype, shape=(n, h, w, d)
-                )
-                labels = np.lib.format.open_memmap(
-                    out / "labels.npy",
-                    mode="w+",
-                    dtype=np.uint8,
-                    shape=(n, h, w, (num_concepts + 7) // 8),
-                )
+                try:
+                    features = np.lib.format.open_memmap(
+                        out / "features.npy", mode="w+", dtype=spec.dtype, shape=(n, h, w, d)
+                    )
+                    labels = np.lib.format.open_memmap(
+                        out / "labels.npy",
+                        mode="w+",
+                        dtype=np.uint8,
+                        shape=(n, h, w, (num_concepts + 7) // 8),
+                    )
+                    _reserve(out / "features.npy")
+                    _reserve(out / "labels.npy")
+                except UserError:
+                    features = labels = None
+                    _remove_store_files(out)  # give the room back
+                    raise
+                except OSError as exc:
+                    features = labels = None
+                    _remove_store_files(out)
+                    raise UserError(
+                        f"cannot create the feature store at {out}: {exc.strerror or exc}"
+                    ) from None
                 _atomic_write(out / "header.json", json.dumps(header, indent=1) + "\n")
             if features.shape[1:] != (h, w, d):
                 raise UserError(
                     f"layer {spec.layer} gives {d} x {h} x {w} features, the store at {out} "
                     f"holds {features.shape[3]} x {features.shape[1]} x {features.shape[2]}"
                 )
-            k = forward.features.shape[0]
             features[done : done + k] = block
             labels[done : done + k] = packed
             features.flush()

@@ -55,7 +55,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         dest="train_batch",
         help="paper: bank rows per step (1024); authors: samples per concept per step (128)",
     )
-    train.add_argument("--l2", type=float, help="paper: L2 penalty (default 1e-4); authors: 0")
+    train.add_argument(
+        "--l2",
+        type=float,
+        help="paper: L2 penalty on the raw weights, times the features' mean variance "
+        "(default 1e-4); authors: 0",
+    )
     train.add_argument(
         "--max-positives", type=int, help="positive positions per concept, subsampled (4000)"
     )

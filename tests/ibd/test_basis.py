@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from scipy.optimize import minimize
 from test_features import write_broden, write_model
 from torch import nn
 
@@ -310,6 +311,71 @@ def test_standardising_in_place_gives_the_same_weights() -> None:
     assert torch.equal(bank.x, (raw - raw.mean(0)) / raw.std(0))  # the bank's copy, replaced
 
 
+def test_paper_trainer_minimises_the_penalised_logistic_loss_on_raw_features() -> None:
+    # Dimensions of spread 0.05 .. 5: the weights must be the minimiser of
+    #   mean logistic loss + (l2/2) s^2 ||w||^2,  s^2 = mean_d var_d,
+    # on the raw features (found here by L-BFGS in float64), whatever the standardisation the
+    # trainer uses inside. A penalty on the standardised weights, (l2/2) sum_d var_d w_d^2, has
+    # its minimiser elsewhere: its raw weight on the low-spread dimension is 650 times larger.
+    gen = torch.Generator().manual_seed(2)
+    rows = 1500
+    z = torch.randn(rows, 4, generator=gen)
+    x = z * torch.tensor([0.05, 0.5, 1.0, 5.0]) + torch.tensor([1.0, -2.0, 0.0, 3.0])
+    signal = z @ torch.tensor([1.0, -1.0, 0.5, 0.3]) + torch.randn(rows, generator=gen)
+    y = (signal > 1.0)[:, None]
+    bank = basis.Bank(np.arange(rows), x, y, y.clone(), torch.ones(rows, dtype=torch.bool))
+    l2 = 0.05  # every row in the training set, one full-batch Adam step per epoch
+    settings = basis.Settings.for_procedure(
+        "paper", ratio=rows, rounds=0, epochs=400, batch_size=rows, l2=l2
+    )
+    fit = basis.train_paper(bank, np.arange(1), settings)
+    xd, yd = x.double().numpy(), y[:, 0].double().numpy()
+    var = x.double().var(0).numpy()
+
+    def objective(theta: np.ndarray, penalty: np.ndarray) -> tuple[float, np.ndarray]:
+        w, b = theta[:-1], theta[-1]
+        scores = xd @ w + b
+        residual = (1 / (1 + np.exp(-scores)) - yd) / rows
+        loss = np.mean(np.logaddexp(0, scores) - yd * scores) + 0.5 * np.sum(penalty * w**2)
+        return loss, np.append(xd.T @ residual + penalty * w, residual.sum())
+
+    def minimiser(penalty: np.ndarray) -> np.ndarray:
+        options = {"gtol": 1e-12, "ftol": 1e-15, "maxiter": 100_000}
+        found = minimize(objective, np.zeros(5), (penalty,), "L-BFGS-B", jac=True, options=options)
+        return found.x
+
+    raw = minimiser(l2 * var.mean() * np.ones(4))
+    got = np.append(fit.weight[0], fit.bias[0])
+    assert got == pytest.approx(raw, abs=1e-4 * np.abs(raw).max())
+    on_standardised = minimiser(l2 * var)
+    assert abs(on_standardised[0]) > 100 * abs(raw[0])
+
+
+def test_a_near_dead_feature_dimension_does_not_take_over_q() -> None:
+    # A channel that is zero except for a 1e-3 on three positives (as a VGG channel of the
+    # concept world is zero on all but 42 of 588,000 positions). Standardised to unit variance
+    # with the penalty on the standardised weights, its raw weight was 65,000 (q_c7 = 0.94);
+    # the penalty is now on the raw weights, and its spread is floored at a tenth of the
+    # features' overall scale so that Adam can hold it near zero.
+    gen = torch.Generator().manual_seed(5)
+    rows = 4000
+    x = torch.randn(rows, 8, generator=gen)
+    y = (x[:, :7] @ torch.randn(7, generator=gen) + 0.5 * torch.randn(rows, generator=gen)) > 2.5
+    x[:, 7] = 0
+    x[y.nonzero().flatten()[:3], 7] = 1e-3
+    y = y[:, None]
+    bank = basis.Bank(np.arange(rows), x, y, y.clone(), torch.ones(rows, dtype=torch.bool))
+    settings = basis.Settings.for_procedure("paper", epochs=10, rounds=1, batch_size=256)
+    fit = basis.train_paper(bank, np.arange(1), settings)
+    w = fit.weight[0]
+    assert abs(w[7]) < 0.01 * np.abs(w[:7]).max()
+    assert np.abs(basis.standardize(fit.weight)[0]).argmax() != 7
+    _, _, sigma, scale = basis.standardize_features(x)
+    assert scale == pytest.approx(float((x.double().var(0).mean()).sqrt()), rel=1e-6)
+    assert float(sigma[7]) == pytest.approx(0.1 * scale, rel=1e-6)
+    assert torch.equal(sigma[:7], x[:, :7].std(0))  # the others keep their own spread
+
+
 def test_paper_mining_rounds_train_on_the_highest_scoring_negatives(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -448,6 +514,24 @@ def test_concepts_without_held_out_positives_are_dropped_with_a_report(tmp_path:
         }
     ]
     assert lines[0].startswith("dropped 1 of 4 concepts") and lines[1].startswith("  c1: ")
+
+
+def test_labels_the_reader_left_out_are_reported_and_kept_in_meta(tmp_path: Path) -> None:
+    data = Planted()
+    data.dropped = [Concept(-1, 7, "lamp", "object", 3), Concept(-1, 8, "knob", "part", 1)]
+    spec = features.StoreSpec(model={"name": "p"}, layer="features", dataset={"min_images": 10})
+    store = features.build(Identity(), data, tmp_path / "store", spec, progress=False)
+    lines: list[str] = []
+    settings = basis.Settings.for_procedure("paper", epochs=1, rounds=0)
+    learned = basis.learn(store, settings, progress=False, log=lines.append)
+    assert (
+        lines[0] == "2 labels left out of the store, in fewer than --min-images images: lamp, knob"
+    )
+    assert learned.meta["dropped_min_images"] == [
+        {"name": "lamp", "category": "object", "image_count": 3},
+        {"name": "knob", "category": "part", "image_count": 1},
+    ]
+    assert learned.names == ["c0", "c1", "c2", "c3"]
 
 
 def test_basis_npz_follows_the_contract(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -172,6 +173,82 @@ def test_a_failing_rebuild_leaves_the_old_store_as_it_was(tmp_path: Path) -> Non
         features.build(model, huge, out, spec("float16"), progress=False)
     assert _snapshot(out) == before
     assert features.FeatureStore(out).header["dtype"] == "float32"
+
+
+def test_non_finite_activations_are_a_user_error_naming_the_image(tmp_path: Path) -> None:
+    # One NaN in the store made every classifier NaN in `ibd basis learn`, reported as a
+    # diverging run ("try a smaller lr").
+    model, out = PooledConv(5, seed=0).eval(), tmp_path / "s"
+    features.build(model, Images(), out, spec(), batch_size=4, progress=False)
+    before = _snapshot(out)
+    broken = Images()
+    broken.images[2, 1, 4, 4] = float("nan")
+    for other in (spec("float16"), dataclasses.replace(spec(), model={"name": "other"})):
+        with pytest.raises(UserError, match=r"layer features gives non-finite .* on im2\.png"):
+            features.build(model, broken, out, other, batch_size=4, progress=False)
+        assert _snapshot(out) == before  # it was the first batch: the old store stays
+    broken.images[2, 1, 4, 4] = 0.0
+    broken.images[9, 0, 0, 0] = float("inf")  # the third batch of a fresh store
+    with pytest.raises(UserError, match=r"non-finite activations \(NaN or inf\) on im9\.png"):
+        features.build(model, broken, tmp_path / "t", spec(), batch_size=4, progress=False)
+    assert json.loads((tmp_path / "t" / "progress.json").read_text())["images_done"] == 8
+
+
+class Endless(torch.utils.data.Dataset):
+    """10^10 images, 4096 channels on a 1 x 1 grid: 160 TB of features, more than any disk."""
+
+    def __init__(self) -> None:
+        self.concepts = [Concept(0, 1, "c0", "object", 10)]
+
+    def __len__(self) -> int:
+        return 10**10
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        if i >= 64:
+            raise AssertionError("the extraction went on past the first batches")
+        return {"image": torch.ones(3, 4, 4), "mask": torch.ones(1, 4, 4, dtype=torch.bool)}
+
+    def image_path(self, i: int) -> Path:
+        if i >= 64:
+            raise AssertionError("the store's image list is being written")
+        return Path(f"e{i}.png")
+
+    def split_of(self, i: int) -> str:
+        return "train"
+
+
+def test_a_store_larger_than_the_free_disk_space_is_refused_before_the_old_one_goes(
+    tmp_path: Path,
+) -> None:
+    # Writing through a memory map to a full disk killed the process with SIGBUS ("Bus error",
+    # no message), after the old store had been removed.
+    out = tmp_path / "s"
+    features.build(PooledConv(5, seed=0).eval(), Images(), out, spec(), progress=False)
+    before = _snapshot(out)
+    other = dataclasses.replace(spec(), model={"name": "wide"})
+    with pytest.raises(UserError, match=r"the feature store at .* needs [\d,.]+ MiB and only"):
+        features.build(PooledConv(4096, seed=0).eval(), Endless(), out, other, progress=False)
+    assert _snapshot(out) == before
+
+
+def test_the_store_arrays_take_their_disk_space_before_the_first_write(tmp_path: Path) -> None:
+    # open_memmap makes sparse files; their blocks are allocated up front, so a full disk is
+    # an error at the start rather than a SIGBUS in the middle of the extraction.
+    if not hasattr(os, "posix_fallocate"):
+        pytest.skip("no posix_fallocate on this platform")
+    control = tmp_path / "control"
+    with control.open("wb") as handle:
+        handle.truncate(1 << 20)
+        os.posix_fallocate(handle.fileno(), 0, 1 << 20)
+    if control.stat().st_blocks * 512 < 1 << 20:
+        pytest.skip("this file system does not report allocated blocks")
+    out = tmp_path / "s"
+    with pytest.raises(RuntimeError, match="simulated crash"):  # after two of 667 batches
+        features.build(PooledConv(64, seed=0), Images(n=2000, fail_at=7), out, spec(), batch_size=3)
+    assert (out / "features.npy").stat().st_size > 1 << 20
+    for name in ("features.npy", "labels.npy"):
+        stat = (out / name).stat()
+        assert stat.st_blocks * 512 >= stat.st_size, name
 
 
 def test_store_directory_that_is_a_file_is_a_user_error(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from torch import nn
 
 from ibd.architectures import ArchSpec
 from ibd.errors import UserError
+from ibd.models import mismatches
 
 HEAD_UNITS = 1024
 
@@ -61,21 +62,8 @@ def load_trunk(model: GapNet, state: dict[str, torch.Tensor]) -> int:
     trunk_keys = [
         k for k in own if k.startswith("features.") and int(k.split(".")[1]) < model.trunk_length
     ]
-    missing = [k for k in trunk_keys if k not in state]
-    wrong = [
-        f"{k} ({'x'.join(map(str, state[k].shape))} in file vs "
-        f"{'x'.join(map(str, own[k].shape))} in model)"
-        for k in trunk_keys
-        if k in state and tuple(state[k].shape) != tuple(own[k].shape)
-    ]
-    if missing or wrong:
-        problems = []
-        if missing:
-            more = f" (+{len(missing) - 4} more)" if len(missing) > 4 else ""
-            problems.append(f"missing {', '.join(missing[:4])}{more}")
-        if wrong:
-            more = f" (+{len(wrong) - 2} more)" if len(wrong) > 2 else ""
-            problems.append(f"shape mismatch: {'; '.join(wrong[:2])}{more}")
+    problems = mismatches(state, own, trunk_keys)
+    if problems:
         raise UserError(
             "weights do not fit the GAP network's torchvision conv trunk "
             f"(features.0-{model.trunk_length - 1}): {'; '.join(problems)}"

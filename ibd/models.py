@@ -166,6 +166,35 @@ def _infer_num_classes(probe: nn.Module, state: dict[str, Any]) -> int | None:
     return int(weight.shape[0]) if ok else None
 
 
+def mismatches(
+    state: dict[str, Any],
+    expected: dict[str, Any],
+    keys: list[str],
+    *,
+    unexpected: bool = False,
+) -> list[str]:
+    """Why `state` cannot fill the tensors `keys` of a model whose state dict is `expected`: short
+    phrases for a one-line error (missing keys, keys the model lacks when `unexpected`, shape
+    mismatches); empty when it can."""
+    missing = [k for k in keys if k not in state]
+    extra = [k for k in state if k not in expected] if unexpected else []
+    wrong = [
+        f"{k} ({'x'.join(map(str, state[k].shape))} in file vs "
+        f"{'x'.join(map(str, expected[k].shape))} in model)"
+        for k in keys
+        if k in state and tuple(state[k].shape) != tuple(expected[k].shape)
+    ]
+    problems = []
+    for label, found in (("missing keys", missing), ("unexpected keys", extra)):
+        if found:
+            more = f" (+{len(found) - 4} more)" if len(found) > 4 else ""
+            problems.append(f"{label}: {', '.join(found[:4])}{more}")
+    if wrong:
+        more = f" (+{len(wrong) - 2} more)" if len(wrong) > 2 else ""
+        problems.append(f"shape mismatch: {'; '.join(wrong[:2])}{more}")
+    return problems
+
+
 def _fit(model: nn.Module, state: dict[str, Any], what: str) -> None:
     expected = model.state_dict()
     # Checkpoints saved before PyTorch 0.4 (Places365's) have no BatchNorm step counters;
@@ -174,22 +203,7 @@ def _fit(model: nn.Module, state: dict[str, Any], what: str) -> None:
     for key, value in expected.items():
         if key.endswith(".num_batches_tracked") and key not in state:
             state[key] = torch.zeros_like(value)
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    wrong = [
-        f"{k} ({'x'.join(map(str, state[k].shape))} in file vs "
-        f"{'x'.join(map(str, expected[k].shape))} in model)"
-        for k in expected
-        if k in state and tuple(state[k].shape) != tuple(expected[k].shape)
-    ]
-    problems = []
-    for label, keys in (("missing keys", missing), ("unexpected keys", unexpected)):
-        if keys:
-            more = f" (+{len(keys) - 4} more)" if len(keys) > 4 else ""
-            problems.append(f"{label}: {', '.join(keys[:4])}{more}")
-    if wrong:
-        more = f" (+{len(wrong) - 2} more)" if len(wrong) > 2 else ""
-        problems.append(f"shape mismatch: {'; '.join(wrong[:2])}{more}")
+    problems = mismatches(state, expected, list(expected), unexpected=True)
     if problems:
         raise UserError(f"weights do not fit {what}: {'; '.join(problems)}")
     model.load_state_dict(state)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from basisfiles import write_basis
 from scipy.linalg import hadamard
 from scipy.optimize import nnls
 
@@ -221,20 +222,6 @@ def test_omp_takes_exactly_max_concepts_and_allows_negative_coefficients() -> No
 
 
 # --- the command ---------------------------------------------------------------------------
-
-
-def write_basis(path: Path, q: np.ndarray, names: list[str] | None = None) -> None:
-    names = names or [f"concept{c}" for c in range(len(q))]
-    np.savez(
-        path,
-        names=np.array(names),
-        categories=np.array(["object"] * len(q)),
-        weight=q.astype(np.float32),
-        bias=np.zeros(len(q), np.float32),
-        q=q.astype(np.float32),
-        ap=np.full(len(q), 0.7, np.float32),
-        meta=np.array(json.dumps({"model": "test", "layer": "features"})),
-    )
 
 
 def test_cli_round_trip_with_class_weights(tmp_path: Path, capsys) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from basisfiles import write_basis
 from PIL import Image
 
 from ibd import architectures, hooks
@@ -39,19 +40,6 @@ def standardised(rows: np.ndarray) -> np.ndarray:
     return rows / np.linalg.norm(rows, axis=1, keepdims=True)
 
 
-def write_basis(path: Path, q: np.ndarray) -> None:
-    np.savez(
-        path,
-        names=np.array(CONCEPTS),
-        categories=np.array(["object"] * len(q)),
-        weight=q.astype(np.float32),
-        bias=np.zeros(len(q), np.float32),
-        q=q.astype(np.float32),
-        ap=np.full(len(q), 0.5, np.float32),
-        meta=np.array(json.dumps({"model": "tiny", "layer": "layer4"})),
-    )
-
-
 @pytest.fixture(scope="module")
 def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """IBD_HOME-style tree: a ResNet18 (3 classes, 96 px: 3 x 3 layer4) whose class weights are
@@ -76,7 +64,7 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
         std=(0.25, 0.25, 0.25),
     )
     (home / "basis").mkdir()
-    write_basis(home / "basis" / "tiny.npz", q)
+    write_basis(home / "basis" / "tiny.npz", q, layer="layer4")
     units = "".join(f"{u},object,{CONCEPTS[u % 12]},{u / 1000}\n" for u in range(1, 513))
     (home / "dissect" / "tiny").mkdir(parents=True)
     (home / "dissect" / "tiny" / "tally.csv").write_text("unit,category,label,score\n" + units)
@@ -217,7 +205,7 @@ def check_explicit_basis(home: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert main(["decompose", "--weights", "models/tiny.pt"]) == 0
     rng = np.random.default_rng(7)
     other = standardised(np.load(home / "basis" / "tiny.npz")["q"] + rng.normal(size=(12, 512)))
-    write_basis(home / "other.npz", other)
+    write_basis(home / "other.npz", other, layer="layer4")
     capsys.readouterr()
     records, _ = explain("ibd", "out-other", "--basis", "other.npz")
     assert "decomposing them here" in capsys.readouterr().err
@@ -237,7 +225,7 @@ def check_explicit_basis(home: Path, capsys: pytest.CaptureFixture[str]) -> None
         want = {CONCEPTS[c] for c, _ in omp[rec["class_index"]]}
         assert {c["label"] for c in rec["components"]} == want
     # with the default basis, a stale default file is still an error, not silently replaced
-    write_basis(home / "basis" / "tiny.npz", other)
+    write_basis(home / "basis" / "tiny.npz", other, layer="layer4")
     assert main(["explain", "--method", "ibd", "--weights", "models/tiny.pt", IMAGES[0]]) == 2
     assert "rerun `ibd decompose`" in capsys.readouterr().err
 

@@ -355,7 +355,8 @@ def test_the_gap_trunk_must_come_whole_from_the_file(tmp_path: Path) -> None:
     trunk = {k: v for k, v in net.state_dict().items() if k.startswith("features.")}
     trunk = {k: v for k, v in trunk.items() if int(k.split(".")[1]) < net.trunk_length}
     torch.save({"features.0.weight": trunk["features.0.weight"]}, tmp_path / "part.pth")
-    with pytest.raises(UserError, match=r"conv trunk \(features.0-11\): missing keys: features.0.bias"):
+    trunk_error = r"conv trunk \(features.0-11\): missing keys: features.0.bias"
+    with pytest.raises(UserError, match=trunk_error):
         init_from(net, tmp_path / "part.pth")
     torch.save({**trunk, "features.3.weight": torch.zeros(192, 64, 3, 3)}, tmp_path / "wrong.pth")
     with pytest.raises(UserError, match=r"features.3.weight \(192x64x3x3 in file vs 192x64x5x5"):

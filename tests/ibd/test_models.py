@@ -86,7 +86,7 @@ def test_mismatches_name_the_problem(tmp_path: Path) -> None:
     (tmp_path / "corrupt.pth").write_bytes(b"\x00garbage" * 100)
     with pytest.raises(UserError, match="not a PyTorch file or corrupt"):
         load_model("resnet18", tmp_path / "corrupt.pth")
-    (tmp_path / "list.pth").write_bytes(pickle.dumps([1, 2]))
+    (tmp_path / "list.pth").write_bytes(pickle.dumps([1, 2], protocol=2))
     with pytest.raises(UserError):
         load_model("resnet18", tmp_path / "list.pth")
     with pytest.raises(UserError, match="unknown architecture 'resnet5000'"):

@@ -33,6 +33,7 @@ from PIL import Image
 
 from ibd.architectures import IMAGENET_MEAN, IMAGENET_STD
 from ibd.errors import UserError
+from ibd.images import load_rgb
 
 META_COLUMNS = ("image", "split", "ih", "iw", "sh", "sw")
 SPLITS = ("train", "val")
@@ -329,15 +330,13 @@ class BrodenDataset(torch.utils.data.Dataset):
         path = self.image_path(i)
         if not path.is_file():
             raise UserError(f"missing image {path} (index.csv line {self._rows[i].line})")
-        try:
-            with Image.open(path) as img:
-                rgb = img.convert("RGB")
-                if self.image_size is not None:
-                    height, width = self.image_size
-                    rgb = rgb.resize((width, height), Image.Resampling.BILINEAR)
-                array = np.asarray(rgb, dtype=np.float32) / 255.0
-        except OSError as exc:
-            raise UserError(f"cannot read image {path}: {exc}") from None
+        # decoded as `ibd explain` decodes (transparency on white, 16-bit scaled) but not
+        # turned by EXIF: the segmentation planes are aligned with the stored pixels
+        rgb = load_rgb(path, upright=False)
+        if self.image_size is not None:
+            height, width = self.image_size
+            rgb = rgb.resize((width, height), Image.Resampling.BILINEAR)
+        array = np.asarray(rgb, dtype=np.float32) / 255.0
         tensor = torch.from_numpy(array.copy()).permute(2, 0, 1)
         return (tensor - self.mean) / self.std
 

@@ -16,15 +16,16 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from ibd.errors import UserError
 
 
-def load_rgb(path: str | Path) -> Image.Image:
-    """The image at `path` as an upright RGB Pillow image."""
+def load_rgb(path: str | Path, *, upright: bool = True) -> Image.Image:
+    """The image at `path` as an RGB Pillow image, turned upright by its EXIF orientation unless
+    `upright` is false (a Broden image, whose segmentation is aligned with the stored pixels)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"image not found: {path}")
     try:
         with Image.open(path) as opened:
             opened.load()
-            image = ImageOps.exif_transpose(opened)
+            image = ImageOps.exif_transpose(opened) if upright else opened.copy()
     except Image.DecompressionBombError as exc:
         raise UserError(f"{path} is too large to decode safely ({exc})") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:

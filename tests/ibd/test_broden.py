@@ -258,3 +258,30 @@ def test_wrong_plane_size_is_reported(broden: Path) -> None:
     encode_plane(np.ones((3, 4), dtype=int)).save(broden / "images" / "c_object.png")
     with pytest.raises(UserError, match=r"c_object\.png is 3x4 but index\.csv line 4"):
         BrodenDataset(broden)[2]
+
+
+def test_images_decode_as_explain_decodes_them_but_keep_their_stored_orientation(
+    broden: Path,
+) -> None:
+    images = broden / "images"
+    # transparent pixels are composited on white (not their hidden colour)
+    rgba = Image.new("RGBA", (8, 8), (10, 20, 30, 0))
+    rgba.save(images / "a.png")
+    # 16-bit greyscale is scaled to its peak (not clipped at 255)
+    deep = np.full((8, 8), 4000, dtype=np.uint16)
+    deep[:, :4] = 2000
+    Image.fromarray(deep).save(images / "b.png")
+    # an EXIF rotation is ignored: the segmentation is aligned with the stored pixels
+    stripe = np.zeros((8, 8, 3), dtype=np.uint8)
+    stripe[:, :2] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees on display
+    Image.fromarray(stripe).save(images / "c.jpg", quality=100, exif=exif)
+    _rewrite(broden / "index.csv", "a.jpg", "a.png")
+    _rewrite(broden / "index.csv", "b.jpg", "b.png")
+    ds = BrodenDataset(broden, min_images=1, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    assert np.allclose(ds.load_image(0).numpy(), 1.0)
+    b = ds.load_image(1).numpy()
+    assert np.allclose(b[:, :, :4], 127 / 255) and np.allclose(b[:, :, 4:], 1.0)
+    c = ds.load_image(2).numpy()
+    assert c[:, :, :2].mean() > 0.9 and c[:, :, 3:].mean() < 0.1

@@ -41,7 +41,6 @@ import json
 import math
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -539,19 +538,6 @@ def _features(model: nn.Module, layer: str, images: torch.Tensor) -> torch.Tenso
         return hooks.run(model, layer, images.to(next(model.parameters()).device)).features
 
 
-@contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    """The model in eval mode for the block, its own mode restored after: in training mode
-    batch norm would normalise each batch by its own statistics (the thresholds would depend on
-    the batch size) and overwrite the model's running statistics."""
-    training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(training)
-
-
 def _thresholds(
     model: nn.Module,
     layer: str,
@@ -638,7 +624,7 @@ def dissect(
     g_index = {cat: g for g, cat in enumerate(categories)}
     concept_category = [g_index[c.category] for c in concepts]
     device = next(model.parameters()).device
-    with _eval_mode(model):
+    with hooks.eval_mode(model):
         started = time.perf_counter()
         thresholds, feature_size = _thresholds(
             model, layer, dataset, quantile, batch_size, workers, progress, device

@@ -32,6 +32,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ibd.cam import normalize
+from ibd.hooks import eval_mode
 
 # (images B x 3 x H x W, target classes B) -> the score of each image's target, B
 ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -162,13 +163,8 @@ def class_score(model: nn.Module, kind: str = "probability") -> ScoreFn:
         raise ValueError(f"score must be probability or logit, not {kind}")
 
     def score(images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        training = model.training
-        model.eval()
-        try:
-            with torch.no_grad():
-                logits = model(images).float()
-        finally:
-            model.train(training)
+        with eval_mode(model), torch.no_grad():
+            logits = model(images).float()
         values = torch.softmax(logits, dim=1) if kind == "probability" else logits
         return values.gather(1, targets[:, None].to(values.device))[:, 0]
 

@@ -52,6 +52,15 @@ def vgg16_gap(num_classes: int) -> GapNet:
     return GapNet(trunk, 512, num_classes)
 
 
+def trunk_names(model: GapNet) -> list[str]:
+    """State-dict names of the torchvision conv trunk (`features.0` .. before the added layers)."""
+    return [
+        k
+        for k in model.state_dict()
+        if k.startswith("features.") and int(k.split(".")[1]) < model.trunk_length
+    ]
+
+
 def load_trunk(model: GapNet, state: dict[str, torch.Tensor]) -> int:
     """Copy the `features.<i>` tensors of a torchvision AlexNet/VGG16 state dict (keys already
     without DataParallel's `module`) into the trunk; returns how many were copied.
@@ -59,9 +68,7 @@ def load_trunk(model: GapNet, state: dict[str, torch.Tensor]) -> int:
     The whole trunk must come from the file: a tensor missing or of another shape (a VGG16-BN
     state dict, whose layer indices differ) is an error, not a layer silently left random."""
     own = model.state_dict()
-    trunk_keys = [
-        k for k in own if k.startswith("features.") and int(k.split(".")[1]) < model.trunk_length
-    ]
+    trunk_keys = trunk_names(model)
     problems = mismatches(state, own, trunk_keys)
     if problems:
         raise UserError(

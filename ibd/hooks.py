@@ -121,3 +121,16 @@ def run(
                 "Grad-CAM needs the layer the prediction is computed from"
             )
     return Forward(logits.detach(), features.detach(), chosen, grads)
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """The model in eval mode for the block, its own mode restored after: in training mode
+    batch norm would normalise each batch by its own statistics (results would depend on what
+    shares a batch) and overwrite the model's running statistics."""
+    training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(training)

@@ -561,8 +561,7 @@ def init_from(model: nn.Module, path: Path) -> list[str]:
     own = model.state_dict()
     if isinstance(model, gapnets.GapNet):
         gapnets.load_trunk(model, state)
-        trunk = [k for k in own if k.startswith("features.")]
-        copied = [k for k in trunk if int(k.split(".")[1]) < model.trunk_length]
+        copied = gapnets.trunk_names(model)
     else:
         fitting = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
         model.load_state_dict(fitting, strict=False)

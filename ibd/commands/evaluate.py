@@ -38,6 +38,7 @@ from ibd import explanations, paths
 from ibd import faithfulness as fa
 from ibd.broden import BrodenDataset
 from ibd.cam import upsample
+from ibd.csvfiles import read_rows
 from ibd.errors import UserError
 from ibd.images import load_batch
 from ibd.modelargs import add_model_flags, device_from, load_from_args
@@ -130,33 +131,20 @@ def _explanation_dirs(given: Sequence[str] | None) -> list[Path]:
     return sorted(p.parent for p in root.glob("*/*/explanations.json"))
 
 
-def _csv_rows(path: Path, columns: Sequence[str]) -> list[dict[str, str]]:
-    """The rows of a CSV file that must have `columns` (UserError otherwise)."""
-    try:
-        with path.open(newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
-            lacking = [c for c in columns if c not in (reader.fieldnames or [])]
-            if lacking:
-                raise UserError(f"{path} has no column(s) {', '.join(lacking)}")
-            return list(reader)
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise UserError(f"{path} is not a readable CSV file ({exc})") from None
-
-
 def _categories(world: Path) -> list[str]:
     """Every category of the world's category.csv: masks for all of them, so any label a
     method gives (object, part, colour, ...) is looked up."""
     path = world / "category.csv"
     if not path.is_file():
         raise UserError(f"{world} is not a Broden directory: {path} is missing")
-    return [row["name"] for row in _csv_rows(path, ["name"]) if row["name"]]
+    return [row["name"] for row in read_rows(path, ["name"]) if row["name"]]
 
 
 def _true_classes(world: Path) -> dict[Path, str]:
     path = world / "scenes.csv"
     if not path.is_file():
         return {}
-    rows = _csv_rows(path, ["image", "class_name"])
+    rows = read_rows(path, ["image", "class_name"])
     return {
         (world / r["image"]).resolve(): r["class_name"]
         for r in rows

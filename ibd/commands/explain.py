@@ -6,10 +6,10 @@ the concept world's held-out `explain` split; with no model flags, its reference
 from __future__ import annotations
 
 import argparse
-import csv
 from pathlib import Path
 
 from ibd import explanations, paths
+from ibd.csvfiles import read_rows
 from ibd.errors import UserError
 from ibd.explain import (
     cam_splitter,
@@ -54,15 +54,7 @@ def world_explain_images() -> list[str]:
         raise UserError(
             f"no images given and {scenes} does not exist: run `ibd world build` or pass images"
         )
-    try:
-        with scenes.open(newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
-            missing = [c for c in ("image", "split") if c not in (reader.fieldnames or [])]
-            if missing:
-                raise UserError(f"{scenes} has no column(s) {', '.join(missing)} (contracts.md 3)")
-            rows = [r for r in reader if r["split"] == "explain"]
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise UserError(f"cannot read {scenes}: {exc}") from None
+    rows = [r for r in read_rows(scenes, ["image", "split"]) if r["split"] == "explain"]
     if any(not r["image"] for r in rows):
         raise UserError(f"{scenes}: an `explain` row has no image")
     return [str(paths.world_dir() / r["image"]) for r in rows]

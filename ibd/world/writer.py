@@ -15,6 +15,7 @@ are byte-identical for the same seed and settings whatever the number of process
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import json
 import multiprocessing
@@ -137,23 +138,26 @@ def image_name(i: int) -> str:
     return f"{i:05d}"
 
 
+@functools.cache
+def _label_numbers() -> dict[str, int]:
+    return {label.name: label.number for label in labels(CLASSES)}
+
+
 def render_image(
     settings: WorldSettings,
     i: int,
     hide: frozenset[str] = frozenset(),
     fill: tuple[float, float, float] | None = None,
-    classes: tuple[SceneClass, ...] = CLASSES,
 ) -> tuple[Canvas, np.ndarray]:
     """Image i of the world `settings` describe: its canvas and its photo before JPEG coding,
     or with `hide` (and `fill`) the photo's counterfactual (`ibd.world.scenes.render`)."""
-    numbers = {label.name: label.number for label in labels(classes)}
     rng = np.random.default_rng([settings.seed, i])
-    scene_class = classes[i % len(classes)]  # as `assign_splits` deals them
+    scene_class = CLASSES[i % len(CLASSES)]  # as `assign_splits` deals them
     return render(
         scene_class,
         rng,
         settings.image_size,
-        numbers,
+        _label_numbers(),
         settings.min_pixels,
         settings.noise,
         hide,

@@ -28,34 +28,23 @@ images.
 from __future__ import annotations
 
 import argparse
-import io
 import sys
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from tqdm import tqdm
 
-from ibd import hooks, paths
+from ibd import counterfactual, hooks, paths
 from ibd.concept_explain import read_basis, read_class_terms
 from ibd.evaluate import lenient_correct, match_rules, read_world
-from ibd.images import load_rgb, to_tensor
+from ibd.images import to_tensor
 from ibd.models import LoadedModel, load_model
 from ibd.train import read_scenes
-from ibd.world.writer import WorldSettings, labels, render_image
+from ibd.world.writer import WorldSettings
 
 K = 3
-GREY = (124.0, 116.0, 104.0)  # 255 x ImageNet mean: a normalised input of about 0
-
-
-def as_jpeg(photo: np.ndarray, quality: int) -> Image.Image:
-    """The photo as the world writes it (JPEG at the world's quality), decoded again."""
-    buffer = io.BytesIO()
-    Image.fromarray(photo).save(buffer, format="JPEG", quality=quality, optimize=False)
-    buffer.seek(0)
-    return Image.open(buffer).convert("RGB")
 
 
 def measure(
@@ -69,28 +58,18 @@ def measure(
     drops: dict[int, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     count: dict[int, int] = defaultdict(int)
     pooled: dict[int, np.ndarray] = {}
-    by_number = {label.number: label.name for label in labels()}
     for i, path in tqdm(images, desc=f"counterfactuals ({'grey' if fill else 'remove'})"):
-        cv, _ = render_image(settings, i)
-        shown = sorted(
-            by_number[int(n)] for n in np.union1d(np.unique(cv.object), np.unique(cv.part)) if n
-        )
-        pictures = [load_rgb(world_dir / path)] + [
-            as_jpeg(render_image(settings, i, frozenset({c}), fill)[1], settings.jpeg_quality)
-            for c in shown
-        ]
-        batch = torch.stack(
-            [to_tensor(p, loaded.input_size, loaded.mean, loaded.std) for p in pictures]
-        )
-        with torch.no_grad():
-            forward = hooks.run(loaded.model, loaded.layer, batch)
-        logits = forward.logits.double()
-        k = int(logits[0].argmax())
+        drawn = counterfactual.draw(settings, i, world_dir / path, fill)
+        measured = counterfactual.effects(loaded, drawn)
+        k = int(measured.logits.argmax())
         count[k] += 1
-        feature = forward.features[0].double().mean(dim=(1, 2)).numpy()
+        batch = to_tensor(drawn.image, loaded.input_size, loaded.mean, loaded.std)[None]
+        with torch.no_grad():
+            forward = hooks.run(loaded.model, loaded.layer, batch.to(loaded.device))
+        feature = forward.features[0].double().mean(dim=(1, 2)).cpu().numpy()
         pooled[k] = pooled[k] + feature if k in pooled else feature
-        for c, row in zip(shown, logits[1:], strict=True):
-            drops[k][c] += float(logits[0, k] - row[k])
+        for c, value in measured.on(k).items():
+            drops[k][c] += value
     return drops, count, pooled
 
 
@@ -115,7 +94,7 @@ def main() -> int:
     _, rows = read_scenes(world_dir)
     images = [(i, path) for i, (path, split, _) in enumerate(rows) if split in splits]
 
-    modes = {"remove": None, "grey": GREY}
+    modes = counterfactual.FILLS
     for mode in ("remove", "grey") if args.fill == "both" else (args.fill,):
         drops, count, pooled = measure(loaded, world_dir, settings, images, modes[mode])
         print(f"\n{mode}: {len(images)} images of {args.splits}; * = not a defining concept")

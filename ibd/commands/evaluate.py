@@ -11,10 +11,15 @@
 3. Deletion / insertion curves for every method and the random control (`ibd.faithfulness`),
    with each explanation's own model: the one given by the model flags, else
    $IBD_HOME/models/<model>.pt for every model the explanations name.
+4. Counterfactual images (`ibd.counterfactual`), where the world can draw its images again:
+   each explained image without one concept at a time, so what the model relies on is measured
+   by intervention. Per explanation, the effect of its top concept on the class logit against
+   the largest effect; per class, the model's own ranking of concepts against the rules and
+   against IBD's.
 
 Writes OUT/report.md (printed too), summary.csv, decomposition.csv,
 decomposition_by_contribution.csv, explanations.csv (one row per explanation), curves.csv (mean
-curves) and evaluate.json.
+curves), counterfactual.csv (each model's mean effect per class and concept) and evaluate.json.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ibd import counterfactual as cf
 from ibd import evaluate as ev
 from ibd import explanations, paths
 from ibd import faithfulness as fa
@@ -43,8 +49,10 @@ from ibd.errors import UserError
 from ibd.images import load_batch
 from ibd.modelargs import add_model_flags, device_from, load_from_args
 from ibd.models import load_model
+from ibd.world.writer import WorldSettings
 
 METHOD_ORDER = ("ibd", "netdissect", "cam", "gradcam", "random")
+CF_COLUMNS = ("cf_effect", "cf_hit", "cf_share", "cf_chance", "cf_mean_effect")
 PRECISION_TARGET = 0.8
 
 
@@ -98,6 +106,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     faith.add_argument(
         "--no-faithfulness", action="store_true", help="skip the deletion / insertion curves"
     )
+    counter = parser.add_argument_group("counterfactual images")
+    counter.add_argument(
+        "--counterfactual",
+        choices=(*cf.FILLS, "none"),
+        help="take each shown concept out of the explained images: paint it grey (default, "
+        "when the world can draw its images again; the deletion curves' mean colour) or remove "
+        "it (what it covers shows through)",
+    )
     add_model_flags(parser)
 
 
@@ -150,6 +166,16 @@ def _true_classes(world: Path) -> dict[Path, str]:
         for r in rows
         if r["image"] and r["class_name"]
     }
+
+
+def _world_indices(world: Path) -> dict[Path, int]:
+    """Each world image's index, the position of its row in scenes.csv (the index the world's
+    renderer draws it by)."""
+    path = world / "scenes.csv"
+    if not path.is_file():
+        raise UserError(f"{path} is missing: counterfactuals need the world's scene table")
+    rows = read_rows(path, ["image"])
+    return {(world / r["image"]).resolve(): n for n, r in enumerate(rows) if r["image"]}
 
 
 def _resolve(image: str, directory: Path) -> Path:
@@ -353,7 +379,10 @@ def _models(args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]:
         if path.is_file():
             found[name] = load_model(None, path, device=device, name=name)
         else:
-            print(f"ibd evaluate: no checkpoint {path}; no deletion/insertion curves for {name}")
+            print(
+                f"ibd evaluate: no checkpoint {path}; no deletion/insertion curves or "
+                f"counterfactuals for {name}"
+            )
     return found
 
 
@@ -420,6 +449,112 @@ def _faithfulness(
     return means
 
 
+def _counterfactual_settings(
+    args: argparse.Namespace, world_dir: Path, notes: list[str]
+) -> WorldSettings | None:
+    """The world's settings when counterfactuals are to be drawn: asked for (an error when the
+    world cannot draw its images again), or by default when it can (a note when not)."""
+    if args.counterfactual == "none":
+        return None
+    try:
+        return WorldSettings.of_world(world_dir)
+    except UserError as exc:
+        if args.counterfactual is not None:
+            raise
+        notes.append(f"no counterfactual images: {exc}")
+        return None
+
+
+Explained = dict[str, list[tuple[str, dict[str, float]]]]
+
+
+def _counterfactuals(
+    items: list[Item],
+    models: dict[str, Any],
+    world_dir: Path,
+    settings: WorldSettings,
+    fill: str,
+) -> Explained:
+    """Draw each explained image's counterfactuals once, run every model that explained it,
+    score each concept explanation's top concept (`ibd.counterfactual.top_effect`, into
+    `scores`), and return per model (class, shown concept -> effect) per explained image and
+    class."""
+    index_of = _world_indices(world_dir)
+    by_image: dict[Path, list[Item]] = defaultdict(list)
+    for item in items:
+        if item.model in models:
+            by_image[item.image].append(item)
+    explained: Explained = defaultdict(list)
+    for image in tqdm(sorted(by_image), desc=f"counterfactuals ({fill})", unit="img"):
+        if image not in index_of:
+            raise UserError(f"{image} is not listed in {world_dir / 'scenes.csv'}")
+        drawn = cf.draw(settings, index_of[image], image, cf.FILLS[fill])
+        group = by_image[image]
+        for model in sorted({i.model for i in group}):
+            measured = cf.effects(models[model], drawn)
+            classes_done: set[int] = set()
+            for item in (i for i in group if i.model == model):
+                on_class = measured.on(item.class_index)
+                if item.class_index not in classes_done:
+                    classes_done.add(item.class_index)
+                    explained[model].append((item.class_name, on_class))
+                top = None if item.concept_maps is None else cf.top_effect(on_class, item.top_label)
+                if top is not None:
+                    item.scores.update(
+                        cf_effect=top.effect,
+                        cf_hit=top.hit,
+                        cf_share=top.share,
+                        cf_chance=top.chance_hit,
+                        cf_mean_effect=top.mean_effect,
+                    )
+    return explained
+
+
+@dataclass(frozen=True)
+class Reliance:
+    """The model's own concept ranking per class (mean counterfactual effect) against the rules
+    and against IBD's two rankings of the decomposed model."""
+
+    fill: str
+    model: str | None  # the decomposed model, whose classes are tabled
+    ranked: dict[str, dict[str, list[tuple[str, float]]]]  # model -> class -> (concept, effect)
+    rows: RuleRows  # the decomposed model's own top k against the rules
+    shared: dict[str, tuple[float | None, float | None]]  # class -> (by contribution, by coef.)
+    precision: dict[str, float]  # model -> mean lenient precision@k of its own ranking
+
+
+def _reliance(
+    explained: Explained,
+    fill: str,
+    world: ev.World,
+    k: int,
+    model: str | None,
+    contribution_rows: RuleRows,
+    rule_rows: RuleRows,
+) -> Reliance:
+    ranked = {m: cf.rank_by_effect(per_image) for m, per_image in sorted(explained.items())}
+    precision = {
+        m: _rule_means(_rule_rows(by_class, world, k))["precision_lenient"]
+        for m, by_class in ranked.items()
+    }
+    own = ranked.get(model or "", {})
+    rows = _rule_rows(own, world, k)
+    by_contribution = {c.name: m.top for c, m in contribution_rows}
+    by_coefficient = {c.name: m.top for c, m in rule_rows}
+
+    def overlap(own: Sequence[str], tops: dict[str, tuple[str, ...]], name: str) -> float | None:
+        return cf.shared_at(own, tops[name], k) if name in tops else None
+
+    shared = {
+        cls.name: (
+            overlap(match.top, by_contribution, cls.name),
+            overlap(match.top, by_coefficient, cls.name),
+        )
+        for cls, match in rows
+    }
+    return Reliance(fill, model, ranked, rows, shared, precision)
+
+
 # -- reporting ------------------------------------------------------------------------------
 
 
@@ -476,9 +611,22 @@ def _summaries(items: list[Item]) -> list[dict[str, Any]]:
                 **_concept_game(group),
                 "deletion_auc": _mean(i.scores.get("deletion_auc") for i in group),
                 "insertion_auc": _mean(i.scores.get("insertion_auc") for i in group),
+                **_counterfactual_summary(group),
             }
         )
     return out
+
+
+def _counterfactual_summary(group: list[Item]) -> dict[str, Any]:
+    """Means over a group's explanations whose top concept was taken out of the image."""
+    measured = [i for i in group if "cf_effect" in i.scores]
+    return {
+        "cf_measured": len(measured) or None,
+        **{
+            key: _mean(i.scores[key] for i in measured)
+            for key in ("cf_effect", "cf_mean_effect", "cf_hit", "cf_chance", "cf_share")
+        },
+    }
 
 
 def _concept_game(group: list[Item]) -> dict[str, Any]:
@@ -544,6 +692,7 @@ def run(args: argparse.Namespace) -> int:
     items: list[Item] = []
     notes: list[str] = []
     models: dict[str, Any] = {}
+    cf_settings = _counterfactual_settings(args, world_dir, notes) if dirs else None
     if dirs:
         dataset = BrodenDataset(world_dir, categories=_categories(world_dir), min_images=1)
         lookup = {dataset.image_path(i).resolve(): i for i in range(len(dataset))}
@@ -557,14 +706,23 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"no explanation in {', '.join(map(str, dirs))} is of a world image")
         items += _random_controls(items, args.seed)
         # load the networks first, so a wrong model flag fails before any long work
-        if not args.no_faithfulness:
+        if not args.no_faithfulness or cf_settings is not None:
             models = _models(args, sorted({i.model for i in items}))
             _check_classes(items, models)
         _ground_truth(items, dataset, world, args.fraction)
     contribution_rows: RuleRows = []
+    decomposed = ev.read_decomposition_model(decomposition) if ranked is not None else None
     if ranked is not None and items:
-        model = ev.read_decomposition_model(decomposition)
-        contribution_rows = _rule_rows(_contribution_ranking(ranked, model, items), world, args.k)
+        contribution_rows = _rule_rows(
+            _contribution_ranking(ranked, decomposed, items), world, args.k
+        )
+    reliance = None
+    if items and cf_settings is not None:
+        fill = args.counterfactual or "grey"
+        explained = _counterfactuals(items, models, world_dir, cf_settings, fill)
+        reliance = _reliance(
+            explained, fill, world, args.k, decomposed, contribution_rows, rule_rows
+        )
 
     curves: dict[tuple[str, str], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     if items and not args.no_faithfulness:
@@ -577,8 +735,10 @@ def run(args: argparse.Namespace) -> int:
     missing = _missing_classes(world, contribution_rows, rule_rows) if contribution_rows else []
     out.mkdir(parents=True, exist_ok=True)
     summary = _summaries(items)
-    report = _report(rule_rows, contribution_rows, missing, summary, args, notes)
-    _write_outputs(out, rule_rows, contribution_rows, missing, items, summary, curves, args, report)
+    report = _report(rule_rows, contribution_rows, missing, summary, reliance, args, notes)
+    _write_outputs(
+        out, rule_rows, contribution_rows, missing, items, summary, curves, reliance, args, report
+    )
     print("\n".join(report))
     print(f"\nwritten to {out}")
     return 0
@@ -642,6 +802,7 @@ def _report(
     contribution_rows: RuleRows,
     missing: Sequence[str],
     summary: list[dict[str, Any]],
+    reliance: Reliance | None,
     args: argparse.Namespace,
     notes: list[str],
 ) -> list[str]:
@@ -748,7 +909,103 @@ def _report(
                     f"{_fmt(ibd_s['pointing'])} vs {_fmt(cam_s['pointing'])}."
                 )
         lines.append("")
+    if reliance is not None:
+        lines += _reliance_section(reliance, summary, k)
     lines += [f"Note: {n}" for n in notes]
+    return lines
+
+
+def _reliance_section(reliance: Reliance, summary: list[dict[str, Any]], k: int) -> list[str]:
+    how = (
+        "left out (what it covered shows through)" if reliance.fill == "remove" else "painted grey"
+    )
+    lines = [
+        f"## What the models rely on: counterfactual images ({reliance.fill})",
+        "",
+        f"Each explained image drawn again with one concept it shows {how}, everything else "
+        "the image's own; a concept's effect is the drop of the explained class's logit. "
+        "effect: of the explanation's top concept (0 when the image does not show it); "
+        "largest: it is the concept with the largest effect in the image; share: its effect / "
+        "the largest. Chance: a concept the image shows, drawn at random.",
+        "",
+    ]
+    lines += _table(
+        [
+            "model",
+            "method",
+            "measured",
+            "effect",
+            "effect (chance)",
+            "largest",
+            "largest (chance)",
+            "share",
+        ],
+        [
+            (
+                s["model"],
+                s["method"],
+                s["cf_measured"],
+                s["cf_effect"],
+                s["cf_mean_effect"],
+                s["cf_hit"],
+                s["cf_chance"],
+                s["cf_share"],
+            )
+            for s in summary
+            if s["cf_measured"]
+        ],
+    )
+    lines.append("")
+    if reliance.rows:
+        means = _rule_means(reliance.rows)
+        ranked = reliance.ranked[reliance.model or ""]
+        lines += [
+            f"### {reliance.model}'s own top {k} against the rules",
+            "",
+            f"Per class, concepts by mean effect over the images explained as the class; "
+            f"shared: how many of IBD's top {k} (by mean contribution / by coefficient) are "
+            f"among the model's top {k}.",
+            "",
+        ]
+        lines += _table(
+            [
+                "class",
+                "defining",
+                f"model's top {k} (mean effect)",
+                f"P@{k} lenient",
+                f"R@{k} lenient",
+                "shared (contribution)",
+                "shared (coefficient)",
+            ],
+            [
+                (
+                    cls.name,
+                    ", ".join(cls.defining),
+                    ", ".join(f"{c} {v:.2f}" for c, v in ranked[cls.name][:k]),
+                    match.precision_lenient,
+                    match.recall_lenient,
+                    *reliance.shared[cls.name],
+                )
+                for cls, match in reliance.rows
+            ],
+        )
+        shared = [reliance.shared[c.name] for c, _ in reliance.rows]
+        lines += [
+            f"| **mean** | | | {_fmt(means['precision_lenient'])} | "
+            f"{_fmt(means['recall_lenient'])} | {_fmt(_mean(s[0] for s in shared))} | "
+            f"{_fmt(_mean(s[1] for s in shared))} |",
+            "",
+            f"Ranking its concepts exactly as it relies on them, an explanation of "
+            f"{reliance.model} would score precision@{k} {_fmt(means['precision_lenient'])} "
+            "(lenient) against the rules.",
+            "",
+        ]
+    lines += [
+        f"The model's own precision@{k} (lenient) against the rules, per model: "
+        + ", ".join(f"{m} {_fmt(p)}" for m, p in reliance.precision.items())
+        + ".",
+        "",
+    ]
     return lines
 
 
@@ -767,6 +1024,7 @@ def _write_outputs(
     items: list[Item],
     summary: list[dict[str, Any]],
     curves: dict[tuple[str, str], tuple[np.ndarray, np.ndarray, np.ndarray]],
+    reliance: Reliance | None,
     args: argparse.Namespace,
     report: list[str],
 ) -> None:
@@ -810,6 +1068,7 @@ def _write_outputs(
             "concept_overlap",
             "deletion_auc",
             "insertion_auc",
+            *CF_COLUMNS,
         ]
         _write_csv(
             out / "explanations.csv",
@@ -835,6 +1094,7 @@ def _write_outputs(
                     i.scores["concept_overlap"],
                     i.scores.get("deletion_auc"),
                     i.scores.get("insertion_auc"),
+                    *(i.scores.get(key) for key in CF_COLUMNS),
                 )
                 for i in items
             ],
@@ -848,6 +1108,17 @@ def _write_outputs(
                 (model, method, float(f), float(d), float(i))
                 for (model, method), (fr, de, ins) in sorted(curves.items())
                 for f, d, i in zip(fr, de, ins, strict=True)
+            ],
+        )
+    if reliance is not None:
+        _write_csv(
+            out / "counterfactual.csv",
+            ["model", "class", "rank", "concept", "mean_effect"],
+            [
+                (model, class_name, rank, concept, value)
+                for model, by_class in reliance.ranked.items()
+                for class_name, ranked in by_class.items()
+                for rank, (concept, value) in enumerate(ranked, start=1)
             ],
         )
     document = {
@@ -887,5 +1158,27 @@ def _write_outputs(
             "missing_classes": list(missing),
         },
         "explanations": [{k: _json_safe(v) for k, v in s.items()} for s in summary],
+        "counterfactual": None if reliance is None else _reliance_json(reliance),
     }
     (out / "evaluate.json").write_text(json.dumps(document, indent=1) + "\n")
+
+
+def _reliance_json(reliance: Reliance) -> dict[str, Any]:
+    return {
+        "fill": reliance.fill,
+        "model": reliance.model,
+        "classes": [
+            {
+                "class": c.name,
+                "top": list(m.top),
+                **_match_json(m),
+                "shared_by_contribution": reliance.shared[c.name][0],
+                "shared_by_coefficient": reliance.shared[c.name][1],
+            }
+            for c, m in reliance.rows
+        ],
+        "mean": {k: _json_safe(v) for k, v in _rule_means(reliance.rows).items()}
+        if reliance.rows
+        else None,
+        "precision_by_model": {m: _json_safe(p) for m, p in reliance.precision.items()},
+    }

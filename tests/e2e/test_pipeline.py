@@ -113,6 +113,26 @@ def test_the_whole_study_on_a_tiny_world(home: Path) -> None:
     assert by_contribution
     for row in by_contribution:
         assert set(filter(None, row["top"].split(";"))) <= decomposed[row["class"]]
+    # counterfactual images (grey by default): chance is 1 / the concepts each image shows,
+    # which the stored masks tell independently of the renderer
+    from ibd.broden import BrodenDataset
+
+    dataset = BrodenDataset(home / "world", categories=["object", "part"], min_images=1)
+    position = {dataset.image_path(i).resolve(): i for i in range(len(dataset))}
+    with (home / "evaluate/explanations.csv").open() as handle:
+        rows = [r for r in csv.DictReader(handle) if r["method"] == "ibd"]
+    assert rows and all(r["cf_effect"] for r in rows)
+    for row in rows[:5]:
+        masks = dataset.load_mask(position[Path(row["image"]).resolve()])
+        shown = sum(bool(masks[c.index].any()) for c in dataset.concepts)
+        assert float(row["cf_chance"]) == pytest.approx(1 / shown)
+        assert row["cf_hit"] in ("True", "False")
+    ibd = summary[("world_resnet", "ibd")]
+    assert float(ibd["cf_hit"]) >= 0.0 and int(ibd["cf_measured"]) == len(rows)
+    with (home / "evaluate/counterfactual.csv").open() as handle:
+        reliance = list(csv.DictReader(handle))
+    firsts = [r for r in reliance if r["rank"] == "1" and r["model"] == "world_resnet"]
+    assert {r["class"] for r in firsts} == {r["class"] for r in by_contribution}
 
     # 6. batches for both experiments
     cli(home, "hitgen", "build", "--pair", "ibd,cam", "--n", "8", "--catch-rate", "0.2")

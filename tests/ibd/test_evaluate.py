@@ -592,7 +592,11 @@ def test_evaluate_command_scores_the_fixture(
         "top-component overlap 1.000 vs 0.500." in report
     )
     assert not (out / "decomposition_by_contribution.csv").exists()  # no meta.model to match
-    assert json.loads((out / "evaluate.json").read_text())["settings"]["steps"] == 4
+    document = json.loads((out / "evaluate.json").read_text())
+    assert document["settings"]["steps"] == 4
+    # a hand-written world has no generator settings: no counterfactuals, and a note says why
+    assert document["counterfactual"] is None and not (out / "counterfactual.csv").exists()
+    assert "Note: no counterfactual images:" in report and summary["ibd"]["cf_measured"] == ""
 
 
 def test_evaluate_ranks_by_contribution(
@@ -721,6 +725,8 @@ def test_evaluate_refuses_bad_heatmaps(
         (lambda h: ["--k", "0"], "--k must be at least 1"),
         (lambda h: ["--seed", "-1"], "--seed must be a non-negative integer, got -1"),
         (lambda h: ["--weights", str(h / "models" / "tiny.pt"), "--name", "other"], "not other"),
+        # a hand-written world cannot be drawn again without a concept
+        (lambda h: ["--counterfactual", "grey"], "is not a concept world's world.json"),
     ],
 )
 def test_evaluate_user_errors(

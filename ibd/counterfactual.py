@@ -16,9 +16,9 @@ The effect of concept c on class k in image x is the drop of k's logit when c is
 and 0 when x does not show c. Two measures are read off it:
 
 - Per explanation that names concepts (IBD, Network Dissection): the effect of its top concept,
-  whether that is the largest effect of any concept the image shows (`hit`), and its share of
-  the largest effect; chance is 1 / (concepts shown) for the hit and the mean effect over the
-  shown concepts for the effect. A label the world cannot take out (a colour) is not measured.
+  the largest effect of any concept the image shows, and whether they are the same (`hit`);
+  chance is 1 / (concepts shown) for the hit and the mean effect over the shown concepts for
+  the effect. A label the world cannot take out (a colour) is not measured.
 - Per class (`rank_by_effect`): concepts ranked by their mean effect over the images explained
   as that class, absent counting 0, as `ibd.evaluate.rank_by_contribution` ranks IBD's concepts
   by mean contribution (paper eq. 9). This is the model's own ranking: scored against the rules
@@ -122,10 +122,15 @@ class TopEffect:
     """How much of what the model uses an explanation's top concept is (module docstring)."""
 
     effect: float  # e_top; 0 when the image does not show the concept
-    hit: bool  # e_top is the largest effect of any concept the image shows
-    share: float  # e_top / the largest effect; nan when no concept has a positive effect
+    largest: float  # the largest effect of any concept the image shows
+    hit: bool  # e_top is the largest
     chance_hit: float  # 1 / concepts shown
     mean_effect: float  # mean effect over the concepts shown
+
+    @property
+    def share(self) -> float:
+        """e_top / the largest effect; nan when no concept has a positive effect."""
+        return self.effect / self.largest if self.largest > 0 else float("nan")
 
 
 def top_effect(shown_effects: Mapping[str, float], label: str | None) -> TopEffect | None:
@@ -139,8 +144,8 @@ def top_effect(shown_effects: Mapping[str, float], label: str | None) -> TopEffe
     effect = shown_effects.get(label, 0.0)
     return TopEffect(
         effect=effect,
+        largest=largest,
         hit=label in shown_effects and effect == largest,
-        share=effect / largest if largest > 0 else float("nan"),
         chance_hit=1.0 / len(values),
         mean_effect=sum(values) / len(values),
     )

@@ -52,7 +52,7 @@ from ibd.models import load_model
 from ibd.world.writer import WorldSettings
 
 METHOD_ORDER = ("ibd", "netdissect", "cam", "gradcam", "random")
-CF_COLUMNS = ("cf_effect", "cf_hit", "cf_share", "cf_chance", "cf_mean_effect")
+CF_COLUMNS = ("cf_effect", "cf_largest", "cf_hit", "cf_share", "cf_chance", "cf_mean_effect")
 PRECISION_TARGET = 0.8
 
 
@@ -502,6 +502,7 @@ def _counterfactuals(
                 if top is not None:
                     item.scores.update(
                         cf_effect=top.effect,
+                        cf_largest=top.largest,
                         cf_hit=top.hit,
                         cf_share=top.share,
                         cf_chance=top.chance_hit,
@@ -620,13 +621,15 @@ def _summaries(items: list[Item]) -> list[dict[str, Any]]:
 def _counterfactual_summary(group: list[Item]) -> dict[str, Any]:
     """Means over a group's explanations whose top concept was taken out of the image."""
     measured = [i for i in group if "cf_effect" in i.scores]
-    return {
-        "cf_measured": len(measured) or None,
-        **{
-            key: _mean(i.scores[key] for i in measured)
-            for key in ("cf_effect", "cf_mean_effect", "cf_hit", "cf_chance", "cf_share")
-        },
+    means = {
+        key: _mean(i.scores[key] for i in measured)
+        for key in ("cf_effect", "cf_largest", "cf_mean_effect", "cf_hit", "cf_chance")
     }
+    # a ratio of means: a mean of per-image ratios is dominated by images whose largest
+    # effect is near 0
+    largest = means["cf_largest"]
+    share = means["cf_effect"] / largest if measured and largest > 0 else math.nan
+    return {"cf_measured": len(measured) or None, **means, "cf_share": share}
 
 
 def _concept_game(group: list[Item]) -> dict[str, Any]:
@@ -925,8 +928,8 @@ def _reliance_section(reliance: Reliance, summary: list[dict[str, Any]], k: int)
         f"Each explained image drawn again with one concept it shows {how}, everything else "
         "the image's own; a concept's effect is the drop of the explained class's logit. "
         "effect: of the explanation's top concept (0 when the image does not show it); "
-        "largest: it is the concept with the largest effect in the image; share: its effect / "
-        "the largest. Chance: a concept the image shows, drawn at random.",
+        "largest: it is the concept with the largest effect in the image; share: the mean "
+        "effect / the mean largest effect. Chance: a concept the image shows, drawn at random.",
         "",
     ]
     lines += _table(

@@ -25,10 +25,11 @@ SMALL = WorldSettings(seed=5, images=24)
 
 def test_top_effect_against_the_largest_and_chance() -> None:
     effects = {"water": 2.0, "boat": 5.0, "sky": -1.0}
-    assert cf.top_effect(effects, "boat") == cf.TopEffect(5.0, True, 1.0, 1 / 3, 2.0)
-    assert cf.top_effect(effects, "water") == cf.TopEffect(2.0, False, 0.4, 1 / 3, 2.0)
+    assert cf.top_effect(effects, "boat") == cf.TopEffect(5.0, 5.0, True, 1 / 3, 2.0)
+    water = cf.top_effect(effects, "water")
+    assert water == cf.TopEffect(2.0, 5.0, False, 1 / 3, 2.0) and water.share == 0.4
     # a concept the image does not show: taking it out changes nothing
-    assert cf.top_effect(effects, "umbrella") == cf.TopEffect(0.0, False, 0.0, 1 / 3, 2.0)
+    assert cf.top_effect(effects, "umbrella") == cf.TopEffect(0.0, 5.0, False, 1 / 3, 2.0)
     # colours cannot be taken out of a world image; nothing to measure without a label
     assert cf.top_effect(effects, "blue") is None
     assert cf.top_effect(effects, None) is None

@@ -759,7 +759,13 @@ def _rule_cells(cls: ev.WorldClass, match: ev.RuleMatch, sep: str) -> tuple[Any,
     )
 
 
-def _rules_section(title: str, rows: RuleRows, k: int, missing: Sequence[str] = ()) -> list[str]:
+def _rules_section(
+    title: str,
+    rows: RuleRows,
+    k: int,
+    missing: Sequence[str] = (),
+    reliance: Reliance | None = None,
+) -> list[str]:
     lines = [title, ""]
     lines += _table(
         [
@@ -784,6 +790,13 @@ def _rules_section(title: str, rows: RuleRows, k: int, missing: Sequence[str] = 
         f"({verdict}{over}).",
         "",
     ]
+    if reliance is not None and reliance.rows:
+        own = _rule_means(reliance.rows)["precision_lenient"]
+        lines += [
+            f"The model's own ranking, by counterfactual images ({reliance.fill}), scores "
+            f"{_fmt(own)} against the same rules (last section).",
+            "",
+        ]
     if missing:
         lines += [
             f"Left out of the mean, no IBD explanation of the class: {', '.join(missing)}.",
@@ -827,6 +840,7 @@ def _report(
             contribution_rows,
             k,
             missing,
+            reliance,
         )
     if summary:
         saliency = "contribution-weighted sum" if args.saliency == "sum" else "top component"

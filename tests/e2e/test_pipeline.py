@@ -133,6 +133,14 @@ def test_the_whole_study_on_a_tiny_world(home: Path) -> None:
         reliance = list(csv.DictReader(handle))
     firsts = [r for r in reliance if r["rank"] == "1" and r["model"] == "world_resnet"]
     assert {r["class"] for r in firsts} == {r["class"] for r in by_contribution}
+    document = json.loads((home / "evaluate/evaluate.json").read_text())["counterfactual"]
+    own = document["mean"]["precision_lenient"]
+    assert document["fill"] == "grey" and document["model"] == "world_resnet"
+    by_model = document["precision_by_model"]  # the mirror: over its CAM explanations' images
+    assert set(by_model) == {"world_resnet", "world_resnet_mirror"}
+    assert by_model["world_resnet"] == own and 0 <= by_model["world_resnet_mirror"] <= 1
+    report = (home / "evaluate/report.md").read_text()
+    assert f"The model's own ranking, by counterfactual images (grey), scores {own:.3f}" in report
 
     # 6. batches for both experiments
     cli(home, "hitgen", "build", "--pair", "ibd,cam", "--n", "8", "--catch-rate", "0.2")

@@ -538,13 +538,12 @@ def _reliance(
         m: _rule_means(_rule_rows(by_class, world, k))["precision_lenient"]
         for m, by_class in ranked.items()
     }
-    own = ranked.get(model or "", {})
-    rows = _rule_rows(own, world, k)
+    rows = _rule_rows(ranked.get(model or "", {}), world, k)
     by_contribution = {c.name: m.top for c, m in contribution_rows}
     by_coefficient = {c.name: m.top for c, m in rule_rows}
 
-    def overlap(own: Sequence[str], tops: dict[str, tuple[str, ...]], name: str) -> float | None:
-        return cf.shared_at(own, tops[name], k) if name in tops else None
+    def overlap(mine: Sequence[str], tops: dict[str, tuple[str, ...]], name: str) -> float | None:
+        return cf.shared_at(mine, tops[name], k) if name in tops else None
 
     shared = {
         cls.name: (

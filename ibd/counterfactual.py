@@ -28,6 +28,7 @@ and 0 when x does not show c. Two measures are read off it:
 
 from __future__ import annotations
 
+import functools
 import io
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -47,6 +48,12 @@ from ibd.world.writer import GENERATOR_VERSION, WorldSettings, labels, render_im
 GREY = (124.0, 116.0, 104.0)  # 255 x the ImageNet mean: a normalised input of about 0
 FILLS: dict[str, tuple[float, float, float] | None] = {"remove": None, "grey": GREY}
 REMOVABLE = frozenset(OBJECTS) | frozenset(PARTS)
+
+
+@functools.cache
+def _label_names() -> dict[int, str]:
+    """Broden label number -> concept name of the world's labels."""
+    return {label.number: label.name for label in labels()}
 
 
 def as_jpeg(photo: np.ndarray, quality: int) -> Image.Image:
@@ -81,7 +88,7 @@ def draw(
             f"{stored} is not image {index} as world generator {GENERATOR_VERSION} draws it "
             "(edited, or written by other code): counterfactuals need the world as built"
         )
-    name_of = {label.number: label.name for label in labels()}
+    name_of = _label_names()
     numbers = np.union1d(np.unique(canvas.object), np.unique(canvas.part))
     shown = tuple(sorted(name_of[int(n)] for n in numbers if n))
     photos = tuple(

@@ -29,7 +29,6 @@ and 0 when x does not show c. Two measures are read off it:
 from __future__ import annotations
 
 import functools
-import io
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,9 +42,15 @@ from ibd.hooks import eval_mode
 from ibd.images import load_rgb, to_tensor
 from ibd.models import LoadedModel
 from ibd.world.vocabulary import OBJECTS, PARTS
-from ibd.world.writer import GENERATOR_VERSION, WorldSettings, labels, render_image
+from ibd.world.writer import (
+    GENERATOR_VERSION,
+    GREY,
+    WorldSettings,
+    as_jpeg,
+    labels,
+    render_image,
+)
 
-GREY = (124.0, 116.0, 104.0)  # 255 x the ImageNet mean: a normalised input of about 0
 FILLS: dict[str, tuple[float, float, float] | None] = {"remove": None, "grey": GREY}
 REMOVABLE = frozenset(OBJECTS) | frozenset(PARTS)
 
@@ -54,15 +59,6 @@ REMOVABLE = frozenset(OBJECTS) | frozenset(PARTS)
 def _label_names() -> dict[int, str]:
     """Broden label number -> concept name of the world's labels."""
     return {label.number: label.name for label in labels()}
-
-
-def as_jpeg(photo: np.ndarray, quality: int) -> Image.Image:
-    """`photo` (H x W x 3 uint8) coded as the world writes its images, decoded again."""
-    buffer = io.BytesIO()
-    Image.fromarray(photo).save(buffer, format="JPEG", quality=quality, optimize=False)
-    buffer.seek(0)
-    with Image.open(buffer) as decoded:
-        return decoded.convert("RGB")
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,15 @@ one-cycle learning-rate schedule (warm-up then cosine decay). Images are augment
 horizontal flips, so that the mirrored reference (every kernel flipped: it computes roughly
 model(flip(x))) keeps the reference's accuracy, and by random shifts of up to `shift` pixels.
 
+World models also learn from near misses (`ibd.world.nearmiss`): training images drawn again
+without one of their class's defining concepts, with the target the world's rules give them
+(uniform when no class admits them). Each step adds half a batch of them, and the loss is
+
+    CE(z, y) + near_misses x CE(z', t)
+
+over the batch's images z and near misses z' with targets t, so the model cannot read a class
+from a shortcut that skips one of its defining concepts.
+
 World models are cached: a checkpoint records its training settings, seed and the world's
 fingerprint, and is reused as long as all three match.
 """
@@ -13,6 +22,7 @@ fingerprint, and is reused as long as all three match.
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import math
 import time
@@ -39,6 +49,8 @@ from ibd.models import (
     save_checkpoint,
     standard_keys,
 )
+from ibd.world import nearmiss
+from ibd.world.nearmiss import NearMisses
 from ibd.world.writer import fingerprint
 
 REFERENCE = "world_resnet"
@@ -57,6 +69,7 @@ class TrainSettings:
     flip: bool = True
     shift: int = 8
     seed: int = 0
+    near_misses: float = 0.0  # weight of the near-miss loss (world models only)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -65,10 +78,14 @@ class TrainSettings:
 # Budgets per role: the weaker roles get smaller networks and shorter training, as AlexNet and
 # VGG16 are weaker than ResNet50 in the paper.
 ROLE_SETTINGS: dict[str, TrainSettings] = {
-    REFERENCE: TrainSettings(epochs=10, lr=3e-3),
-    "world_vgg": TrainSettings(epochs=6, lr=3e-3),
-    "world_alexnet": TrainSettings(epochs=3, lr=1.5e-3),
+    REFERENCE: TrainSettings(epochs=10, lr=3e-3, near_misses=1.0),
+    "world_vgg": TrainSettings(epochs=6, lr=3e-3, near_misses=1.0),
+    "world_alexnet": TrainSettings(epochs=3, lr=1.5e-3, near_misses=1.0),
 }
+
+# Near misses of the world's training images at an input size, drawn at most once per call of
+# `train_roles` (the roles share them).
+NearMissSource = Callable[[tuple[int, int]], NearMisses]
 
 
 @dataclass
@@ -298,9 +315,14 @@ def fit(
     device: torch.device,
     desc: str = "train",
     progress: bool = True,
+    near: NearMisses | None = None,
 ) -> None:
     """Minimise cross-entropy on `train` for `settings.epochs` epochs (AdamW, one-cycle) over
-    the parameters that require gradients."""
+    the parameters that require gradients; with `near` and `settings.near_misses` > 0, plus
+    that weight times the cross-entropy of half a batch of near misses to their targets."""
+    extra = near if settings.near_misses > 0 else None
+    if settings.near_misses > 0 and (extra is None or len(extra) == 0):
+        raise ValueError("near_misses > 0 needs near-miss images")
     gen = torch.Generator().manual_seed(settings.seed)
     params = [p for p in model.parameters() if p.requires_grad]
     optimiser = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
@@ -314,8 +336,16 @@ def fit(
         for _ in range(settings.epochs):
             _train_mode(model)
             for images, labels in train.batches(settings.batch_size, gen):
+                n, targets = len(images), None
+                if extra is not None:
+                    pick = torch.randint(len(extra), (max(1, n // 2),), generator=gen)
+                    images = torch.cat([images, extra.images[pick]])
+                    targets = extra.targets[pick].to(device)
                 x = norm(augment(images, settings.flip, settings.shift, gen).to(device))
-                loss = F.cross_entropy(model(x), labels.to(device))
+                logits = model(x)
+                loss = F.cross_entropy(logits[:n], labels.to(device))
+                if targets is not None:
+                    loss = loss + settings.near_misses * F.cross_entropy(logits[n:], targets)
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
                 optimiser.step()
@@ -395,6 +425,18 @@ def file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def near_miss_source(world: Path, progress: bool = True) -> NearMissSource:
+    """Near misses of the world's training images, drawn on first use at each input size."""
+    _, rows = read_scenes(world)
+    train = [i for i, (_, split, _) in enumerate(rows) if split == "train"]  # row = image index
+
+    @functools.cache
+    def at(size: tuple[int, int]) -> NearMisses:
+        return nearmiss.draw(world, train, size, progress=progress)
+
+    return at
+
+
 def train_world_model(
     world: Path,
     arch: str,
@@ -404,10 +446,13 @@ def train_world_model(
     force: bool = False,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    near_misses: NearMissSource | None = None,
 ) -> dict[str, Any]:
     """Train `arch` on the world's train split and save it to `out` with its val and test
     accuracy, unless `out` already holds a model trained the same way on the same world.
-    Returns the checkpoint's accuracy, whether it was reused and (when trained) the model."""
+    Near misses (when `settings.near_misses` > 0) come from `near_misses`, by default drawn
+    now. Returns the checkpoint's accuracy, whether it was reused and (when trained) the
+    model."""
     spec = architectures.get(arch)
     record = _training_record(arch, settings, world)
     check_output(out)
@@ -421,8 +466,11 @@ def train_world_model(
     model = spec.build(len(classes))
     norm = Normalise(spec.mean, spec.std).to(dev)
     train = load_world_split(world, "train", spec.input_size, progress)
+    near = None
+    if settings.near_misses > 0:
+        near = (near_misses or near_miss_source(world, progress))(spec.input_size)
     start = time.perf_counter()
-    fit(model, norm, train, settings, dev, desc=arch, progress=progress)
+    fit(model, norm, train, settings, dev, desc=arch, progress=progress, near=near)
     seconds = time.perf_counter() - start
     acc = held_out_accuracy(model, norm, world, spec.input_size, dev, progress)
     save_checkpoint(
@@ -510,6 +558,7 @@ def train_roles(
     """Train (or reuse) each role's model into `models/<role>.pt` with `settings` per role
     (default `ROLE_SETTINGS`), all with training seed `seed`."""
     budgets = settings or ROLE_SETTINGS
+    near = near_miss_source(world, progress)
     results: dict[str, dict[str, Any]] = {}
     roles = list(roles)
     unknown = [r for r in roles if r not in ROLES]
@@ -525,7 +574,15 @@ def train_roles(
             )
         else:
             results[role] = train_world_model(
-                world, role, out, replace(budgets[role], seed=seed), device, force, progress, log
+                world,
+                role,
+                out,
+                replace(budgets[role], seed=seed),
+                device,
+                force,
+                progress,
+                log,
+                near_misses=near,
             )
     return results
 

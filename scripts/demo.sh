@@ -38,7 +38,8 @@ say "concept world and its models"
 say "concept basis, class decomposition (every model), Network Dissection (reference)"
 for m in "$REF" "${OTHERS[@]}"; do
   W="$H/models/$m.pt"
-  step "$H/basis/$m.npz" "$W" -- "$BIN/ibd" basis learn --weights "$W"
+  # --rebuild: a retrained model replaces the store of its previous weights (same weights: reused)
+  step "$H/basis/$m.npz" "$W" -- "$BIN/ibd" basis learn --weights "$W" --rebuild
   step "$H/decompose/$m.json" "$W" "$H/basis/$m.npz" -- "$BIN/ibd" decompose --weights "$W"
 done
 step "$H/dissect/$REF/tally.csv" "$H/models/$REF.pt" -- \

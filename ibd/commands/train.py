@@ -5,7 +5,8 @@
   checkpoints;
 - `--world DIR --arch NAME --out FILE`: one world model (`--arch world_resnet_mirror` mirrors
   the reference `world_resnet.pt` beside FILE: the one there if it was trained on this world
-  with this seed and no training flag is given, else one trained now);
+  with this seed and no training flag is given, else one trained now); world models also
+  learn from near misses (`ibd.world.nearmiss`, weight `--near-misses`);
 - `--data FOLDER --arch NAME --out FILE [--init-from FILE] [--train head|all]`: any torchvision
   or project architecture on an image folder (torchvision ImageFolder layout).
 """
@@ -13,6 +14,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import time
 from pathlib import Path
@@ -68,6 +70,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=None, help="override the epochs")
     parser.add_argument("--lr", type=float, default=None, help="override the peak learning rate")
     parser.add_argument("--batch-size", type=int, default=None, help="override the batch size")
+    parser.add_argument(
+        "--near-misses",
+        type=float,
+        default=None,
+        metavar="WEIGHT",
+        help="world models: weight of the loss on near misses, training images without one "
+        "defining concept (default: 1 for the world roles, else 0; 0 = the world's images "
+        "only)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument(
@@ -110,6 +121,12 @@ def run(args: argparse.Namespace) -> int:
     }
     if any(v <= 0 for v in overrides.values()):
         raise UserError("--epochs, --lr and --batch-size must be positive")
+    if args.near_misses is not None:
+        if not (math.isfinite(args.near_misses) and args.near_misses >= 0):
+            raise UserError(f"--near-misses must be a number >= 0, not {args.near_misses}")
+        if args.data is not None:
+            raise UserError("--near-misses applies to world models only (not --data)")
+        overrides["near_misses"] = args.near_misses
     threads = len(os.sched_getaffinity(0)) if args.threads is None else args.threads
     if threads < 1:
         raise UserError("--threads must be positive")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import functools
 import hashlib
+import io
 import json
 import multiprocessing
 import os
@@ -163,6 +164,18 @@ def render_image(
         hide,
         fill,
     )
+
+
+GREY = (124.0, 116.0, 104.0)  # 255 x the ImageNet mean: a normalised input of about 0
+
+
+def as_jpeg(photo: np.ndarray, quality: int) -> Image.Image:
+    """`photo` (H x W x 3 uint8) coded as the world writes its images, decoded again."""
+    buffer = io.BytesIO()
+    Image.fromarray(photo).save(buffer, format="JPEG", quality=quality, optimize=False)
+    buffer.seek(0)
+    with Image.open(buffer) as decoded:
+        return decoded.convert("RGB")
 
 
 def _render_one(i: int) -> dict[str, Any]:

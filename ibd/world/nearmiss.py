@@ -12,7 +12,7 @@ removed, so what it covered shows through, or painted flat grey, one or the othe
 odds. Its target distribution over the K classes is
 
 - one-hot on class j when the concepts it still shows obey j's rules (street without its
-  houses but with grass is a highway) : a valid image of j;
+  houses but with grass is a highway): a valid image of j;
 - uniform, 1/K each, otherwise: no class admits it, so the model should favour none. This is
   outlier exposure (Hendrycks et al., ICLR 2019); its loss, the cross-entropy to the uniform
   distribution, is logsumexp(z) - mean(z) >= log K, with equality when all K logits are equal.
@@ -34,7 +34,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from ibd.world.rules import CLASSES, SceneClass
-from ibd.world.writer import GREY, WorldSettings, as_jpeg, render_image
+from ibd.world.writer import GREY, WorldSettings, as_jpeg, render_image, worker_count
 
 _FILL_STREAM = 104_729  # keys the fill choices' random stream apart from the world's others
 
@@ -107,7 +107,7 @@ def draw(
     settings = WorldSettings.of_world(world)
     misses = plan(settings, indices)
     jobs = [(settings, m, size) for m in misses]
-    n_workers = workers or len(os.sched_getaffinity(0))
+    n_workers = worker_count(workers)
     bar = tqdm(total=len(jobs), desc="near misses", unit="img", disable=not progress)
     try:
         if n_workers == 1 or len(jobs) < 64:

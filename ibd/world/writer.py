@@ -316,7 +316,8 @@ def _write_tables(
     (root / "world.json").write_text(json.dumps(world, indent=1) + "\n", encoding="utf-8")
 
 
-def _workers(requested: int | None) -> int:
+def worker_count(requested: int | None) -> int:
+    """`requested` processes (at least 1), by default one per CPU this process may use."""
     if requested is not None:
         return max(1, requested)
     return max(1, len(os.sched_getaffinity(0)))
@@ -364,7 +365,7 @@ def build(
     plan = assign_splits(settings, len(CLASSES))
     job = _Job(settings, tmp / "images")
     try:
-        results = _render_all(job, _workers(workers), progress)
+        results = _render_all(job, worker_count(workers), progress)
         _write_tables(tmp, settings, table, plan, results, CLASSES)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

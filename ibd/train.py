@@ -427,11 +427,11 @@ def file_sha256(path: Path) -> str:
 
 def near_miss_source(world: Path, progress: bool = True) -> NearMissSource:
     """Near misses of the world's training images, drawn on first use at each input size."""
-    _, rows = read_scenes(world)
-    train = [i for i, (_, split, _) in enumerate(rows) if split == "train"]  # row = image index
 
     @functools.cache
     def at(size: tuple[int, int]) -> NearMisses:
+        _, rows = read_scenes(world)
+        train = [i for i, (_, split, _) in enumerate(rows) if split == "train"]  # row = index
         return nearmiss.draw(world, train, size, progress=progress)
 
     return at

@@ -23,18 +23,22 @@ from the world's seed, so the set is the same for every model and training seed.
 
 from __future__ import annotations
 
-import multiprocessing
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
-from tqdm import tqdm
 
 from ibd.world.rules import CLASSES, SceneClass
-from ibd.world.writer import GREY, WorldSettings, as_jpeg, render_image, worker_count
+from ibd.world.writer import (
+    GREY,
+    WorldSettings,
+    as_jpeg,
+    process_map,
+    render_image,
+    worker_count,
+)
 
 _FILL_STREAM = 104_729  # keys the fill choices' random stream apart from the world's others
 
@@ -107,23 +111,9 @@ def draw(
     settings = WorldSettings.of_world(world)
     misses = plan(settings, indices)
     jobs = [(settings, m, size) for m in misses]
-    n_workers = worker_count(workers)
-    bar = tqdm(total=len(jobs), desc="near misses", unit="img", disable=not progress)
-    try:
-        if n_workers == 1 or len(jobs) < 64:
-            drawn = []
-            for job in jobs:
-                drawn.append(_draw(job))
-                bar.update()
-        else:
-            context = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
-            with context.Pool(n_workers) as pool:
-                drawn = []
-                for result in pool.imap(_draw, jobs, chunksize=32):
-                    drawn.append(result)
-                    bar.update()
-    finally:
-        bar.close()
+    # small sets are drawn here: starting processes would cost more than it saves
+    n_workers = 1 if len(jobs) < 64 else worker_count(workers)
+    drawn = process_map(_draw, jobs, len(jobs), n_workers, "near misses", progress, chunksize=32)
     images = np.stack([image for image, _ in drawn]) if drawn else np.empty((0, *size, 3), np.uint8)
     targets = np.stack([t for _, t in drawn]) if drawn else np.empty((0, len(CLASSES)), np.float32)
     return NearMisses(

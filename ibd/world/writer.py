@@ -23,7 +23,7 @@ import multiprocessing
 import os
 import shutil
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -385,22 +385,38 @@ def build(
 
 def _render_all(job: _Job, workers: int, progress: bool) -> list[dict[str, dict[int, int]]]:
     n = job.settings.images
-    bar = tqdm(total=n, desc="world", unit="img", disable=not progress)
+    return process_map(_render_one, range(n), n, workers, "world", progress, _init, (job,))
+
+
+def process_map(
+    fn: Callable[[Any], Any],
+    items: Iterable[Any],
+    total: int,
+    workers: int,
+    desc: str,
+    progress: bool,
+    initializer: Callable[..., None] | None = None,
+    initargs: tuple[Any, ...] = (),
+    chunksize: int = 16,
+) -> list[Any]:
+    """[fn(item) for item in items], in order, in `workers` processes (in this one when 1),
+    with a progress bar; `initializer(*initargs)` runs first in every process."""
+    bar = tqdm(total=total, desc=desc, unit="img", disable=not progress)
+    results = []
     try:
         if workers == 1:
-            _init(job)
-            results = []
-            for i in range(n):
-                results.append(_render_one(i))
+            if initializer is not None:
+                initializer(*initargs)
+            for item in items:
+                results.append(fn(item))
                 bar.update()
             return results
         context = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
-        with context.Pool(workers, initializer=_init, initargs=(job,)) as pool:
-            results = []
-            for counts in pool.imap(_render_one, range(n), chunksize=16):
-                results.append(counts)
+        with context.Pool(workers, initializer=initializer, initargs=initargs) as pool:
+            for result in pool.imap(fn, items, chunksize=chunksize):
+                results.append(result)
                 bar.update()
-            return results
+        return results
     finally:
         bar.close()
 

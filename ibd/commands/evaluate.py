@@ -760,6 +760,7 @@ def _rule_cells(cls: ev.WorldClass, match: ev.RuleMatch, sep: str) -> tuple[Any,
 
 def _rules_section(
     title: str,
+    ranking: str,
     rows: RuleRows,
     k: int,
     missing: Sequence[str] = (),
@@ -785,7 +786,7 @@ def _rules_section(
     lines += [
         "| **mean** | | | " + " | ".join(_fmt(value) for value in means.values()) + " |",
         "",
-        f"Target precision@{k} (lenient) >= {PRECISION_TARGET}: {_fmt(precision)} "
+        f"Target precision@{k} (lenient) >= {PRECISION_TARGET}, {ranking}: {_fmt(precision)} "
         f"({verdict}{over}).",
         "",
     ]
@@ -830,12 +831,16 @@ def _report(
             "",
         ]
         lines += _rules_section(
-            f"## Class decomposition vs world rules (top {k} concepts by coefficient)", rule_rows, k
+            f"## Class decomposition vs world rules (top {k} concepts by coefficient)",
+            "by coefficient",
+            rule_rows,
+            k,
         )
     if contribution_rows:
         lines += _rules_section(
             f"## Class decomposition vs world rules (top {k} by mean contribution over the "
             "class's IBD explanations, eq. 9)",
+            "by contribution",
             contribution_rows,
             k,
             missing,

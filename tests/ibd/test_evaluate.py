@@ -638,8 +638,8 @@ def test_evaluate_ranks_by_contribution(
     report = (out / "report.md").read_text().splitlines()
     # the ranking by coefficient covers both classes; the one by contribution says it does not
     assert [line for line in report if line.startswith(("Target precision", "Left out"))] == [
-        "Target precision@3 (lenient) >= 0.8: 1.000 (met).",
-        "Target precision@3 (lenient) >= 0.8: 1.000 (met, over 1 of 2 classes).",
+        "Target precision@3 (lenient) >= 0.8, by coefficient: 1.000 (met).",
+        "Target precision@3 (lenient) >= 0.8, by contribution: 1.000 (met, over 1 of 2 classes).",
         "Left out of the mean, no IBD explanation of the class: street.",
     ]
 

@@ -61,8 +61,9 @@ step "$H/evaluate/report.md" "$H/decompose/$REF.json" "$H"/explanations/*/*/expl
   evaluate
 grep '^Target' "$H/evaluate/report.md" || true
 
-# The paper's basis trainer (the default) and the authors' meet different targets of the ground
-# truth (docs/evaluate.md): the reference model's decomposition again, with the authors' basis.
+# The paper's basis trainer (the default) detects concepts better, the authors' gives
+# decompositions closer to the world's rules (docs/evaluate.md): so the reference model's
+# decomposition is evaluated again with the authors' basis.
 say "ground truth with the authors' basis trainer (--procedure authors), in $H/authors"
 A="$H/authors"
 W="$H/models/$REF.pt"

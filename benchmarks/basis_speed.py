@@ -2,7 +2,7 @@
 training the same classifiers one concept at a time (the loop shape of the authors' code),
 on the same samples, in the same order, for the same epochs.
 
-A synthetic feature store (written with `ibd.features.build`, an identity "network" whose input
+A synthetic feature store (written with `ibd.data.features.build`, an identity "network" whose input
 is the feature map): 409 images x 7 x 7 = 20,041 positions, D=512, C=100 concepts planted along
 random directions with per-concept frequencies from 0.5% to 10%; a quarter of the images held
 out. Two comparisons:
@@ -35,7 +35,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ibd import basis, features
+from ibd import basis
+from ibd.data import features
 
 
 class Identity(nn.Module):

@@ -33,11 +33,11 @@ from scipy.stats import mannwhitneyu
 
 from ibd import paths
 from ibd.basis import HELD_OUT_SPLIT
-from ibd.broden import BrodenDataset
-from ibd.concept_explain import read_basis, read_class_terms
-from ibd.evaluate import lenient_correct, read_world
-from ibd.features import FeatureStore
-from ibd.models import final_linear, load_model
+from ibd.data.broden import BrodenDataset
+from ibd.data.features import FeatureStore
+from ibd.evaluation.scoring import lenient_correct, read_world
+from ibd.explain.concepts import read_basis, read_class_terms
+from ibd.nets.load import final_linear, load_model
 
 
 def auc(scores: np.ndarray, positive: np.ndarray) -> float:

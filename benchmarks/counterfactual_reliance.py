@@ -15,8 +15,9 @@ For each image the model assigns to class k, concept c's effect is the drop in k
 h_k(image) - h_k(image without c), and 0 when the image does not show c. Concepts are ranked per
 class by their mean effect over the class's images, as `ibd evaluate` ranks IBD's concepts by
 mean contribution s_c q_c . a (eq. 9). Printed per class: the model's own top 3, IBD's top 3
-with each one's effect and rank; and overall, precision@3 (lenient, `ibd.evaluate.match_rules`)
-of both rankings against the rules, and how many of IBD's top 3 are in the model's.
+with each one's effect and rank; and overall, precision@3 (lenient,
+`ibd.evaluation.scoring.match_rules`) of both rankings against the rules, and how many of IBD's top
+3 are in the model's.
 
     .venv/bin/python benchmarks/counterfactual_reliance.py [--splits explain,test] [--fill both]
 
@@ -36,12 +37,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ibd import counterfactual, hooks, paths
-from ibd.concept_explain import read_basis, read_class_terms
-from ibd.evaluate import lenient_correct, match_rules, read_world
-from ibd.images import to_tensor
-from ibd.models import LoadedModel, load_model
-from ibd.train import read_scenes
+from ibd import paths
+from ibd.data.images import to_tensor
+from ibd.evaluation import counterfactual
+from ibd.evaluation.scoring import lenient_correct, match_rules, read_world
+from ibd.explain.concepts import read_basis, read_class_terms
+from ibd.nets import hooks
+from ibd.nets.load import LoadedModel, load_model
+from ibd.nets.train import read_scenes
 from ibd.world.writer import WorldSettings
 
 K = 3

@@ -22,8 +22,9 @@ from collections.abc import Callable
 import torch
 import torchvision
 
-from ibd import cam, hooks
-from ibd.models import final_linear
+from ibd.explain import cam
+from ibd.nets import hooks
+from ibd.nets.load import final_linear
 
 
 def timed(fn: Callable[[], object]) -> float:

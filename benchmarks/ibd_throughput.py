@@ -21,9 +21,9 @@ import numpy as np
 import torch
 import torchvision
 
-from ibd import hooks
-from ibd.concept_explain import concept_parts
 from ibd.decompose import decompose
+from ibd.explain.concepts import concept_parts
+from ibd.nets import hooks
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:

@@ -8,8 +8,8 @@ part concepts as the basis uses them), fitted on the train split with an L2 pena
 decomposition needs no basis: concept c contributes beta_kc x_c to class k's logit, so each
 class's concepts are ranked by the mean contribution over the class's train images (as
 `ibd evaluate` ranks IBD's by mean contribution, eq. 9) and the top 3 are scored against
-`world.json` (`ibd.evaluate.match_rules`). The upper bound is also printed: a class with two
-defining concepts and no parts can score at most 2/3.
+`world.json` (`ibd.evaluation.scoring.match_rules`). The upper bound is also printed: a class with
+two defining concepts and no parts can score at most 2/3.
 
     .venv/bin/python benchmarks/precision_ceiling.py [--l2 1e-3]
 
@@ -27,9 +27,9 @@ import torch
 import torch.nn.functional as F
 
 from ibd import paths
-from ibd.broden import BrodenDataset
-from ibd.evaluate import lenient_correct, match_rules, read_world
-from ibd.train import read_scenes
+from ibd.data.broden import BrodenDataset
+from ibd.evaluation.scoring import lenient_correct, match_rules, read_world
+from ibd.nets.train import read_scenes
 
 K = 3
 

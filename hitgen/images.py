@@ -1,6 +1,6 @@
 """Reading photos and writing the task's PNG files (byte-identical for identical pixels).
 
-A photo is decoded exactly as `ibd explain` decodes it (ibd/images.py `load_rgb`), because the
+A photo is decoded exactly as `ibd explain` decodes it (ibd/data/images.py `load_rgb`), because the
 heatmaps an explanation carries are in the coordinates of that decoded picture: EXIF orientation
 is applied, transparency is composited on white, and 16-bit images are rescaled by their peak.
 Decoding it any other way would put every mask in the wrong place (hitgen may not import ibd, so

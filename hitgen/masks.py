@@ -10,9 +10,9 @@
 2. The mask is the pixels with the largest U, about k = floor(0.2 * Y * X + 0.5) of them. With t
    the k-th largest value, pixels tied at t join or stay out together: the mask is U >= t, or
    U > t when that is closer to k pixels (and not empty), the rule of `ibd evaluate`'s pointing
-   region (ibd/evaluate.py `top_region`). Ties at t are common: a ReLU'd or sparse map is exactly
-   zero on most pixels, and taking some of them by position would draw a band along the top of
-   the photo that the map does not point at. The map's minimum never joins when the map is not
+   region (ibd/evaluation/scoring.py `top_region`). Ties at t are common: a ReLU'd or sparse map is
+   exactly zero on most pixels, and taking some of them by position would draw a band along the top
+   of the photo that the map does not point at. The map's minimum never joins when the map is not
    constant (it is "nowhere", whatever the count). So the mask covers 20% of the pixels only
    when the values allow; its actual coverage is recorded in the manifest (`mask_coverage`).
    A constant map points nowhere; it keeps its documented mask, the first k pixels in raster

@@ -3,7 +3,7 @@
 
 Concept c's classifier is h_c(a) = sigmoid(w_c . a + b_c) on the feature vector a = a(i,j) of one
 position of the feature grid; its label is the concept mask downsampled to the grid (the store
-holds both, see `ibd.features`). The basis vector is the standardised weight
+holds both, see `ibd.data.features`). The basis vector is the standardised weight
 
     q_c = (w_c - mean(w_c)) / ||w_c - mean(w_c)||                         (paper 2.2)
 
@@ -80,8 +80,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ibd.data.features import FeatureStore
 from ibd.errors import UserError
-from ibd.features import FeatureStore
 
 PROCEDURES = ("paper", "authors")
 BASIS_FORMAT = "ibd-basis-1"

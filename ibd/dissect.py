@@ -52,8 +52,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from ibd import hooks
 from ibd.errors import UserError
+from ibd.nets import hooks
 
 # Broden's category order (its category.csv), which NetDissect-Lite's tally.csv columns follow.
 BRODEN_CATEGORIES = ("color", "object", "part", "material", "scene", "texture")
@@ -73,7 +73,7 @@ class ConceptLike(Protocol):
 
 
 class ConceptDataset(Protocol):
-    """What dissection needs of a dataset (ibd.broden.BrodenDataset provides it): items
+    """What dissection needs of a dataset (ibd.data.broden.BrodenDataset provides it): items
     `{"image": 3 x H x W, "mask": bool C x h x w, "index": i, ...}`, the image alone (pass 1
     needs no masks), the C concepts in mask order, and the categories labelled in image i."""
 

@@ -22,7 +22,7 @@ from ibd.errors import UserError
 def configure(parser: argparse.ArgumentParser) -> None:
     from ibd.basis import PROCEDURES
     from ibd.commands.features import add_store_flags
-    from ibd.modelargs import add_model_flags
+    from ibd.commands.modelargs import add_model_flags
 
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     learn = sub.add_parser(
@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ibd.basis import Settings, learn
     from ibd.commands.features import store_from_args
-    from ibd.modelargs import load_from_args
+    from ibd.commands.modelargs import load_from_args
 
     if args.threads is not None:
         if args.threads < 1:

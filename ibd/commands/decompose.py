@@ -22,7 +22,7 @@ from ibd.errors import UserError
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from ibd.modelargs import add_model_flags
+    from ibd.commands.modelargs import add_model_flags
 
     parser.add_argument(
         "--basis", metavar="NPZ", help="concept basis (default $IBD_HOME/basis/<model>.npz)"
@@ -136,8 +136,8 @@ def read_class_weights(path: Path) -> np.ndarray:
 
 
 def _from_model(args: argparse.Namespace) -> tuple[np.ndarray, list[str], str, dict]:
-    from ibd.modelargs import load_from_args
-    from ibd.models import final_linear
+    from ibd.commands.modelargs import load_from_args
+    from ibd.nets.load import final_linear
 
     loaded = load_from_args(args)
     w, _ = final_linear(loaded.model)
@@ -162,7 +162,7 @@ def _from_file(args: argparse.Namespace) -> tuple[np.ndarray, list[str], str, di
     path = Path(args.class_weights)
     w = read_class_weights(path)
     if args.labels:
-        from ibd.labels import read_labels
+        from ibd.nets.labels import read_labels
 
         names = read_labels(args.labels)
         if len(names) != w.shape[0]:

@@ -18,8 +18,8 @@ ALL_CATEGORIES = ("color", "object", "part", "material", "scene", "texture")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    from ibd.commands.modelargs import add_model_flags
     from ibd.dissect import CATEGORY_RULES, DEFAULT_IOU_THRESHOLD, DEFAULT_QUANTILE
-    from ibd.modelargs import add_model_flags
 
     parser.add_argument(
         "--dataset", metavar="DIR", help="Broden-format directory (default $IBD_HOME/world)"
@@ -107,9 +107,9 @@ def run(args: argparse.Namespace) -> int:
     if args.min_images < 1:
         raise UserError(f"--min-images must be at least 1, got {args.min_images}")
 
-    from ibd.broden import BrodenDataset
+    from ibd.commands.modelargs import load_from_args
+    from ibd.data.broden import BrodenDataset
     from ibd.dissect import dissect, write_outputs
-    from ibd.modelargs import load_from_args
 
     dataset_dir = Path(args.dataset) if args.dataset else paths.world_dir()
     if not dataset_dir.is_dir():

@@ -2,19 +2,19 @@
 [--out DIR] [--k 3]`: score explanations against the concept world's ground truth.
 
 1. Each class's top-k decomposed concepts against its defining concepts (precision@k, recall@k;
-   `ibd.evaluate`).
+   `ibd.evaluation.scoring`).
    Ranked by coefficient, and by mean contribution over the decomposed model's IBD explanations.
 2. Per explanation: is the top concept in the image, does the top 20% of its heatmap overlap the
    concept's mask (CAM / Grad-CAM: the class's defining concepts), plus a seeded random-heatmap
    control. The concept pointing game: one trial per defining concept in the image, the same
    trials for every method, scored on the map's maximum and on its top 20%.
-3. Deletion / insertion curves for every method and the random control (`ibd.faithfulness`),
-   with each explanation's own model: the one given by the model flags, else
-   $IBD_HOME/models/<model>.pt for every model the explanations name.
-4. Counterfactual images (`ibd.counterfactual`), where the world can draw its images again:
-   each explained image without one concept at a time, so what the model relies on is measured
-   by intervention. Per explanation, the effect of its top concept on the class logit against
-   the largest effect; per class, the model's own ranking of concepts against the rules and
+3. Deletion / insertion curves for every method and the random control
+   (`ibd.evaluation.faithfulness`), with each explanation's own model: the one given by the model
+   flags, else $IBD_HOME/models/<model>.pt for every model the explanations name.
+4. Counterfactual images (`ibd.evaluation.counterfactual`), where the world can draw its images
+   again: each explained image without one concept at a time, so what the model relies on is
+   measured by intervention. Per explanation, the effect of its top concept on the class logit
+   against the largest effect; per class, the model's own ranking of concepts against the rules and
    against IBD's.
 
 Writes OUT/report.md (printed too), summary.csv, decomposition.csv,
@@ -38,17 +38,18 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ibd import counterfactual as cf
-from ibd import evaluate as ev
-from ibd import explanations, paths
-from ibd import faithfulness as fa
-from ibd.broden import BrodenDataset
-from ibd.cam import upsample
-from ibd.csvfiles import read_rows
+from ibd import paths
+from ibd.commands.modelargs import add_model_flags, device_from, load_from_args
+from ibd.data.broden import BrodenDataset
+from ibd.data.csvfiles import read_rows
+from ibd.data.images import load_batch
 from ibd.errors import UserError
-from ibd.images import load_batch
-from ibd.modelargs import add_model_flags, device_from, load_from_args
-from ibd.models import load_model
+from ibd.evaluation import counterfactual as cf
+from ibd.evaluation import faithfulness as fa
+from ibd.evaluation import scoring as ev
+from ibd.explain import records as explanations
+from ibd.explain.cam import upsample
+from ibd.nets.load import load_model
 from ibd.world.writer import WorldSettings
 
 METHOD_ORDER = ("ibd", "netdissect", "cam", "gradcam", "random")
@@ -476,7 +477,7 @@ def _counterfactuals(
     fill: str,
 ) -> Explained:
     """Draw each explained image's counterfactuals once, run every model that explained it,
-    score each concept explanation's top concept (`ibd.counterfactual.top_effect`, into
+    score each concept explanation's top concept (`ibd.evaluation.counterfactual.top_effect`, into
     `scores`), and return per model (class, shown concept -> effect) per explained image and
     class."""
     index_of = _world_indices(world_dir)

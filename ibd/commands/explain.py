@@ -8,17 +8,18 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ibd import explanations, paths
-from ibd.csvfiles import read_rows
+from ibd import paths
+from ibd.commands.modelargs import add_model_flags, load_from_args
+from ibd.data.csvfiles import read_rows
 from ibd.errors import UserError
-from ibd.explain import (
+from ibd.explain import records as explanations
+from ibd.explain.loop import (
     cam_splitter,
     class_index,
     explain_images,
     gradcam_splitter,
     image_paths,
 )
-from ibd.modelargs import add_model_flags, load_from_args
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -81,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     elif args.method == "gradcam":
         splitter, needs_gradients = gradcam_splitter(loaded, args.relu), True
     else:
-        from ibd.concept_explain import splitter_for
+        from ibd.explain.concepts import splitter_for
 
         splitter, needs_gradients = splitter_for(args.method, loaded, args)
     records, heatmaps = explain_images(

@@ -1,5 +1,5 @@
 """`ibd features [model flags] [--dataset DIR] [--out DIR] [--float16]`: extract the model's
-feature layer over a Broden-format concept dataset into a feature store (see `ibd.features`).
+feature layer over a Broden-format concept dataset into a feature store (see `ibd.data.features`).
 
 With no flags: the concept world's reference model over $IBD_HOME/world, into
 $IBD_HOME/features/<model>/. `ibd basis learn` builds (or reuses) the same store.
@@ -51,7 +51,7 @@ def add_store_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from ibd.modelargs import add_model_flags
+    from ibd.commands.modelargs import add_model_flags
 
     add_store_flags(parser)
     parser.add_argument("--out", dest="features", metavar="DIR", help="same as --features")
@@ -59,7 +59,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _model_identity(loaded: Any, args: argparse.Namespace) -> dict[str, Any]:
-    from ibd.features import file_sha256
+    from ibd.data.features import file_sha256
 
     weights = args.weights or (None if args.arch else str(paths.model_path()))
     identity: dict[str, Any] = {
@@ -82,7 +82,7 @@ def feature_grid(loaded: Any) -> tuple[int, int]:
     """H x W of the feature layer at the model's input size."""
     import torch
 
-    from ibd import hooks
+    from ibd.nets import hooks
 
     probe = torch.zeros(1, 3, *loaded.input_size, device=loaded.device)
     with torch.no_grad():
@@ -106,7 +106,7 @@ def _keep_existing(out: Path, spec: Any) -> Any:
     and float32 features are the same activations) and say so. Other settings differ: refuse,
     naming them, rather than throw the store away. A store of a randomly initialised model can
     never be reused, so it is replaced without asking."""
-    from ibd import features
+    from ibd.data import features
 
     header = features.existing_header(out)
     if header is None or header.get("key") == spec.key():
@@ -137,8 +137,8 @@ def store_from_args(
 
     `keep_existing` (`ibd basis learn` without `--rebuild`): never replace a store built with
     other settings, see `_keep_existing`."""
-    from ibd import features
-    from ibd.broden import BrodenDataset
+    from ibd.data import features
+    from ibd.data.broden import BrodenDataset
 
     out = store_dir(args, loaded)
     if args.batch_size < 1:
@@ -187,7 +187,7 @@ def store_from_args(
 
 
 def run(args: argparse.Namespace) -> int:
-    from ibd.modelargs import load_from_args
+    from ibd.commands.modelargs import load_from_args
 
     loaded = load_from_args(args)
     store = store_from_args(args, loaded)

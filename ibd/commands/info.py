@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import argparse
 
-from ibd import architectures
-from ibd.modelargs import add_model_flags, load_from_args
-from ibd.models import final_linear
+from ibd.commands.modelargs import add_model_flags, load_from_args
+from ibd.nets import architectures
+from ibd.nets.load import final_linear
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -98,9 +98,9 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ibd import paths
+    from ibd.commands.modelargs import device_from
     from ibd.errors import UserError
-    from ibd.modelargs import device_from
-    from ibd.train import (
+    from ibd.nets.train import (
         MIRROR,
         REFERENCE,
         ROLE_SETTINGS,

@@ -3,11 +3,11 @@ that a model trained on the world has to look at every defining concept.
 
 A classifier trained on the world's images alone may read a class from a shortcut: every beach
 shows sand and water, and no other class shows both, so nothing in the data makes it look for
-the umbrella, although the rules say a beach has one. Counterfactual images (`ibd.evaluate`
-reports them) showed the reference model doing just that: painting out beach's umbrella or
-desert's cactus barely lowered its class logit. A near miss closes that gap. Training image x of
-class k is drawn again from its own random state with one defining concept d of k left out
-(`render_image(..., hide={d})`): every other pixel is x's own, and the concept is either
+the umbrella, although the rules say a beach has one. Counterfactual images
+(`ibd.evaluation.scoring` reports them) showed the reference model doing just that: painting out
+beach's umbrella or desert's cactus barely lowered its class logit. A near miss closes that gap.
+Training image x of class k is drawn again from its own random state with one defining concept d of
+k left out (`render_image(..., hide={d})`): every other pixel is x's own, and the concept is either
 removed, so what it covered shows through, or painted flat grey, one or the other with equal
 odds. Its target distribution over the K classes is
 

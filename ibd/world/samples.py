@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ibd.broden import decode_plane
+from ibd.data.broden import decode_plane
 
 
 def _label_colours(numbers: list[int]) -> dict[int, tuple[float, float, float]]:

@@ -32,7 +32,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from ibd.broden import encode_plane
+from ibd.data.broden import encode_plane
 from ibd.errors import UserError
 from ibd.paths import check_creatable
 from ibd.world.canvas import Canvas

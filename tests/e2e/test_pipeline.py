@@ -115,7 +115,7 @@ def test_the_whole_study_on_a_tiny_world(home: Path) -> None:
         assert set(filter(None, row["top"].split(";"))) <= decomposed[row["class"]]
     # counterfactual images (grey by default): chance is 1 / the concepts each image shows,
     # which the stored masks tell independently of the renderer
-    from ibd.broden import BrodenDataset
+    from ibd.data.broden import BrodenDataset
 
     dataset = BrodenDataset(home / "world", categories=["object", "part"], min_images=1)
     position = {dataset.image_path(i).resolve(): i for i in range(len(dataset))}

@@ -1,4 +1,4 @@
-"""Photos are decoded exactly as `ibd explain` decodes them (ibd/images.py `load_rgb`), so that
+"""Photos are decoded exactly as `ibd explain` decodes them (ibd/data/images.py `load_rgb`), so that
 the heatmaps, which are in the coordinates of that decoded picture, land where they belong."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from PIL import Image
 
 from hitgen.cli import main
 from hitgen.images import load_photo
-from ibd.images import load_rgb  # a test may compare with ibd; the hitgen package may not
+from ibd.data.images import load_rgb  # a test may compare with ibd; the hitgen package may not
 
 
 def exif_rotated_jpeg(path: Path) -> Path:

@@ -46,7 +46,7 @@ def test_upsample_equals_torch_bilinear(shape: tuple[int, int], size: tuple[int,
 
 def ibd_region(values: np.ndarray) -> np.ndarray:
     """`ibd evaluate`'s pointing region (the tie rule hitgen mirrors; tests may import ibd)."""
-    from ibd.evaluate import top_region
+    from ibd.evaluation.scoring import top_region
 
     return top_region(torch.from_numpy(values), TOP_FRACTION).numpy()
 

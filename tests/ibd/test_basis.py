@@ -17,10 +17,11 @@ from scipy.optimize import minimize
 from test_features import write_broden, write_model
 from torch import nn
 
-from ibd import basis, features
-from ibd.broden import Concept
+from ibd import basis
 from ibd.cli import main
 from ibd.commands.decompose import read_basis
+from ibd.data import features
+from ibd.data.broden import Concept
 from ibd.errors import UserError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

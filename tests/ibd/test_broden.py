@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ibd.broden import BrodenDataset, decode_plane, encode_plane, nearest_indices
+from ibd.data.broden import BrodenDataset, decode_plane, encode_plane, nearest_indices
 from ibd.errors import UserError
 
 # number, name, {category: image count}

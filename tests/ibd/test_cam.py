@@ -7,8 +7,9 @@ import torch
 import torchvision
 from tinynets import GapHead, ProductHead, x_1234
 
-from ibd import cam, hooks
-from ibd.models import final_linear
+from ibd.explain import cam
+from ibd.nets import hooks
+from ibd.nets.load import final_linear
 
 
 def close(actual: torch.Tensor, expected: list) -> None:

@@ -12,11 +12,11 @@ import torch
 from PIL import Image
 from torch import nn
 
-from ibd.concept_explain import ibd_splitter, netdissect_splitter, splitter_for
 from ibd.decompose import decompose
 from ibd.errors import UserError
-from ibd.explain import explain_images
-from ibd.models import LoadedModel
+from ibd.explain.concepts import ibd_splitter, netdissect_splitter, splitter_for
+from ibd.explain.loop import explain_images
+from ibd.nets.load import LoadedModel
 
 
 def standardise(v: np.ndarray) -> np.ndarray:

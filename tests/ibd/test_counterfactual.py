@@ -1,5 +1,5 @@
-"""Counterfactual images of the concept world (`ibd.counterfactual`): the top concept's effect,
-the model's own ranking, and images drawn again without one concept."""
+"""Counterfactual images of the concept world (`ibd.evaluation.counterfactual`): the top concept's
+effect, the model's own ranking, and images drawn again without one concept."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ import torch
 from PIL import Image
 from torch import nn
 
-from ibd import counterfactual as cf
-from ibd.broden import BrodenDataset
+from ibd.data.broden import BrodenDataset
+from ibd.data.images import to_tensor
 from ibd.errors import UserError
-from ibd.images import to_tensor
-from ibd.models import LoadedModel
+from ibd.evaluation import counterfactual as cf
+from ibd.nets.load import LoadedModel
 from ibd.world.writer import WorldSettings, build, image_name
 
 SMALL = WorldSettings(seed=5, images=24)

@@ -282,8 +282,8 @@ def test_cli_omp_and_ibd_home_defaults(tmp_path: Path, monkeypatch) -> None:
 
 def test_cli_from_a_model_checkpoint_with_ibd_home_defaults(tmp_path: Path, monkeypatch) -> None:
     torch = pytest.importorskip("torch")
-    from ibd import architectures
-    from ibd.models import save_checkpoint
+    from ibd.nets import architectures
+    from ibd.nets.load import save_checkpoint
 
     torch.manual_seed(0)
     net = architectures.get("resnet18").build(3)

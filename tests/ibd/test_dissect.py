@@ -506,7 +506,7 @@ def write_broden(root: Path, n: int = 12) -> Path:
     """The colour world in Broden's format: 32 x 32 PNG images with 16 x 16 label planes (half
     size, as Broden). Image i has a red and a green 8 x 8 square (objects), a blue one (a part)
     when i is even, and the whole-image scene label `indoor-s` when i % 3 == 0."""
-    from ibd.broden import encode_plane
+    from ibd.data.broden import encode_plane
 
     images = root / "images"
     images.mkdir(parents=True)
@@ -572,7 +572,7 @@ class PooledColourUnits(ColourUnits):
 
 
 def test_dissect_through_the_broden_reader_with_scalar_labels(broden_dir: Path) -> None:
-    from ibd.broden import BrodenDataset
+    from ibd.data.broden import BrodenDataset
 
     data = BrodenDataset(
         broden_dir,
@@ -615,7 +615,7 @@ Square = tuple[int, int, str | None, int]
 def write_layout(root: Path, layout: list[tuple[list[Square], bool]], seed: int = 0) -> Path:
     """32 x 32 images with 16 x 16 label planes in Broden's format; label.csv and c_*.csv list
     each label under every category it occurs in, with its image counts."""
-    from ibd.broden import encode_plane
+    from ibd.data.broden import encode_plane
 
     (root / "images").mkdir(parents=True)
     rng = np.random.default_rng(seed)
@@ -673,7 +673,7 @@ def write_layout(root: Path, layout: list[tuple[list[Square], bool]], seed: int 
 
 
 def multi_dataset(root: Path, image_size: tuple[int, int] = (32, 32)) -> Any:
-    from ibd.broden import BrodenDataset
+    from ibd.data.broden import BrodenDataset
 
     return BrodenDataset(
         root, MULTI_CATEGORIES, min_images=1, image_size=image_size, mean=(0,) * 3, std=(1,) * 3
@@ -803,7 +803,7 @@ def brute_force(
     under any category rule. A concept's category is its primary one; under `image` a category
     counts in an image when its index.csv cell is non-empty or one of its concepts is labelled
     there, under `overlap` when the unit's firing pixels meet a pixel of one of its concepts."""
-    from ibd import hooks
+    from ibd.nets import hooks
 
     images = torch.stack([data.load_image(i) for i in range(len(data))])
     with torch.no_grad():
@@ -843,9 +843,9 @@ def test_ibd_dissect_command_matches_a_brute_force_count(
 
     import torchvision
 
-    from ibd.broden import BrodenDataset
     from ibd.cli import main
-    from ibd.models import save_checkpoint
+    from ibd.data.broden import BrodenDataset
+    from ibd.nets.load import save_checkpoint
 
     torch.manual_seed(0)
     model = torchvision.models.resnet18(num_classes=2).eval()

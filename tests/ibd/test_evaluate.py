@@ -17,13 +17,14 @@ import torchvision
 from PIL import Image
 from torch import nn
 
-from ibd import evaluate as ev
-from ibd import explanations, faithfulness
-from ibd.broden import encode_plane
 from ibd.cli import main
+from ibd.data.broden import encode_plane
 from ibd.errors import UserError
-from ibd.explanations import Component, Explanation
-from ibd.models import load_model, save_checkpoint
+from ibd.evaluation import faithfulness
+from ibd.evaluation import scoring as ev
+from ibd.explain import records as explanations
+from ibd.explain.records import Component, Explanation
+from ibd.nets.load import load_model, save_checkpoint
 
 WORLD = {
     "format": "concept-world-1",

@@ -13,10 +13,11 @@ import torch
 import torchvision
 from PIL import Image
 
-from ibd import cam, hooks
 from ibd.cli import main
-from ibd.images import load_batch
-from ibd.models import load_model
+from ibd.data.images import load_batch
+from ibd.explain import cam
+from ibd.nets import hooks
+from ibd.nets.load import load_model
 
 
 @pytest.fixture(scope="module")

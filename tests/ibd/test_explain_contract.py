@@ -12,11 +12,11 @@ import torch
 from basisfiles import write_basis
 from PIL import Image
 
-from ibd import architectures, hooks
 from ibd.cli import main
+from ibd.data.images import load_batch
 from ibd.decompose import greedy_nnls
-from ibd.images import load_batch
-from ibd.models import load_model, save_checkpoint
+from ibd.nets import architectures, hooks
+from ibd.nets.load import load_model, save_checkpoint
 
 CLASSES = ["harbor", "beach", "forest"]
 CONCEPTS = [f"concept{c}" for c in range(12)]

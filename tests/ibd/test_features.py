@@ -17,11 +17,12 @@ import torch
 from PIL import Image
 from tinynets import PooledConv
 
-from ibd import features, hooks
-from ibd.broden import BrodenDataset, Concept, encode_plane
 from ibd.cli import main
+from ibd.data import features
+from ibd.data.broden import BrodenDataset, Concept, encode_plane
 from ibd.errors import UserError
-from ibd.models import save_checkpoint
+from ibd.nets import hooks
+from ibd.nets.load import save_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -530,7 +531,7 @@ def test_a_random_model_does_not_overwrite_the_trained_models_outputs(
     world: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
     from ibd import paths
-    from ibd.models import load_model
+    from ibd.nets.load import load_model
 
     assert load_model("resnet18", None, num_classes=3).name == "resnet18_random"
     assert load_model("resnet18", None, num_classes=3, mirrored=True).name == (

@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from tinynets import GapHead, x_1234
 from torch import nn
 
-from ibd import hooks
 from ibd.errors import UserError
+from ibd.nets import hooks
 
 
 def test_hook_removed_on_normal_exit_and_on_error() -> None:

@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
+from ibd.data.images import load_batch, load_rgb, to_tensor
 from ibd.errors import UserError
-from ibd.images import load_batch, load_rgb, to_tensor
 
 
 def test_modes_become_rgb(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ import torch
 import torchvision
 from torch import nn
 
-from ibd.mirror import _flattened_linear, mirror
+from ibd.nets.mirror import _flattened_linear, mirror
 
 
 def stride_one_net() -> nn.Module:
@@ -49,7 +49,7 @@ def test_mirror_of_a_real_architecture_flips_every_conv() -> None:
 
 
 def test_mirror_flag_names_the_model_apart(tmp_path) -> None:
-    from ibd.models import load_model
+    from ibd.nets.load import load_model
 
     torch.save(torchvision.models.resnet18(num_classes=3).state_dict(), tmp_path / "r18.pth")
     assert load_model("resnet18", tmp_path / "r18.pth").name == "r18"

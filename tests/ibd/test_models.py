@@ -9,11 +9,11 @@ import pytest
 import torch
 import torchvision
 
-from ibd import architectures
 from ibd.errors import UserError
-from ibd.gapnets import head_parameters, load_trunk
-from ibd.labels import read_labels
-from ibd.models import final_linear, load_model, save_checkpoint
+from ibd.nets import architectures
+from ibd.nets.gapnets import head_parameters, load_trunk
+from ibd.nets.labels import read_labels
+from ibd.nets.load import final_linear, load_model, save_checkpoint
 
 
 def places365_checkpoint(path: Path, model: torch.nn.Module, arch: str) -> Path:

@@ -14,14 +14,14 @@ import torch
 import torchvision
 from torch import nn
 
-from ibd import architectures
 from ibd.cli import main
+from ibd.data.images import load_batch
 from ibd.errors import UserError
-from ibd.images import load_batch
-from ibd.labels import read_labels
-from ibd.models import load_model, standard_keys
-from ibd.train import init_from
-from ibd.worldnets import world_resnet
+from ibd.nets import architectures
+from ibd.nets.labels import read_labels
+from ibd.nets.load import load_model, standard_keys
+from ibd.nets.train import init_from
+from ibd.nets.worldnets import world_resnet
 
 OLD_DENSENET = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))([12]\..*)$")
 

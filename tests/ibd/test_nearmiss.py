@@ -1,5 +1,5 @@
 """Near misses (`ibd.world.nearmiss`): world images without one defining concept, their targets,
-and world models trained on them (`ibd.train.fit` with `near_misses`)."""
+and world models trained on them (`ibd.nets.train.fit` with `near_misses`)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from ibd.cli import main
-from ibd.train import (
+from ibd.nets.train import (
     ROLE_SETTINGS,
     Normalise,
     TrainSettings,

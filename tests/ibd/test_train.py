@@ -10,12 +10,12 @@ import torch
 import torchvision
 from PIL import Image
 
-from ibd import architectures
 from ibd.cli import main
+from ibd.data.images import load_rgb
 from ibd.errors import UserError
-from ibd.images import load_rgb
-from ibd.models import load_model
-from ibd.train import (
+from ibd.nets import architectures
+from ibd.nets.load import load_model
+from ibd.nets.train import (
     Normalise,
     TrainSettings,
     _load_rgb,
@@ -28,8 +28,8 @@ from ibd.train import (
     train_roles,
     train_world_model,
 )
+from ibd.nets.worldnets import world_resnet
 from ibd.world.writer import WorldSettings, build
-from ibd.worldnets import world_resnet
 
 FAST = {
     "world_resnet": TrainSettings(epochs=1, lr=3e-3),
@@ -349,7 +349,7 @@ def test_train_head_keeps_every_other_tensor_batch_norm_statistics_included(
 
 
 def test_the_gap_trunk_must_come_whole_from_the_file(tmp_path: Path) -> None:
-    from ibd.gapnets import alexnet_gap
+    from ibd.nets.gapnets import alexnet_gap
 
     net = alexnet_gap(3)
     trunk = {k: v for k, v in net.state_dict().items() if k.startswith("features.")}

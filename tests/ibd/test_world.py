@@ -11,10 +11,10 @@ import pytest
 from PIL import Image
 from scipy.ndimage import binary_erosion, label
 
-from ibd.broden import BrodenDataset, decode_plane
 from ibd.cli import main
+from ibd.data.broden import BrodenDataset, decode_plane
 from ibd.errors import UserError
-from ibd.evaluate import lenient_correct
+from ibd.evaluation.scoring import lenient_correct
 from ibd.world.canvas import Canvas
 from ibd.world.rules import CLASSES, SceneClass, check_consistent, check_exclusive
 from ibd.world.scenes import render

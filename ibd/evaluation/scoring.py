@@ -48,8 +48,8 @@ from typing import Any
 
 import torch
 
-from ibd.cam import upsample
 from ibd.errors import UserError
+from ibd.explain.cam import upsample
 
 WORLD_FORMAT = "concept-world-1"
 POINTING_FRACTION = 0.2

@@ -31,8 +31,8 @@ import torchvision.transforms.functional as TF
 from torch import nn
 from tqdm import tqdm
 
-from ibd.cam import normalize
-from ibd.hooks import eval_mode
+from ibd.explain.cam import normalize
+from ibd.nets.hooks import eval_mode
 
 # (images B x 3 x H x W, target classes B) -> the score of each image's target, B
 ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

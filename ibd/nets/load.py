@@ -27,10 +27,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from ibd import architectures
 from ibd.errors import UserError
-from ibd.labels import read_labels
-from ibd.mirror import mirror
+from ibd.nets import architectures
+from ibd.nets.labels import read_labels
+from ibd.nets.mirror import mirror
 
 CHECKPOINT_FORMAT = "ibd-checkpoint-1"
 # Input normalisations by name (mean, std on 0..1 RGB), REFERENCE.md 1.

@@ -16,9 +16,9 @@ import torch
 import torchvision
 from torch import nn
 
-from ibd.architectures import ArchSpec
 from ibd.errors import UserError
-from ibd.models import mismatches
+from ibd.nets.architectures import ArchSpec
+from ibd.nets.load import mismatches
 
 HEAD_UNITS = 1024
 

@@ -10,7 +10,7 @@ decomposition applies exactly (logit_k = w_k . GAP(A) + b_k, A the feature layer
   batch norm; feature layer `features`, 64 x 14 x 14.
 
 The mirrored reference (`world_resnet_mirror`, the paper's resnet50*) is `world_resnet` with
-every kernel flipped (`ibd.mirror`), saved as its own checkpoint.
+every kernel flipped (`ibd.nets.mirror`), saved as its own checkpoint.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock, conv1x1
 
-from ibd.architectures import ArchSpec
+from ibd.nets.architectures import ArchSpec
 
 WORLD_INPUT = (112, 112)
 

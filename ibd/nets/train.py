@@ -38,17 +38,18 @@ from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
-from ibd import architectures, paths
+from ibd import paths
+from ibd.data.images import load_rgb
 from ibd.errors import UserError
-from ibd.images import load_rgb
-from ibd.mirror import mirror
-from ibd.models import (
+from ibd.nets import architectures
+from ibd.nets.load import (
     CHECKPOINT_FORMAT,
     final_linear_name,
     read_weights,
     save_checkpoint,
     standard_keys,
 )
+from ibd.nets.mirror import mirror
 from ibd.world import nearmiss
 from ibd.world.nearmiss import NearMisses
 from ibd.world.writer import fingerprint
@@ -597,7 +598,7 @@ def _fmt(acc: dict[str, float]) -> str:
 def head_parameters(model: nn.Module) -> list[nn.Parameter]:
     """The parameters trained by `--train head`: a GAP variant's new layers, otherwise the
     final linear layer."""
-    from ibd import gapnets
+    from ibd.nets import gapnets
 
     if isinstance(model, gapnets.GapNet):
         return list(gapnets.head_parameters(model))
@@ -607,7 +608,7 @@ def head_parameters(model: nn.Module) -> list[nn.Parameter]:
 def init_from(model: nn.Module, path: Path) -> list[str]:
     """Copy the tensors of a state dict or checkpoint at `path` whose names and shapes match
     `model` (a GAP variant takes torchvision's whole conv trunk); returns the names copied."""
-    from ibd import gapnets
+    from ibd.nets import gapnets
 
     obj = read_weights(path, allow_pickle=False)
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):

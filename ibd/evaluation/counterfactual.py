@@ -20,10 +20,10 @@ and 0 when x does not show c. Two measures are read off it:
   chance is 1 / (concepts shown) for the hit and the mean effect over the shown concepts for
   the effect. A label the world cannot take out (a colour) is not measured.
 - Per class (`rank_by_effect`): concepts ranked by their mean effect over the images explained
-  as that class, absent counting 0, as `ibd.evaluate.rank_by_contribution` ranks IBD's concepts
-  by mean contribution (paper eq. 9). This is the model's own ranking: scored against the rules
-  of `world.json` it says how far the model follows them, so how far an explanation faithful to
-  the model can.
+  as that class, absent counting 0, as `ibd.evaluation.scoring.rank_by_contribution` ranks IBD's
+  concepts by mean contribution (paper eq. 9). This is the model's own ranking: scored against the
+  rules of `world.json` it says how far the model follows them, so how far an explanation faithful
+  to the model can.
 """
 
 from __future__ import annotations
@@ -37,10 +37,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ibd.data.images import load_rgb, to_tensor
 from ibd.errors import UserError
-from ibd.hooks import eval_mode
-from ibd.images import load_rgb, to_tensor
-from ibd.models import LoadedModel
+from ibd.nets.hooks import eval_mode
+from ibd.nets.load import LoadedModel
 from ibd.world.vocabulary import OBJECTS, PARTS
 from ibd.world.writer import (
     GENERATOR_VERSION,

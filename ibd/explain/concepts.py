@@ -34,13 +34,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ibd import cam as cam_lib
 from ibd import paths
 from ibd.decompose import decompose
 from ibd.errors import UserError
-from ibd.explain import Part, Splitter
-from ibd.hooks import Forward, run
-from ibd.models import LoadedModel, final_linear
+from ibd.explain import cam as cam_lib
+from ibd.explain.loop import Part, Splitter
+from ibd.nets.hooks import Forward, run
+from ibd.nets.load import LoadedModel, final_linear
 
 
 def read_basis(path: Path) -> tuple[np.ndarray, list[str]]:

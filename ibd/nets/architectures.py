@@ -27,8 +27,8 @@ AUTHORS_IBD_NORMALIZATION = (
 )
 
 # Modules whose names hold the project's architectures; each defines SPECS: list[ArchSpec].
-# Imported lazily so that `ibd.architectures` has no import cycle with them.
-_PROJECT_MODULES = ("ibd.gapnets", "ibd.worldnets")
+# Imported lazily so that `ibd.nets.architectures` has no import cycle with them.
+_PROJECT_MODULES = ("ibd.nets.gapnets", "ibd.nets.worldnets")
 
 # Feature layer for known torchvision families (REFERENCE.md 1): the last spatial layer that
 # feeds the pooled classifier head.

@@ -31,9 +31,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ibd.architectures import IMAGENET_MEAN, IMAGENET_STD
+from ibd.data.images import load_rgb
 from ibd.errors import UserError
-from ibd.images import load_rgb
+from ibd.nets.architectures import IMAGENET_MEAN, IMAGENET_STD
 
 META_COLUMNS = ("image", "split", "ih", "iw", "sh", "sw")
 SPLITS = ("train", "val")

@@ -11,7 +11,7 @@ import torch
 
 from ibd import paths
 from ibd.errors import UserError
-from ibd.models import NORMALIZATIONS, LoadedModel, load_model
+from ibd.nets.load import NORMALIZATIONS, LoadedModel, load_model
 
 
 def add_model_flags(parser: argparse.ArgumentParser) -> None:

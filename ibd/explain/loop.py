@@ -3,8 +3,8 @@
 The methods share one loop (load a batch, one forward pass with the feature layer captured, a
 backward pass only when the method needs gradients) and differ only in how they split the class
 score into components. CAM and Grad-CAM give one component whose heatmap is the map
-(`ibd.cam`); its contribution is the map's spatial mean (w_k . GAP(A) for CAM). IBD and Network
-Dissection split the score into concept or unit components (`ibd.concept_explain`).
+(`ibd.explain.cam`); its contribution is the map's spatial mean (w_k . GAP(A) for CAM). IBD and
+Network Dissection split the score into concept or unit components (`ibd.explain.concepts`).
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ibd import cam as cam_lib
+from ibd.data.images import load_batch
 from ibd.errors import UserError
-from ibd.explanations import Component, Explanation
-from ibd.hooks import Forward, run
-from ibd.images import load_batch
-from ibd.models import LoadedModel, final_linear
+from ibd.explain import cam as cam_lib
+from ibd.explain.records import Component, Explanation
+from ibd.nets.hooks import Forward, run
+from ibd.nets.load import LoadedModel, final_linear
 
 
 @dataclass

@@ -39,9 +39,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-from ibd import hooks
-from ibd.broden import nearest_indices
+from ibd.data.broden import nearest_indices
 from ibd.errors import UserError
+from ibd.nets import hooks
 
 FORMAT = "ibd-feature-store-1"
 DTYPES = ("float32", "float16")
@@ -57,7 +57,7 @@ _FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 
 class ConceptDataset(Protocol):
-    """What extraction needs from a concept dataset (`ibd.broden.BrodenDataset` is one): items
+    """What extraction needs from a concept dataset (`ibd.data.broden.BrodenDataset` is one): items
     `{"image": 3 x H x W, "mask": bool C x h x w, ...}`, the kept concepts, and per image its
     path and split, known without decoding it."""
 
@@ -143,7 +143,7 @@ def _read_json(path: Path) -> Any:
 def downsample_labels(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Nearest-neighbour downsampling of bool N x C x h x w masks to N x C x H x W: output cell
     (i, j) takes source pixel (floor((i + 0.5) h / H), floor((j + 0.5) w / W)), the pixel under
-    the cell's centre (the rule of `ibd.broden.nearest_indices`)."""
+    the cell's centre (the rule of `ibd.data.broden.nearest_indices`)."""
     h, w = mask.shape[-2:]
     if (h, w) == tuple(size):
         return mask

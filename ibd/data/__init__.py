@@ -1,0 +1,2 @@
+"""Data: the Broden-format concept dataset reader, image decoding, the feature store and the
+concept dataset's CSV tables."""

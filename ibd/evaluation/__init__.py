@@ -1,0 +1,2 @@
+"""Evaluation against the concept world's ground truth: scoring, faithfulness curves and
+counterfactual images."""

@@ -70,9 +70,17 @@ def _add_inputs(sp: argparse.ArgumentParser) -> None:
         "--max-catch-fail",
         metavar="FRACTION",
         type=_fraction,
-        default=0.5,
+        default=None,
         help="exclude workers who failed more than this fraction of their catch trials "
-        "(default 0.5; 1 excludes nobody); results are given with and without exclusion",
+        "(default: the study config's, else 0.5; 1 excludes nobody); results are given with "
+        "and without exclusion",
+    )
+    src.add_argument(
+        "--config",
+        metavar="FILE",
+        type=Path,
+        help="study config (.toml or .json) whose [exclusion] table sets the exclusion rules "
+        "(minimum time per task, pasted and near-identical reasons; see docs/analysis.md)",
     )
 
 
@@ -109,7 +117,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _study(args: argparse.Namespace) -> Study:
     # Imported here so that `--help` does not pay for pandas, scipy and matplotlib.
-    from analysis import catch, study, tables
+    from analysis import catch, exclusion, study, tables
 
     sources = study.Sources(
         db=args.db,
@@ -118,7 +126,11 @@ def _study(args: argparse.Namespace) -> Study:
         include_simulated=args.include_simulated,
         include_rejected=args.include_rejected,
     )
-    loaded = study.load(sources, catch.ExclusionRule(args.max_catch_fail))
+    table = exclusion.read_config(args.config) if args.config is not None else {}
+    max_fail = args.max_catch_fail
+    if max_fail is None:
+        max_fail = float(table.get("max_catch_fail", 0.5))
+    loaded = study.load(sources, catch.ExclusionRule(max_fail), exclusion.rules_from(table))
     if loaded.ignored_columns:
         # Not an error (real exports carry extra columns), but the user should know.
         note = tables.ignored_columns_note(loaded.ignored_columns)
@@ -137,10 +149,16 @@ def _check_stats_options(args: argparse.Namespace) -> None:
 
 
 def _plot(args: argparse.Namespace, out: Path) -> list[Path]:
-    from analysis import figures
+    from analysis import figures, tables
 
-    saved = figures.write_all(_study(args), out)
-    return [path for paths_ in saved.values() for path in paths_]
+    s = _study(args)
+    saved = figures.write_all(s, out)
+    _print_exclusions(s)
+    # What was excluded and why, beside the figures drawn "after exclusion".
+    beside = out / tables.EXCLUSIONS_CSV
+    with paths.writing(beside):
+        tables.exclusion_table(s).to_csv(beside, index=False)
+    return [path for paths_ in saved.values() for path in paths_] + [beside]
 
 
 def _stats(args: argparse.Namespace, out: Path) -> list[Path]:
@@ -151,6 +169,7 @@ def _stats(args: argparse.Namespace, out: Path) -> list[Path]:
     table = summary.comparison_table(s, args.seed, args.resamples, args.confidence)
     bias = summary.position_bias_table(s, args.confidence)
     written = tables.write(out, s, table, bias, summary.worker_table(s), args.confidence)
+    _print_exclusions(s)
     for _, row in table[table["setting"] == "after exclusion"].iterrows():
         if row["n_ratings"] == 0:
             print(f"{row['comparison']}: N=0, no ratings left")
@@ -163,11 +182,29 @@ def _stats(args: argparse.Namespace, out: Path) -> list[Path]:
     return written
 
 
-def _caption(stem: str) -> str:
+def _print_exclusions(s: Study) -> None:
+    from analysis import tables
+
+    for _, row in tables.exclusion_table(s).iterrows():
+        print(
+            f"exclusion: {row['rule']}: removed {row['workers_removed']} worker(s), "
+            f"{row['ratings_removed']} rating(s) ({row['definition']})"
+        )
+
+
+def _caption(stem: str, s: Study) -> str:
     base = stem.removesuffix("_all_workers")
     if base == "workers":
         return CAPTIONS[base]
-    return CAPTIONS[base] + (" (all workers)" if base != stem else " (after exclusion)")
+    if base != stem:
+        return CAPTIONS[base] + " (all workers)"
+    total = s.exclusions.iloc[-1] if s.exclusions is not None else None
+    if total is None:
+        return CAPTIONS[base] + " (after exclusion)"
+    return (
+        f"{CAPTIONS[base]} (after exclusion: {total['workers_removed']} of {len(s.workers)} "
+        f"workers and {total['ratings_removed']} ratings removed; rules in the table below)"
+    )
 
 
 def _report(args: argparse.Namespace, out: Path) -> list[Path]:
@@ -178,14 +215,17 @@ def _report(args: argparse.Namespace, out: Path) -> list[Path]:
     table = summary.comparison_table(s, args.seed, args.resamples, args.confidence)
     bias = summary.position_bias_table(s, args.confidence)
     written = tables.write(out, s, table, bias, summary.worker_table(s), args.confidence)
+    _print_exclusions(s)
     pngs: dict[str, Path] = {}
     for stem, saved in figures.write_all(s, out).items():
         written += saved
-        pngs[_caption(stem)] = saved[0]
+        pngs[_caption(stem, s)] = saved[0]
     page = out / "report.html"
     sections = tables.document(s, table, bias, args.confidence)
+    beside = tuple(sec for sec in sections if sec.heading == "Exclusions")
+    rest = [sec for sec in sections if sec.heading != "Exclusions"]
     with paths.writing(page):
-        page.write_text(report.page(sections, pngs, s.simulated), encoding="utf-8")
+        page.write_text(report.page(rest, pngs, s.simulated, beside=beside), encoding="utf-8")
     return [page, *written]
 
 

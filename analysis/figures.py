@@ -209,7 +209,19 @@ def _setting_subtitle(study: Study, setting: str) -> str:
     excluded = len(study.excluded_workers)
     if setting == "all workers":
         return f"all {n} workers, no exclusion"
-    return f"{excluded} of {n} workers excluded by catch trials"
+    return f"{excluded} of {n} workers excluded by {_rules_used(study)}"
+
+
+def _rules_used(study: Study) -> str:
+    """ "catch trials" when only that rule removed anyone (or nobody was removed), else the
+    rules that removed workers with their numbers ("catch trials 2, pasted reasons 1")."""
+    table = study.exclusions
+    if table is None:
+        return "catch trials"
+    rules = table[(table["rule"] != "any rule") & (table["workers_removed"] > 0)]
+    if list(rules["rule"]) in ([], ["catch trials"]):
+        return "catch trials"
+    return ", ".join(f"{r['rule']} {r['workers_removed']}" for _, r in rules.iterrows())
 
 
 def comparison_chart(study: Study, figure: str, setting: str) -> Chart | None:
@@ -285,12 +297,19 @@ def worker_chart(study: Study) -> Chart:
         )
     return Chart(
         title="Answers per worker",
-        subtitle=f"red ✗: excluded (failed {study.rule.short()})",
+        subtitle=_worker_subtitle(study),
         bars=bars,
         categories=CHOICE_CATEGORIES,
         legend_title="Robot judged more reasonable (A = left picture)",
         simulated=study.simulated,
     )
+
+
+def _worker_subtitle(study: Study) -> str:
+    used = _rules_used(study)
+    if used == "catch trials":
+        return f"red ✗: excluded (failed {study.rule.short()})"
+    return f"red ✗: excluded by {used}"
 
 
 SUFFIXES: dict[str, str] = {"after exclusion": "", "all workers": "_all_workers"}

@@ -54,9 +54,11 @@ def page(
     figures: dict[str, Path],
     simulated: bool,
     title: str = "Which Robot Do You Trust? Results",
+    beside: tuple[Section, ...] = (),
 ) -> str:
     """The HTML text: a banner when answers are simulated, the figures (PNG embedded, PDF
-    linked), then the statistics sections."""
+    linked) with the `beside` sections right under them (what was excluded), then the
+    statistics sections."""
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     body = [f"<h1>{html.escape(title)}</h1>"]
     if simulated:
@@ -67,6 +69,8 @@ def page(
     body.append(f"<p>Made by analysis {__version__} on {stamp}.</p>")
     body.append("<h2>Figures</h2>")
     body += [_figure_html(png, caption) for caption, png in figures.items()]
+    for sec in beside:
+        body += _section_html(sec)
     for sec in sections:
         body += _section_html(sec)
     return (

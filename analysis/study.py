@@ -11,12 +11,12 @@ error: nothing is ever computed from made-up numbers.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from analysis import catch, comparisons, manifests, paths, ratings, scoring
+from analysis import catch, comparisons, exclusion, manifests, paths, ratings, scoring
 from analysis.errors import UserError
 
 SETTINGS: tuple[str, str] = ("after exclusion", "all workers")
@@ -43,7 +43,8 @@ class Study:
     workers: pd.DataFrame
     """Per analysed worker (index `worker`, the label): `worker_id` (and `platform` where the
     answers have it), catch counts and pass rate over all their non-simulated catch answers,
-    rejected ones included, and `excluded`."""
+    rejected ones included, the quality measures (`exclusion.measures`), one
+    `excluded_<rule>` column per rule (`exclusion.RULES`) and `excluded` (any rule)."""
     rule: catch.ExclusionRule
     source: str
     selection: ratings.Selection
@@ -53,6 +54,11 @@ class Study:
     """Every comparison the manifests make, answered or not, in display order."""
     ignored_columns: tuple[str, ...] = ()
     """Columns of the answers that the manifests provide, so the answers' copies were ignored."""
+    rules: exclusion.Rules = field(default_factory=exclusion.Rules)
+    exclusions: pd.DataFrame | None = None
+    """What each exclusion rule flagged and removed (`exclusion.report`)."""
+    not_applicable: tuple[tuple[str, str], ...] = ()
+    """(rule suffix, why) for each rule the answers lack the columns for."""
 
     @property
     def simulated(self) -> bool:
@@ -106,19 +112,29 @@ def _no_answers(selection: ratings.Selection, scored: scoring.Scored) -> str:
 
 
 def _workers(
-    scored: pd.DataFrame, analysed: pd.DataFrame, rule: catch.ExclusionRule
+    scored: pd.DataFrame,
+    analysed: pd.DataFrame,
+    rule: catch.ExclusionRule,
+    rules: exclusion.Rules,
 ) -> pd.DataFrame:
     """The workers who have an analysed rating, with the catch results of every catch answer
-    they gave (`scored` still holds the rejected ones)."""
+    they gave and the quality measures of every answer (`scored` still holds the rejected
+    ones), and each rule's verdict."""
     rates = catch.pass_rates(scored)
-    rates["excluded"] = catch.excluded(rates, rule)
+    rates = rates.join(exclusion.measures(scored, rules))
+    rates["excluded_catch"] = catch.excluded(rates, rule)
+    rates = rates.join(exclusion.verdicts(rates, rules))
+    rates["excluded"] = rates[[f"excluded_{suffix}" for suffix, _ in exclusion.RULES]].any(axis=1)
     id_columns = [c for c in ("worker_id", ratings.PLATFORM) if c in scored.columns]
     identity = scored.drop_duplicates(ratings.WORKER).set_index(ratings.WORKER)[id_columns]
     table = pd.concat([identity, rates], axis=1, join="inner")
     return table.loc[sorted(analysed[ratings.WORKER].unique())]
 
 
-def load(sources: Sources, rule: catch.ExclusionRule) -> Study:
+def load(
+    sources: Sources, rule: catch.ExclusionRule, rules: exclusion.Rules | None = None
+) -> Study:
+    rules = rules if rules is not None else exclusion.Rules()
     if sources.manifests:
         manifest_paths = manifests.find_manifests(sources.manifests)
     else:
@@ -142,11 +158,16 @@ def load(sources: Sources, rule: catch.ExclusionRule) -> Study:
     )
     if analysed[~analysed["is_catch"]].empty:
         raise UserError(_no_answers(selection, scored))
+    workers = _workers(rated, analysed, rule, rules)
+    why_not = exclusion.applicable(rated)
     return Study(
         batches=batches,
         ratings=analysed,
-        workers=_workers(rated, analysed, rule),
+        workers=workers,
         rule=rule,
+        rules=rules,
+        exclusions=exclusion.report(workers, analysed[~analysed["is_catch"]]),
+        not_applicable=tuple((k, v) for k, v in why_not.items() if v is not None),
         source=source,
         selection=selection,
         other_batches=scored.other_batches,

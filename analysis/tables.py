@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import comparisons, likert, paths, wilcoxon
+from analysis import comparisons, exclusion, likert, paths, wilcoxon
 from analysis.study import SETTINGS, Study
 from analysis.summary import CHOICE_COLUMNS, SCORE_COLUMNS
 
@@ -17,6 +17,7 @@ CSV_NAMES: dict[str, str] = {
     "position_bias": "position_bias.csv",
     "workers": "workers.csv",
 }
+EXCLUSIONS_CSV = "exclusions.csv"
 MARKDOWN_NAME = "stats.md"
 
 
@@ -183,9 +184,69 @@ def _catch_lines(study: Study) -> list[str]:
         f"{rejected}.",
         f"Exclusion rule: {study.rule.describe()}. Excluded: {len(excluded)} worker(s)"
         + (": " + ", ".join(f"`{x}`" for x in excluded) if excluded else "")
+        + (" (all rules, see Exclusions)" if _beyond_catch(study) else "")
         + ".",
     ]
     return lines
+
+
+def _beyond_catch(study: Study) -> bool:
+    """Whether a rule other than the catch trials caught anyone."""
+    table = study.exclusions
+    return table is not None and bool(
+        (table[~table["rule"].isin(["catch trials", "any rule"])]["workers_flagged"] > 0).any()
+    )
+
+
+def exclusion_table(study: Study) -> pd.DataFrame:
+    """`exclusion.report` with each rule's definition (thresholds included), as written to
+    `exclusions.csv` and shown beside the figures."""
+    table = study.exclusions
+    if table is None:
+        table = exclusion.report(study.workers, study.ratings[~study.ratings["is_catch"]])
+    words = exclusion.definitions(study.rules, study.rule.max_fail)
+    why_not = dict(study.not_applicable)
+    names = dict(exclusion.RULES)
+    definition = []
+    for name in table["rule"]:
+        suffix = next((k for k, v in names.items() if v == name), None)
+        if suffix is None:
+            definition.append("excluded by at least one rule")
+        elif suffix in why_not:
+            definition.append(f"not applicable: {why_not[suffix]}")
+        else:
+            definition.append(words[suffix])
+    return table.assign(definition=definition)[["rule", "definition", *table.columns[1:]]]
+
+
+def _exclusion_section(study: Study) -> Section:
+    table = exclusion_table(study)
+    n_workers = len(study.workers)
+    n_ratings = int((~study.ratings["is_catch"]).sum())
+    total = table.iloc[-1]
+    return Section(
+        "Exclusions",
+        [
+            f"Each rule removes every rating of a worker it catches. Of {n_workers} worker(s) "
+            f"and {n_ratings} rating(s) (catch trials not counted), the rules removed "
+            f"{total['workers_removed']} worker(s) and {total['ratings_removed']} rating(s); "
+            "'flagged' counts what a rule catches on its own, 'removed' what it adds to the "
+            "rules above it. The figures and tables 'after exclusion' leave these out; "
+            "'all workers' keeps them."
+        ],
+        header=[
+            "rule",
+            "definition",
+            "workers flagged",
+            "ratings flagged",
+            "workers removed",
+            "ratings removed",
+        ],
+        rows=[
+            [str(r["rule"]), str(r["definition"])] + [str(int(r[c])) for c in table.columns[2:]]
+            for _, r in table.iterrows()
+        ],
+    )
 
 
 def methods_note(confidence: float) -> str:
@@ -212,6 +273,7 @@ def document(
     sections = [
         Section("Data", _provenance(study)),
         Section("Catch trials", _catch_lines(study)),
+        _exclusion_section(study),
     ]
     for figure in comparisons.FIGURE_TITLES:
         if table.empty or not (table["figure"] == figure).any():
@@ -253,6 +315,10 @@ def write(
         with paths.writing(path):
             frame.to_csv(path, index=False)
         written.append(path)
+    path = out / EXCLUSIONS_CSV
+    with paths.writing(path):
+        exclusion_table(study).to_csv(path, index=False)
+    written.append(path)
     md = out / MARKDOWN_NAME
     with paths.writing(md):
         md.write_text(to_markdown(document(study, table, bias, confidence)), encoding="utf-8")

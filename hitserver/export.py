@@ -28,6 +28,13 @@ TIDY_COLUMNS = (
     "duration_s",
     "status",
     "simulated",
+    # Participant quality (hitserver.quality), after the contract's columns; empty when the
+    # page sent no telemetry.
+    "visible_s",
+    "blur_count",
+    "paste_count",
+    "pasted_chars",
+    "reason_chars",
 )
 WIDE_COLUMNS = (
     "HITId",

@@ -263,6 +263,11 @@ class Response(Base):
         CheckConstraint("length(reason) >= 1", name="ck_responses_reason"),
         CheckConstraint("duration_s >= 0", name="ck_responses_duration"),
         CheckConstraint(_in("source", ("server", "mturk")), name="ck_responses_source"),
+        CheckConstraint(
+            "visible_s >= 0 AND blur_count >= 0 AND paste_count >= 0 AND pasted_chars >= 0 "
+            "AND reason_chars >= 0",
+            name="ck_responses_telemetry",
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -274,6 +279,12 @@ class Response(Base):
     duration_s: Mapped[float] = mapped_column(Float)
     source: Mapped[str] = mapped_column(String(10))
     received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # What the task page measured (hitserver.quality; NULL when the client sent none).
+    visible_s: Mapped[float | None] = mapped_column(Float)
+    blur_count: Mapped[int | None] = mapped_column(Integer)
+    paste_count: Mapped[int | None] = mapped_column(Integer)
+    pasted_chars: Mapped[int | None] = mapped_column(Integer)
+    reason_chars: Mapped[int | None] = mapped_column(Integer)
 
 
 class MturkHit(Base):

@@ -92,7 +92,10 @@ def clean_token(raw: Any) -> str:
 
 
 def parse_answer(payload: Any, min_chars: int, max_chars: int) -> Answer:
-    body = _object(payload, ("token", "choice", "reason"), ("token", "choice", "reason"))
+    # `telemetry` (optional) is checked by hitserver.quality.parse_telemetry.
+    body = _object(
+        payload, ("token", "choice", "reason", "telemetry"), ("token", "choice", "reason")
+    )
     return Answer(
         token=clean_token(body["token"]),
         choice=clean_choice(body["choice"]),

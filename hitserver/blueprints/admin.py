@@ -31,6 +31,7 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 from hitserver.csrf import check_csrf, csrf_token
 from hitserver.export import FORMATS, export
 from hitserver.models import Batch, Worker
+from hitserver.quality import worker_quality
 from hitserver.security import secret_equals
 from hitserver.state import state
 from hitserver.stats import batch_summaries, recent_answers, worker_summaries
@@ -127,7 +128,10 @@ def batch(name: str) -> Reply:
             abort(404)
         workers = worker_summaries(conn, summary.id)
         answers = recent_answers(conn, summary.id)
-    return render_template("admin_batch.html", batch=summary, workers=workers, answers=answers)
+        quality = worker_quality(conn, summary.id, state().settings.catch_fail_fraction)
+    return render_template(
+        "admin_batch.html", batch=summary, workers=workers, answers=answers, quality=quality
+    )
 
 
 def _done(payload: dict[str, object], back: str) -> Reply:

@@ -9,6 +9,7 @@ from urllib.parse import quote
 from flask import Blueprint, Response, jsonify, request, url_for
 
 from hitserver.policy import Claim, PolicyError, Stored, claim, give_back, submit
+from hitserver.quality import parse_telemetry, store_telemetry
 from hitserver.state import state
 from hitserver.validation import (
     ASSIGNMENT_ID_RE,
@@ -122,12 +123,18 @@ def create_response(assignment_id: str) -> tuple[Response, int]:
     server = state()
     if not ASSIGNMENT_ID_RE.match(assignment_id):
         return error(404, "no such assignment", "assignment_id")
+    payload = read_json()
     answer = parse_answer(
-        read_json(), server.settings.reason_min_chars, server.settings.reason_max_chars
+        payload, server.settings.reason_min_chars, server.settings.reason_max_chars
     )
+    telemetry = parse_telemetry(payload.get("telemetry"))
     now = server.clock()
     stored = server.write(
-        lambda conn: submit(conn, assignment_id, answer.token, answer.choice, answer.reason, now)
+        lambda conn: store_telemetry(
+            conn,
+            submit(conn, assignment_id, answer.token, answer.choice, answer.reason, now),
+            telemetry,
+        )
     )
     return jsonify(stored_payload(stored)), 201 if stored.created else 200
 

@@ -81,7 +81,7 @@ def test_plot(study, tmp_path) -> None:
     stems = ["fig8", "fig9", "position_bias", "workers"]
     stems += ["fig8_all_workers", "fig9_all_workers", "position_bias_all_workers"]
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        f"{s}.{ext}" for s in stems for ext in ("png", "pdf")
+        [f"{s}.{ext}" for s in stems for ext in ("png", "pdf")] + ["exclusions.csv"]
     )
 
 

@@ -1,0 +1,219 @@
+"""Participant quality: telemetry posted with an answer (stored, exported, validated, never a
+500), the server's claim-to-submit time, near-identical reasons and the dashboard's flags, on
+SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+from sqlalchemy import text
+
+from hitserver.export import TIDY_COLUMNS
+from hitserver.loading import load_batch
+from hitserver.quality import near_identical, normalise
+
+ADMIN = {"Authorization": "Bearer admin-token-for-tests-0123456789abcdef"}
+CONTRACT = (
+    "batch", "item_id", "worker_id", "platform", "assignment_id", "platform_assignment_id",
+    "choice", "reason", "accepted_at", "submitted_at", "duration_s", "status", "simulated",
+)  # fmt: skip
+FULL = {
+    "visible_s": 12.5,
+    "blur_count": 2,
+    "paste_count": 1,
+    "pasted_chars": 30,
+    "reason_chars": 31,
+}
+
+
+@pytest.fixture
+def setup(make_app, write_batch, tmp_path: Path):
+    app = make_app()
+    batch = write_batch(tmp_path, "tq", 4, catch={3: [3]})
+    load_batch(app.extensions["hitserver"].engine, batch, assignments_per_item=3)
+    return app, app.test_client()
+
+
+def claim(client: FlaskClient, worker: str) -> dict[str, Any]:
+    response = client.post("/api/assignments", json={"worker_id": worker})
+    assert response.status_code == 201
+    return response.json
+
+
+def post(client: FlaskClient, new: dict[str, Any], **extra: Any) -> Any:
+    body = {"token": new["token"], "choice": 2, "reason": "the highlights fit", **extra}
+    return client.post(f"/api/assignments/{new['assignment_id']}/response", json=body)
+
+
+def stored(app, assignment_id: str) -> tuple[Any, ...]:
+    with app.extensions["hitserver"].engine.connect() as conn:
+        return tuple(
+            conn.execute(
+                text(
+                    "SELECT duration_s, visible_s, blur_count, paste_count, pasted_chars, "
+                    "reason_chars FROM responses WHERE assignment_id = :a"
+                ),
+                {"a": assignment_id},
+            ).one()
+        )
+
+
+def test_telemetry_is_stored_with_the_answer_and_a_retry_keeps_the_first(setup, clock) -> None:
+    app, client = setup
+    new = claim(client, "w1")
+    clock.advance(42.25)
+    assert post(client, new, telemetry=FULL).status_code == 201
+    assert stored(app, new["assignment_id"]) == (42.25, 12.5, 2, 1, 30, 31)
+    # A retry after a lost response: the page has been visible longer by now. Stored once.
+    clock.advance(5)
+    again = post(client, new, telemetry={**FULL, "visible_s": 20.0, "blur_count": 3})
+    assert again.status_code == 200
+    assert stored(app, new["assignment_id"]) == (42.25, 12.5, 2, 1, 30, 31)
+    with app.extensions["hitserver"].engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM responses")).scalar() == 1
+
+
+def test_answers_without_telemetry_or_with_part_of_it_still_work(setup, clock) -> None:
+    app, client = setup
+    old = claim(client, "w1")
+    clock.advance(3)
+    assert post(client, old).status_code == 201
+    assert stored(app, old["assignment_id"]) == (3.0, None, None, None, None, None)
+    part = claim(client, "w1")
+    assert post(client, part, telemetry={"visible_s": 7, "paste_count": None}).status_code == 201
+    assert stored(app, part["assignment_id"])[1:] == (7.0, None, None, None, None)
+    null = claim(client, "w1")
+    assert post(client, null, telemetry=None).status_code == 201
+
+
+@pytest.mark.parametrize(
+    ("telemetry", "status", "field"),
+    [
+        ([1, 2], 400, "telemetry"),
+        ("fast", 400, "telemetry"),
+        ({"visible_s": "12"}, 400, "telemetry.visible_s"),
+        ({"visible_s": True}, 400, "telemetry.visible_s"),
+        ({"visible_s": -1}, 422, "telemetry.visible_s"),
+        ({"visible_s": 1e300}, 422, "telemetry.visible_s"),
+        ({"blur_count": 1.5}, 400, "telemetry.blur_count"),
+        ({"paste_count": -1}, 422, "telemetry.paste_count"),
+        ({"pasted_chars": 10**12}, 422, "telemetry.pasted_chars"),
+        ({"reason_chars": False}, 400, "telemetry.reason_chars"),
+        ({"pasted_text": "secret"}, 400, "telemetry.pasted_text"),
+    ],
+)
+def test_bad_telemetry_is_refused_naming_the_field(setup, telemetry, status, field) -> None:
+    app, client = setup
+    new = claim(client, "w1")
+    response = post(client, new, telemetry=telemetry)
+    assert response.status_code == status
+    assert response.json["field"] == field
+    with app.extensions["hitserver"].engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM responses")).scalar() == 0
+    assert post(client, new, telemetry=FULL).status_code == 201  # the assignment is still open
+
+
+def test_nan_and_infinity_are_refused_not_500(setup) -> None:
+    _, client = setup
+    new = claim(client, "w1")
+    for raw in ("NaN", "Infinity", "-Infinity"):
+        telemetry = '"telemetry": {"visible_s": ' + raw + "}"
+        body = f'{{"token": "{new["token"]}", "choice": 2, "reason": "x", {telemetry}}}'
+        response = client.post(
+            f"/api/assignments/{new['assignment_id']}/response",
+            data=body,
+            content_type="application/json",
+        )
+        assert response.status_code == 422, raw
+
+
+def test_export_and_view_append_the_quality_columns_after_the_contract(setup, clock) -> None:
+    app, client = setup
+    new = claim(client, "w1")
+    clock.advance(8)
+    post(client, new, telemetry=FULL)
+    bare = claim(client, "w2")
+    post(client, bare)
+    assert TIDY_COLUMNS[: len(CONTRACT)] == CONTRACT
+    with app.extensions["hitserver"].engine.connect() as conn:
+        columns = tuple(conn.execute(text("SELECT * FROM ratings")).keys())
+    assert columns == TIDY_COLUMNS
+    response = client.get("/admin/export.csv", headers=ADMIN)
+    rows = {r["worker_id"]: r for r in csv.DictReader(io.StringIO(response.text))}
+    assert tuple(rows["w1"])[: len(CONTRACT)] == CONTRACT
+    assert float(rows["w1"]["duration_s"]) == 8.0
+    assert [rows["w1"][k] for k in FULL] == ["12.5", "2", "1", "30", "31"]
+    assert [rows["w2"][k] for k in FULL] == ["", "", "", "", ""]
+
+
+def test_normalise() -> None:
+    assert normalise("  Robot A's  HIGHLIGHTS, fit!\n") == "robot a s highlights fit"
+    assert normalise("ﬁne_print") == "fine print"  # NFKC ligature; '_' separates words
+
+
+def test_near_identical_pairs_need_two_workers_length_and_similarity() -> None:
+    base = "Robot A highlights the boat and the water, which fit a harbor."
+    reasons = [
+        base,  # 0 w1
+        base.upper() + "!!",  # 1 w2: identical once normalised
+        base.replace("boat", "boats"),  # 2 w3: one letter more, Jaccard 58/60 >= 0.8
+        base,  # 3 w1 again: the same worker does not count
+        "Robot B is better because the sky is not in the picture at all.",  # 4 w4
+        "same same",  # 5 w5: too short to compare
+        "same same",  # 6 w6
+    ]
+    owners = ["w1", "w2", "w3", "w1", "w4", "w5", "w6"]
+    assert near_identical(reasons, owners) == {0, 1, 2, 3}
+    assert near_identical(reasons[:1] + reasons[3:4], ["w1", "w1"]) == set()
+    assert near_identical(reasons, owners, min_chars=5) == {0, 1, 2, 3, 5, 6}
+    # a word changed in a short reason drops below 0.8
+    assert (
+        near_identical(["the robot sees a boat here", "the robot sees a tree here"], [1, 2])
+        == set()
+    )
+    assert near_identical([], []) == set()
+
+
+def test_dashboard_shows_catch_median_time_and_flags(setup, clock) -> None:
+    _, client = setup
+    # w1: careful, slow, passes the catch trial (tq-0004 expects 3)
+    for seconds in (30, 40, 50, 60):
+        new = claim(client, "w1")
+        clock.advance(seconds)
+        choice = 3 if new["item_id"] == "tq-0004" else 2  # the catch trial (index 3)
+        words = f"my own words about item {new['item_id']} and its {seconds} second look"
+        body = {"token": new["token"], "choice": choice, "reason": words}
+        assert (
+            client.post(f"/api/assignments/{new['assignment_id']}/response", json=body).status_code
+            == 201
+        )
+    # w2 and w3: fast, paste one shared reason, fail the catch trial
+    shared = "Robot A is more reasonable because its regions match the class."
+    for worker in ("w2", "w3"):
+        for _ in range(4):
+            new = claim(client, worker)
+            clock.advance(2)
+            body = {
+                "token": new["token"],
+                "choice": 1,
+                "reason": shared,
+                "telemetry": {"paste_count": 1, "pasted_chars": len(shared), "visible_s": 1.5},
+            }
+            url = f"/api/assignments/{new['assignment_id']}/response"
+            assert client.post(url, json=body).status_code == 201
+    page = client.get("/admin/batches/tq", headers=ADMIN)
+    assert page.status_code == 200
+    html = page.text
+    row = {w: html[html.index(f"<td>{w}</td>") :].split("</tr>")[0] for w in ("w1", "w2", "w3")}
+    assert "45.0" in row["w1"] and "1 / 1" in row["w1"]  # median of 30, 40, 50, 60
+    assert "fast" not in row["w1"] and "pasted" not in row["w1"]
+    for worker in ("w2", "w3"):
+        assert "0 / 1" in row[worker] and "2.0" in row[worker]
+        assert "failed catch trials" in row[worker]
+        assert "fast" in row[worker] and "pasted 4" in row[worker]
+        assert "near-identical reasons 4" in row[worker]

@@ -1,6 +1,6 @@
 /* One page, three hosts (docs/contracts.md section 7):
-   - a <script id="hit-config"> block (our server): POST JSON {token, choice, reason} to submit_url,
-     then go to next_url;
+   - a <script id="hit-config"> block (our server): POST JSON {token, choice, reason, telemetry}
+     to submit_url, then go to next_url;
    - ?assignmentId=... (MTurk): ASSIGNMENT_ID_NOT_AVAILABLE is a read-only preview; otherwise the
      form posts assignmentId, choice, reason to turkSubmitTo + "/mturk/externalSubmit";
    - neither (opened as a file): a preview whose submit button is disabled. */
@@ -33,6 +33,39 @@
     reason.setCustomValidity(reason.value.trim() ? "" : "Please explain your choice.");
   });
 
+  /* Telemetry sent with the answer (hitserver.quality): seconds the page was visible, times it
+     lost the focus, paste events into the reason box and how many characters they pasted
+     (never the pasted text), and the reason's length. */
+  var watch = { visibleMs: 0, since: null, blurs: 0, pastes: 0, pastedChars: 0 };
+  function now() { return window.performance ? window.performance.now() : Date.now(); }
+  function visibilityChanged() {
+    if (document.visibilityState === "visible") {
+      if (watch.since === null) { watch.since = now(); }
+    } else if (watch.since !== null) {
+      watch.visibleMs += now() - watch.since;
+      watch.since = null;
+    }
+  }
+  visibilityChanged();
+  document.addEventListener("visibilitychange", visibilityChanged);
+  window.addEventListener("blur", function () { watch.blurs += 1; });
+  reason.addEventListener("paste", function (event) {
+    var data = event.clipboardData || window.clipboardData;
+    var text = data ? data.getData("text") : "";
+    watch.pastes += 1;
+    watch.pastedChars += text ? text.length : 0;
+  });
+  function telemetry() {
+    var visible = watch.visibleMs + (watch.since === null ? 0 : now() - watch.since);
+    return {
+      visible_s: Math.round(visible) / 1000,
+      blur_count: watch.blurs,
+      paste_count: watch.pastes,
+      pasted_chars: watch.pastedChars,
+      reason_chars: reason.value.length
+    };
+  }
+
   var configElement = document.getElementById("hit-config");
   var params = new URLSearchParams(window.location.search);
 
@@ -59,7 +92,8 @@
       var body = {
         token: config.token,
         choice: checked ? parseInt(checked.value, 10) : null,
-        reason: reason.value
+        reason: reason.value,
+        telemetry: telemetry()
       };
       button.disabled = true;
       say(status, "Saving your answer\u2026");

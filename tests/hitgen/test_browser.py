@@ -194,11 +194,13 @@ def test_hosted_page_posts_json_and_moves_on(tab, host: Host) -> None:
         tab.click("#submit-button")
     ((path, kind, body),) = host.posts
     assert path == "/api/assignments/A1/response" and kind.startswith("application/json")
-    assert json.loads(body) == {
-        "token": "tok-1",
-        "choice": 2,
-        "reason": "A's regions match its words.",
-    }
+    sent = json.loads(body)
+    telemetry = sent.pop("telemetry")
+    assert sent == {"token": "tok-1", "choice": 2, "reason": "A's regions match its words."}
+    # What the page measured: no focus lost, nothing pasted, the reason's 28 characters.
+    visible = telemetry.pop("visible_s")
+    assert isinstance(visible, int | float) and 0 < visible < 60
+    assert telemetry == {"blur_count": 0, "paste_count": 0, "pasted_chars": 0, "reason_chars": 28}
 
 
 def test_hosted_page_shows_a_refused_answer_and_allows_retry(tab, host: Host) -> None:

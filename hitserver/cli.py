@@ -16,7 +16,8 @@ SUBCOMMANDS: dict[str, str] = {
     "load": "import a task batch into the database",
     "run": "serve the batches (127.0.0.1 by default)",
     "export": "write every rating as CSV (tidy or MTurk wide format)",
-    "mturk": "MTurk: publish | sync | approve | reject | expire | balance (sandbox by default)",
+    "prolific": "Prolific: publish | sync | approve | reject | bonus | status | pause | stop",
+    "mturk": "MTurk (closed on 2026-09-30; sandbox only): publish | sync | approve | reject | ...",
     "simulate": "answer tasks over HTTP with simulated raters (flagged; demos and tests)",
     "hash-password": "print a hash of an admin password for HITSERVER_ADMIN_PASSWORD_HASH",
 }
@@ -218,7 +219,7 @@ def _configure_mturk(parser: argparse.ArgumentParser) -> None:
         p.add_argument(
             "--production",
             action="store_true",
-            help="the real marketplace (asks you to type 'production'); default: sandbox",
+            help="refused: Amazon Mechanical Turk closed on 2026-09-30 (sandbox only)",
         )
         _common(p)
         return p
@@ -268,82 +269,324 @@ def _configure_mturk(parser: argparse.ArgumentParser) -> None:
     action("balance", "show the account balance (checks credentials)")
 
 
+MTURK_CLOSED = "Amazon Mechanical Turk closed on 2026-09-30"
+
+
 def _run_mturk(args: argparse.Namespace) -> int:
     from botocore.exceptions import BotoCoreError, ClientError
 
+    if args.production:
+        raise UserError(
+            f"{MTURK_CLOSED}; --production is refused (real studies: hitserver prolific ...)"
+        )
+    print(f"hitserver mturk: {MTURK_CLOSED}; this is its sandbox, kept for tests and demos")
     try:
         return _mturk_action(args)
     except (BotoCoreError, ClientError) as exc:
         raise UserError(f"MTurk: {exc}") from exc
 
 
+def _mturk_publish(args: argparse.Namespace, engine: Any, client: Any) -> None:
+    from hitserver.mturk import publish
+
+    no_quals = args.no_qualifications
+    hit = publish.HitSettings(
+        title=args.title,
+        description=args.description,
+        reward=args.reward,
+        keywords=args.keywords,
+        assignment_duration_s=args.duration,
+        lifetime_s=args.lifetime,
+        auto_approval_delay_s=args.auto_approve,
+        min_approval_rate=None if no_quals else args.min_approval_rate,
+        min_approved=None if no_quals else args.min_approved,
+        locales=()
+        if no_quals or args.locale == "any"
+        else tuple(c.strip() for c in args.locale.split(",") if c.strip()),
+        exclude_qualification=args.exclude_qualification,
+        external_url=args.external_url,
+        image_base_url=args.image_base_url,
+    )
+    done = publish.publish(engine, client, args.batch, hit, production=args.production)
+    print(
+        f"sandbox: HIT type {done.hit_type_id}; {done.created} HITs created, "
+        f"{done.existing} already published"
+    )
+
+
+def _mturk_sync(args: argparse.Namespace, engine: Any, client: Any) -> None:
+    from hitserver.mturk import sync
+
+    report = sync.sync(engine, client, args.batch, production=args.production)
+    print(
+        f"sandbox: {report.fetched} assignments fetched: {report.added} added, "
+        f"{report.updated} updated, {report.unchanged} unchanged"
+    )
+    for problem in report.problems:
+        print(f"hitserver mturk sync: warning: {problem}", file=sys.stderr)
+
+
+def _mturk_approve(args: argparse.Namespace, engine: Any, client: Any) -> None:
+    from hitserver.mturk import review
+
+    outcome = review.approve(
+        engine,
+        client,
+        args.batch,
+        feedback=args.feedback,
+        skip_failed_catch=_settings(args).catch_fail_fraction if args.skip_failed_catch else None,
+    )
+    print(
+        f"sandbox: {len(outcome.done)} approved, {len(outcome.skipped)} left for review, "
+        f"{len(outcome.failed)} failed"
+    )
+    for failure in outcome.failed:
+        print(f"hitserver mturk approve: warning: {failure}", file=sys.stderr)
+
+
+def _mturk_reject(args: argparse.Namespace, engine: Any, client: Any) -> None:
+    from hitserver.mturk import review
+
+    review.reject(engine, client, args.assignment, args.feedback)
+    print(f"sandbox: rejected {args.assignment}")
+
+
+def _mturk_expire(args: argparse.Namespace, engine: Any, client: Any) -> None:
+    from hitserver.mturk import review
+
+    outcome = review.expire(engine, client, args.batch, production=args.production)
+    print(f"sandbox: {len(outcome.done)} HITs expired, {len(outcome.failed)} failed")
+    for failure in outcome.failed:
+        print(f"hitserver mturk expire: warning: {failure}", file=sys.stderr)
+
+
+MTURK: dict[str, Callable[[argparse.Namespace, Any, Any], None]] = {
+    "publish": _mturk_publish,
+    "sync": _mturk_sync,
+    "approve": _mturk_approve,
+    "reject": _mturk_reject,
+    "expire": _mturk_expire,
+}
+
+
 def _mturk_action(args: argparse.Namespace) -> int:
     from hitserver.mturk import client as mturk_client
-    from hitserver.mturk import publish, review, sync
+    from hitserver.mturk import review
 
-    if args.production:
-        mturk_client.confirm_production(args.action, sys.stdin, sys.stderr)
-    settings = _settings(args)
     client = mturk_client.make_client(args.production)
-    market = "production" if args.production else "sandbox"
     if args.action == "balance":
-        print(f"{market} balance: ${review.balance(client)}")
+        print(f"sandbox balance: ${review.balance(client)}")
         return 0
-    engine = _engine(args)
-    if args.action == "publish":
-        no_quals = args.no_qualifications
-        hit = publish.HitSettings(
-            title=args.title,
-            description=args.description,
-            reward=args.reward,
-            keywords=args.keywords,
-            assignment_duration_s=args.duration,
-            lifetime_s=args.lifetime,
-            auto_approval_delay_s=args.auto_approve,
-            min_approval_rate=None if no_quals else args.min_approval_rate,
-            min_approved=None if no_quals else args.min_approved,
-            locales=()
-            if no_quals or args.locale == "any"
-            else tuple(c.strip() for c in args.locale.split(",") if c.strip()),
-            exclude_qualification=args.exclude_qualification,
-            external_url=args.external_url,
-            image_base_url=args.image_base_url,
+    MTURK[args.action](args, _engine(args), client)
+    return 0
+
+
+# --- prolific -----------------------------------------------------------------------------
+
+PROLIFIC_ACTIONS = ("MANUALLY_REVIEW", "AUTOMATICALLY_APPROVE", "REQUEST_RETURN")
+
+
+def _filter(text: str) -> tuple[str, tuple[str, ...]]:
+    name, sep, values = text.partition("=")
+    chosen = tuple(v.strip() for v in values.split(",") if v.strip())
+    if not sep or not name.strip() or not chosen:
+        raise argparse.ArgumentTypeError(f"{text!r} is not FILTER_ID=VALUE[,VALUE...]")
+    return name.strip(), chosen
+
+
+def _devices(text: str) -> tuple[str, ...]:
+    from hitserver.prolific.studies import DEVICES
+
+    chosen = tuple(d.strip() for d in text.split(",") if d.strip())
+    if not chosen or any(d not in DEVICES for d in chosen):
+        raise argparse.ArgumentTypeError(f"{text!r}: give a comma list of {', '.join(DEVICES)}")
+    return chosen
+
+
+def _configure_prolific(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    def action(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("batch", help="batch name (as loaded)")
+        _common(p)
+        return p
+
+    p = action("publish", "create the batch's study (once) and publish it")
+    p.add_argument("--reward-cents", type=_positive, required=True, metavar="N")
+    p.add_argument("--estimated-minutes", type=_positive, required=True, metavar="M")
+    p.add_argument("--places", type=_positive, required=True, metavar="P", help="participants")
+    p.add_argument("--url", required=True, help="public https:// address of hitserver run")
+    p.add_argument("--title", default="Which robot's explanation is more reasonable?")
+    p.add_argument("--description", help="what participants read before they start")
+    p.add_argument(
+        "--device-compatibility", type=_devices, default=("desktop",), metavar="LIST",
+        help="comma list of desktop, tablet, mobile (default desktop)",
+    )  # fmt: skip
+    p.add_argument(
+        "--filter", type=_filter, action="append", default=[], metavar="ID=V1,V2",
+        help="a Prolific select filter, e.g. current-country-of-residence=1 (repeatable)",
+    )  # fmt: skip
+    p.add_argument("--completed-action", choices=PROLIFIC_ACTIONS, default="MANUALLY_REVIEW")
+    p.add_argument(
+        "--failed-action", choices=PROLIFIC_ACTIONS, default="MANUALLY_REVIEW",
+        help="what Prolific does with the failed-catch-trials code",
+    )  # fmt: skip
+    p.add_argument("--draft", action="store_true", help="create the draft, do not publish")
+    action("sync", "pull the study's submissions; report mismatches both ways")
+    for name, text in (("approve", "approve"), ("reject", "reject")):
+        p = action(name, f"{text} the submissions awaiting review, by the rules (dry run)")
+        p.add_argument("--min-seconds", type=float, metavar="S", help="reject a median under S")
+        p.add_argument("--max-pasted", type=int, metavar="K", help="reject more than K pasted")
+        p.add_argument("--send", action="store_true", help="send the decisions to Prolific")
+    p.add_argument("--submission", metavar="ID", help="reject this one submission by hand")
+    p.add_argument("--category", help="with --submission: Prolific's rejection category")
+    p.add_argument("--message", help="with --submission: at least 100 characters")
+    p = action("bonus", "a bonus for every approved submission, paid once (dry run)")
+    p.add_argument("--cents", type=_positive, required=True, metavar="N", help="per submission")
+    p.add_argument("--send", action="store_true", help="set up and pay the bonus")
+    action("status", "the study's status on Prolific and here")
+    action("pause", "pause the study (no new participants)")
+    action("start", "resume a paused study")
+    action("stop", "stop the study for good (it goes to review)")
+
+
+def _prolific_client() -> Any:
+    from hitserver.prolific.client import ProlificClient
+
+    return ProlificClient.from_env()
+
+
+def _prolific_publish(args: argparse.Namespace, engine: Any, client: Any) -> None:
+    from hitserver.prolific import studies
+
+    settings = _settings(args)
+    if not settings.prolific_completion_code or not settings.prolific_failed_code:
+        raise UserError(
+            "set prolific_completion_code and prolific_failed_code (HITSERVER_PROLIFIC_"
+            "COMPLETION_CODE, HITSERVER_PROLIFIC_FAILED_CODE): the server redirects with them"
         )
-        done = publish.publish(engine, client, args.batch, hit, production=args.production)
+    extra = {"description": args.description} if args.description else {}
+    study = studies.StudySettings(
+        url=args.url,
+        reward_cents=args.reward_cents,
+        estimated_minutes=args.estimated_minutes,
+        places=args.places,
+        completion_code=settings.prolific_completion_code,
+        failed_code=settings.prolific_failed_code,
+        title=args.title,
+        devices=args.device_compatibility,
+        filters=tuple(args.filter),
+        completed_action=args.completed_action,
+        failed_action=args.failed_action,
+        **extra,
+    )
+    done = studies.publish(engine, client, args.batch, study, draft=args.draft)
+    how = "created" if done.created else "found again" if done.found_again else "already known"
+    print(f"Prolific study {done.study_id} ({how}): {done.status}")
+    for note in done.notes:
+        print(f"hitserver prolific publish: note: {note}", file=sys.stderr)
+
+
+def _prolific_sync(args: argparse.Namespace, engine: Any, client: Any) -> Any:
+    from hitserver.prolific import sync
+
+    report = sync.sync(engine, client, args.batch)
+    print(
+        f"{report.fetched} submissions on Prolific: {report.added} new, {report.updated} "
+        f"changed, {report.unchanged} unchanged; here {report.approved_here} approved and "
+        f"{report.rejected_here} rejected to match; {len(report.problems)} mismatches"
+    )
+    for problem in report.problems:
+        print(f"hitserver prolific: mismatch: {problem}", file=sys.stderr)
+    return report
+
+
+def _prolific_review(args: argparse.Namespace, engine: Any, client: Any) -> None:
+    from hitserver.prolific import review
+
+    _prolific_sync(args, engine, client)
+    if args.action == "reject" and args.submission:
+        decisions = [
+            review.manual_rejection(
+                engine, args.batch, args.submission, args.category or "", args.message or ""
+            )
+        ]
+    else:
+        if args.action == "reject" and (args.category or args.message):
+            raise UserError("--category and --message go with --submission")
+        rules = review.Rules(
+            catch_fail_fraction=_settings(args).catch_fail_fraction,
+            min_median_seconds=args.min_seconds,
+            max_pasted=args.max_pasted,
+        )
+        wanted = "APPROVE" if args.action == "approve" else "REJECT"
+        decisions = [d for d in review.plan(engine, args.batch, rules) if d.action == wanted]
+    for d in decisions:
+        detail = f" {d.category}: {d.message}" if d.action == "REJECT" else ""
+        print(f"{d.action} {d.submission_id} (participant {d.participant_id}; {d.why}){detail}")
+    if not args.send:
+        print(f"dry run: {len(decisions)} to {args.action}; add --send to send them")
+        return
+    report = review.send(engine, client, args.batch, decisions)
+    print(f"{len(report.sent)} sent, {len(report.failed)} failed")
+    for failure in report.failed:
+        print(f"hitserver prolific {args.action}: warning: {failure}", file=sys.stderr)
+
+
+def _prolific_bonus(args: argparse.Namespace, engine: Any, client: Any) -> None:
+    from hitserver.prolific import bonus
+
+    _prolific_sync(args, engine, client)
+    report = bonus.bonus(engine, client, args.batch, args.cents, send=args.send)
+    total = bonus.amount_text(args.cents * len(report.planned))
+    if not args.send:
         print(
-            f"{market}: HIT type {done.hit_type_id}; {done.created} HITs created, "
-            f"{done.existing} already published"
+            f"dry run: {len(report.planned)} approved submissions without a bonus; "
+            f"{bonus.amount_text(args.cents)} each, {total} in all; add --send to pay"
         )
-    elif args.action == "sync":
-        report = sync.sync(engine, client, args.batch, production=args.production)
-        print(
-            f"{market}: {report.fetched} assignments fetched: {report.added} added, "
-            f"{report.updated} updated, {report.unchanged} unchanged"
-        )
-        for problem in report.problems:
-            print(f"hitserver mturk sync: warning: {problem}", file=sys.stderr)
-    elif args.action == "approve":
-        outcome = review.approve(
-            engine,
-            client,
-            args.batch,
-            feedback=args.feedback,
-            skip_failed_catch=settings.catch_fail_fraction if args.skip_failed_catch else None,
-        )
-        print(
-            f"{market}: {len(outcome.done)} approved, {len(outcome.skipped)} left for review, "
-            f"{len(outcome.failed)} failed"
-        )
-        for failure in outcome.failed:
-            print(f"hitserver mturk approve: warning: {failure}", file=sys.stderr)
-    elif args.action == "reject":
-        review.reject(engine, client, args.assignment, args.feedback)
-        print(f"{market}: rejected {args.assignment}")
-    elif args.action == "expire":
-        outcome = review.expire(engine, client, args.batch, production=args.production)
-        print(f"{market}: {len(outcome.done)} HITs expired, {len(outcome.failed)} failed")
-        for failure in outcome.failed:
-            print(f"hitserver mturk expire: warning: {failure}", file=sys.stderr)
+        return
+    print(
+        f"{len(report.planned)} new bonuses ({total}); {len(report.created)} set up, "
+        f"{len(report.paid)} paid, {len(report.confirmed)} confirmed on the submissions"
+    )
+    for note in report.notes:
+        print(f"hitserver prolific bonus: warning: {note}", file=sys.stderr)
+
+
+def _prolific_status(args: argparse.Namespace, engine: Any, client: Any) -> None:
+    from hitserver.prolific import studies
+
+    got = studies.status(engine, client, args.batch)
+    print(
+        f"Prolific study {got.study_id} ({got.internal_name}): {got.status}, "
+        f"{got.places_taken} of {got.places} places taken"
+    )
+
+
+def _prolific_change(args: argparse.Namespace, engine: Any, client: Any) -> None:
+    from hitserver.prolific import studies
+
+    status = studies.change(engine, client, args.batch, args.action.upper())
+    print(f"Prolific study of {args.batch}: {status}")
+
+
+PROLIFIC: dict[str, Callable[[argparse.Namespace, Any, Any], Any]] = {
+    "publish": _prolific_publish,
+    "sync": _prolific_sync,
+    "approve": _prolific_review,
+    "reject": _prolific_review,
+    "bonus": _prolific_bonus,
+    "status": _prolific_status,
+    "pause": _prolific_change,
+    "start": _prolific_change,
+    "stop": _prolific_change,
+}
+
+
+def _run_prolific(args: argparse.Namespace) -> int:
+    client = _prolific_client()
+    PROLIFIC[args.action](args, _engine(args), client)
     return 0
 
 
@@ -405,6 +648,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[..
     "load": (_configure_load, _run_load),
     "run": (_configure_run, _run_run),
     "export": (_configure_export, _run_export),
+    "prolific": (_configure_prolific, _run_prolific),
     "mturk": (_configure_mturk, _run_mturk),
     "hash-password": (_configure_hash, _run_hash),
     "simulate": (_configure_simulate, _run_simulate),

@@ -299,3 +299,96 @@ class MturkHit(Base):
     hit_type_id: Mapped[str] = mapped_column(String(64))
     question: Mapped[str] = mapped_column(String(10))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ProlificStudy(Base):
+    """The Prolific study of a batch (one per batch). The row, with its deterministic
+    `internal_name` and the create request's body, is written before the study is created on
+    Prolific, so a crash between the two is recovered by finding the draft by that name."""
+
+    __tablename__ = "prolific_studies"
+    __table_args__ = (
+        UniqueConstraint("batch_id", name="uq_prolific_studies_batch"),
+        UniqueConstraint("internal_name", name="uq_prolific_studies_internal_name"),
+        UniqueConstraint("study_id", name="uq_prolific_studies_study_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    batch_id: Mapped[int] = mapped_column(ForeignKey("batches.id"))
+    internal_name: Mapped[str] = mapped_column(String(200))
+    study_id: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(40))
+    request: Mapped[str] = mapped_column(Text)
+    completion_code: Mapped[str] = mapped_column(String(100))
+    failed_code: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    synced_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class ProlificSubmission(Base):
+    """A Prolific submission of a study as last synced, and the decision sent for it. Its id is
+    the SESSION_ID of the study URL, i.e. `assignments.platform_assignment_id`."""
+
+    __tablename__ = "prolific_submissions"
+    __table_args__ = (
+        CheckConstraint(
+            "decision IS NULL OR decision IN ('APPROVE', 'REJECT')",
+            name="ck_prolific_submissions_decision",
+        ),
+        CheckConstraint(
+            "decision IS NULL OR decided_at IS NOT NULL", name="ck_prolific_submissions_decided"
+        ),
+        Index("ix_prolific_submissions_study", "prolific_study_id"),
+    )
+
+    submission_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    prolific_study_id: Mapped[int] = mapped_column(ForeignKey("prolific_studies.id"))
+    participant_id: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(40))
+    study_code: Mapped[str | None] = mapped_column(String(100))
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    synced_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    decision: Mapped[str | None] = mapped_column(String(10))
+    rejection_category: Mapped[str | None] = mapped_column(String(40))
+    message: Mapped[str | None] = mapped_column(Text)
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class ProlificBonus(Base):
+    """One bulk bonus payment. The pay call is not idempotent, so `pay_requested_at` is
+    committed before it is made, and a bonus with it set is never paid again."""
+
+    __tablename__ = "prolific_bonuses"
+    __table_args__ = (
+        UniqueConstraint("bulk_id", name="uq_prolific_bonuses_bulk_id"),
+        CheckConstraint("amount_cents > 0", name="ck_prolific_bonuses_amount"),
+        CheckConstraint(
+            "paid_at IS NULL OR pay_requested_at IS NOT NULL", name="ck_prolific_bonuses_paid"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    prolific_study_id: Mapped[int] = mapped_column(ForeignKey("prolific_studies.id"))
+    bulk_id: Mapped[str | None] = mapped_column(String(64))
+    csv_bonuses: Mapped[str] = mapped_column(Text)
+    amount_cents: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    pay_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    paid_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class ProlificBonusLine(Base):
+    """A submission's share of a bulk bonus; the primary key allows one bonus per submission."""
+
+    __tablename__ = "prolific_bonus_lines"
+    __table_args__ = (CheckConstraint("amount_cents > 0", name="ck_prolific_bonus_lines_amount"),)
+
+    submission_id: Mapped[str] = mapped_column(
+        ForeignKey("prolific_submissions.submission_id"), primary_key=True
+    )
+    bonus_id: Mapped[int] = mapped_column(ForeignKey("prolific_bonuses.id"))
+    amount_cents: Mapped[int] = mapped_column(Integer)
+

@@ -70,6 +70,38 @@ def _answer(raw: dict[str, Any]) -> tuple[int, str]:
     )
 
 
+def _change_status(
+    conn: Connection,
+    assignment_id: str,
+    old: str,
+    status: str,
+    item_id: int,
+    raw: dict[str, Any],
+    now: datetime,
+) -> None:
+    """Move a stored assignment to the status MTurk shows (raises ValueError when it cannot)."""
+    mturk_id = raw["AssignmentId"]
+    approved_at = raw.get("ApprovalTime") or now
+    if status == "approved" and old == "rejected":
+        # A requester may overturn a rejection on MTurk. The rejection gave the slot back,
+        # and an approved answer must hold one again (ck_assignments_holds_slot).
+        if not reinstate(conn, assignment_id, item_id, "approved", approved_at):
+            raise ValueError(
+                f"assignment {mturk_id}: approved on MTurk after it was rejected here, but "
+                "every slot of its item is taken now; it stays rejected here"
+            )
+    elif status == "approved":
+        conn.execute(
+            update(Assignment)
+            .where(Assignment.id == assignment_id)
+            .values(status="approved", approved_at=approved_at)
+        )
+    elif status == "rejected":
+        release(conn, [assignment_id], "rejected", raw.get("RejectionTime") or now)
+    else:
+        raise ValueError(f"assignment {mturk_id}: is {old} here but Submitted on MTurk")
+
+
 def reconcile(
     conn: Connection, item_id: int, batch_id: int, raw: dict[str, Any], now: datetime
 ) -> str:
@@ -144,27 +176,7 @@ def reconcile(
         )
         changed = True
     if existing.status != status:
-        approved_at = raw.get("ApprovalTime") or now
-        if status == "approved" and existing.status == "rejected":
-            # A requester may overturn a rejection on MTurk. The rejection gave the slot back,
-            # and an approved answer must hold one again (ck_assignments_holds_slot).
-            if not reinstate(conn, existing.id, item_id, "approved", approved_at):
-                raise ValueError(
-                    f"assignment {mturk_id}: approved on MTurk after it was rejected here, but "
-                    "every slot of its item is taken now; it stays rejected here"
-                )
-        elif status == "approved":
-            conn.execute(
-                update(Assignment)
-                .where(Assignment.id == existing.id)
-                .values(status="approved", approved_at=approved_at)
-            )
-        elif status == "rejected":
-            release(conn, [existing.id], "rejected", raw.get("RejectionTime") or now)
-        else:
-            raise ValueError(
-                f"assignment {mturk_id}: is {existing.status} here but Submitted on MTurk"
-            )
+        _change_status(conn, existing.id, existing.status, status, item_id, raw, now)
         changed = True
     return "updated" if changed else "unchanged"
 

@@ -95,13 +95,13 @@ def test_hash_password_reads_stdin() -> None:
     assert short.returncode == 2 and "at least 12" in short.stderr
 
 
-def test_production_needs_the_typed_confirmation(tmp_path: Path) -> None:
+def test_production_is_refused_as_mturk_closed(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'db.sqlite'}"
-    refused = run("mturk", "balance", "--production", "--db", db, stdin="yes\n")
+    refused = run("mturk", "balance", "--production", "--db", db, stdin="production\n")
     assert refused.returncode == 2
-    assert "PRODUCTION" in refused.stderr
-    assert refused.stderr.strip().endswith(
-        "hitserver mturk: error: production not confirmed; nothing was sent to MTurk"
+    assert refused.stderr.strip() == (
+        "hitserver mturk: error: Amazon Mechanical Turk closed on 2026-09-30; --production is "
+        "refused (real studies: hitserver prolific ...)"
     )
 
 

@@ -71,6 +71,7 @@ import json
 import math
 import sys
 import time
+import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -713,7 +714,10 @@ def held_out_ap(
 
 @dataclass
 class Basis:
-    """A learned concept basis (docs/contracts.md 5)."""
+    """A learned concept basis (docs/contracts.md 5): `Basis.learn(features)` trains it,
+    `save(path)` writes `basis.npz` and `Basis.load(path)` reads it (the file's one writer and
+    one reader, side by side below). `q` is the standardised C x D concept vectors (paper 2.2):
+    a loaded basis keeps the file's `q` exactly (`stored_q`)."""
 
     names: list[str]
     categories: list[str]
@@ -721,9 +725,12 @@ class Basis:
     bias: np.ndarray
     ap: np.ndarray
     meta: dict[str, Any]
+    stored_q: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def q(self) -> np.ndarray:
+        if self.stored_q is not None:
+            return self.stored_q
         return standardize(self.weight.astype(np.float64)).astype(np.float32)
 
     @property
@@ -748,6 +755,94 @@ class Basis:
         np.savez(tmp, **self.arrays())
         tmp.replace(path)
         return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Basis:
+        """Read a `basis.npz`. Only `q` and `names` are required (a basis converted from the
+        authors' files may hold no more): a missing `weight` is `q`, `bias` zeros, `categories`
+        empty, `ap` NaN, `meta` {}; one-line errors for anything unreadable."""
+        path = Path(path)
+        arrays = _load_npz_arrays(path)
+        q, names = arrays["q"], arrays["names"]
+        if q.ndim != 2 or q.shape[0] == 0 or q.dtype.kind not in "fiu":
+            raise UserError(
+                f"{path}: array q must be a non-empty C x D number array, got {q.shape}"
+            )
+        if not np.all(np.isfinite(q)):
+            raise UserError(f"{path}: array q holds NaN or infinite values")
+        if names.ndim != 1 or names.dtype.kind not in "US" or len(names) != q.shape[0]:
+            raise UserError(f"{path}: array names must hold {q.shape[0]} strings, one per row of q")
+        count = q.shape[0]
+        categories = arrays.get("categories", np.array([""] * count))
+        return cls(
+            names=[_text(n) for n in names],
+            categories=[_text(c) for c in categories.reshape(-1)][:count],
+            weight=arrays.get("weight", q),
+            bias=arrays.get("bias", np.zeros(count, np.float32)),
+            ap=arrays.get("ap", np.full(count, np.nan, np.float32)),
+            meta=_basis_meta(arrays.get("meta")),
+            stored_q=q,
+        )
+
+    @classmethod
+    def learn(
+        cls,
+        features: FeatureStore | str | Path,
+        procedure: str = "paper",
+        *,
+        progress: bool = False,
+        log: Callable[[str], None] = print,
+        **settings: Any,
+    ) -> Basis:
+        """Train the concept classifiers on a feature store (`ibd features`, or its directory)
+        with `procedure` 'paper' or 'authors' and any `Settings` field as a keyword."""
+        store = features if isinstance(features, FeatureStore) else FeatureStore(features)
+        return learn(
+            store, Settings.for_procedure(procedure, **settings), progress=progress, log=log
+        )
+
+
+_ZIP_MAGIC = b"PK\x03\x04"
+
+
+def _load_npz_arrays(path: Path) -> dict[str, np.ndarray]:
+    if not path.is_file():
+        raise UserError(f"basis file not found: {path}")
+    with path.open("rb") as f:
+        if f.read(4) != _ZIP_MAGIC:
+            raise UserError(f"{path} is not an .npz archive (see docs/contracts.md 5)")
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(f"cannot read basis {path}: {first}") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise UserError(f"{path} is not an .npz archive (see docs/contracts.md 5)")
+    with archive:
+        missing = [k for k in ("q", "names") if k not in archive.files]
+        if missing:
+            raise UserError(f"{path} lacks array(s) {', '.join(missing)} of a concept basis")
+        try:
+            return {k: archive[k] for k in archive.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise UserError(f"cannot read basis {path}: {first}") from None
+
+
+def _text(value: object) -> str:
+    """A string array element as text (byte strings, dtype S, are UTF-8)."""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _basis_meta(array: np.ndarray | None) -> dict[str, Any]:
+    """The `meta` array's JSON object; {} when absent or not a JSON object."""
+    if array is None:
+        return {}
+    try:
+        parsed = json.loads(_text(array.item()))
+    except (json.JSONDecodeError, ValueError):  # not JSON, or not one element
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
 
 
 @dataclass

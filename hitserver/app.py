@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from flask import Flask, Request, Response, abort, jsonify, request
+from flask import Flask, Request, Response, abort, jsonify, make_response, render_template, request
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from hitserver.bodies import BoundedBody
 from hitserver.commits import writer_for
 from hitserver.config import Settings, load_settings
 from hitserver.csrf import csrf_token
@@ -26,6 +27,13 @@ MTURK_FRAME_ANCESTORS = (
     "frame-ancestors https://www.mturk.com https://workersandbox.mturk.com https://worker.mturk.com"
 )
 DEFAULT_THREADS = 8
+# Where a page may send a form: this server, and MTurk's two submit sites (an MTurk-mode page
+# posts to turkSubmitTo/mturk/externalSubmit). A link with any other turkSubmitTo cannot make
+# the page post answers elsewhere, whatever the page's script does.
+FORM_ACTION = "form-action 'self' https://www.mturk.com https://workersandbox.mturk.com"
+# A signed session cookie older than this is refused (Flask's default is 31 days). Admin
+# log-ins also expire server-side, sooner (blueprints/admin.py).
+SESSION_LIFETIME = timedelta(hours=12)
 
 
 def create_app(
@@ -42,7 +50,9 @@ def create_app(
     """
     settings = (settings or load_settings()).with_dev_secrets()
     settings.check_can_serve()
-    engine = make_engine(settings.database_url, pool_size=threads + 1)
+    engine = make_engine(
+        settings.database_url, pool_size=threads + 1, lock_timeout_s=settings.db_lock_timeout_s
+    )
     upgrade(engine)
 
     app = Flask(__name__)
@@ -53,6 +63,7 @@ def create_app(
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=settings.production,
+        PERMANENT_SESSION_LIFETIME=SESSION_LIFETIME,
         TEMPLATES_AUTO_RELOAD=False,
     )
     app.session_interface = _CookieSessions()
@@ -68,6 +79,10 @@ def create_app(
             x_host=settings.proxies,
             x_prefix=settings.proxies,
         )
+    # Outermost: the body is read (bounded in size and time) before anything else runs.
+    app.wsgi_app = BoundedBody(  # type: ignore[method-assign]
+        app.wsgi_app, max_bytes=MAX_REQUEST_BYTES, timeout_s=settings.body_timeout_s
+    )
 
     from hitserver.blueprints import admin, api, worker
 
@@ -110,7 +125,7 @@ def _register_errors(app: Flask) -> None:
         return exc
 
     def unavailable(message: str) -> tuple[Response, int]:
-        response = jsonify({"error": message, "field": None})
+        response = _reply(503, message)
         response.headers["Retry-After"] = "1"
         return response, 503
 
@@ -126,7 +141,7 @@ def _register_errors(app: Flask) -> None:
     @app.errorhandler(DataError)
     def bad_value(_exc: DataError) -> tuple[Response, int]:
         app.logger.warning("database refused a value from %s", request.path)
-        return jsonify({"error": "a value in the request cannot be stored", "field": None}), 400
+        return _reply(400, "a value in the request cannot be stored"), 400
 
     @app.errorhandler(IntegrityError)
     def refused(_exc: IntegrityError) -> tuple[Response, int]:
@@ -134,12 +149,22 @@ def _register_errors(app: Flask) -> None:
         # the request conflicts with what is stored. Logged, as the checks before the write
         # should have answered it.
         app.logger.exception("the database refused a write from %s", request.path)
-        return jsonify({"error": "the request conflicts with stored data", "field": None}), 409
+        return _reply(409, "the request conflicts with stored data"), 409
 
     @app.errorhandler(DamagedPage)
     def damaged(_exc: DamagedPage) -> tuple[Response, int]:
         app.logger.error("task page damaged on disk: %s", request.path)
         return unavailable("this task page is damaged on the server; the study admin is told")
+
+
+def _reply(status: int, message: str) -> Response:
+    """An error as JSON for the API, as a page for a browser (a worker on an HTML page must
+    not get a JSON body)."""
+    if _wants_json():
+        return jsonify({"error": message, "field": None})
+    title = "Try again" if status == 503 else "Not available"
+    page = render_template("message.html", title=title, text=message)
+    return make_response(page, status)
 
 
 def _security_headers(response: Response) -> Response:
@@ -148,13 +173,15 @@ def _security_headers(response: Response) -> Response:
     headers.setdefault("Referrer-Policy", "same-origin")
     if request.path.startswith("/mturk/"):
         # MTurk shows ExternalQuestion pages in an iframe on its own sites.
-        headers.setdefault("Content-Security-Policy", MTURK_FRAME_ANCESTORS)
+        headers.setdefault("Content-Security-Policy", f"{MTURK_FRAME_ANCESTORS}; {FORM_ACTION}")
     elif request.path.startswith("/admin"):
         headers.setdefault(
             "Content-Security-Policy",
-            "default-src 'self'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'",
+            "default-src 'self'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'; "
+            "form-action 'self'",
         )
         headers.setdefault("Cache-Control", "no-store")
     else:
         headers.setdefault("X-Frame-Options", "SAMEORIGIN")
+        headers.setdefault("Content-Security-Policy", FORM_ACTION)
     return response

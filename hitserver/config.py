@@ -27,6 +27,8 @@ MIN_SECRET_CHARS = 32
 # 30 days: longer than any study keeps a task open, and far from the largest timedelta
 # (a timeout near it made every claim fail computing the deadline).
 MAX_ASSIGNMENT_TIMEOUT_S = 30 * 24 * 3600
+# Longer than any one request should wait, and under the 60 s the writer queue allows.
+MAX_LOCK_TIMEOUT_S = 55.0
 
 
 def default_database_url(environ: Mapping[str, str]) -> str:
@@ -47,15 +49,30 @@ class Settings:
     assignment_timeout_s: int = 1800
     reason_min_chars: int = 1
     reason_max_chars: int = 2000
-    local_entry: bool = True
+    # None: not set. Development then admits local workers; production refuses to start
+    # until the config says yes or no (anyone can invent local worker ids).
+    local_entry: bool | None = None
     prolific_completion_code: str | None = None
     prolific_failed_code: str | None = None
     catch_fail_fraction: float = 0.5
     proxies: int = 0
+    # How long a transaction waits for a database lock before the request answers 503.
+    db_lock_timeout_s: float = 30.0
+    # Per client address (0: no limit): claims per minute, and new worker ids per hour that
+    # get a slot (inventing ids is how one client could hoard every item's slots).
+    claims_per_minute: int = 600
+    new_workers_per_hour: int = 100
+    # A request body must arrive within this many seconds (slow-body clients hold threads).
+    body_timeout_s: float = 10.0
 
     @property
     def production(self) -> bool:
         return self.env == "production"
+
+    @property
+    def admits_local(self) -> bool:
+        """Whether `/work` and `POST /api/assignments` admit local and simulated workers."""
+        return self.local_entry is not False
 
     def with_dev_secrets(self) -> Settings:
         """In development, a missing secret key becomes a random one for this process tree."""
@@ -74,6 +91,11 @@ class Settings:
                 "production needs HITSERVER_ADMIN_TOKEN or HITSERVER_ADMIN_PASSWORD_HASH "
                 "(create a hash with `hitserver hash-password`)"
             )
+        if self.local_entry is None:
+            raise UserError(
+                "production needs HITSERVER_LOCAL_ENTRY set explicitly: false for an "
+                "MTurk/Prolific-only study, true to let anyone who finds /work enter an id"
+            )
 
 
 def _check_secret(name: str, value: str | None, *, required: bool) -> None:
@@ -88,31 +110,78 @@ def _check_secret(name: str, value: str | None, *, required: bool) -> None:
         )
 
 
+def _to_bool(raw: object) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    lowered = str(raw).strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError
+
+
+def _to_int(raw: object) -> int:
+    if isinstance(raw, bool):
+        raise ValueError
+    return int(str(raw))
+
+
+_CONVERTERS = {"int": _to_int, "float": lambda raw: float(str(raw)), "bool": _to_bool}
+
+
 def _convert(name: str, kind: object, raw: object) -> object:
     """Turn a file or environment value into the field's type, naming the setting on failure."""
-    text_kinds = {"str", "str | None"}
     try:
-        if kind in text_kinds:
+        if kind in ("str", "str | None"):
             value = str(raw)
             return value if value != "" or kind == "str" else None
-        if kind == "int":
-            if isinstance(raw, bool):
-                raise ValueError
-            return int(str(raw))
-        if kind == "float":
-            return float(str(raw))
-        if kind == "bool":
-            if isinstance(raw, bool):
-                return raw
-            lowered = str(raw).strip().lower()
-            if lowered in {"1", "true", "yes", "on"}:
-                return True
-            if lowered in {"0", "false", "no", "off"}:
-                return False
-            raise ValueError
+        if kind == "bool | None":
+            return None if str(raw) == "" else _to_bool(raw)
+        converter = _CONVERTERS.get(str(kind))
+        if converter is not None:
+            return converter(raw)
     except ValueError:
         pass
     raise UserError(f"setting {name}: {raw!r} is not a valid {kind}")
+
+
+def _from_file(path: str | Path, kinds: Mapping[str, str]) -> dict[str, object]:
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UserError(f"config file {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"config file {path}: not valid TOML ({exc})") from exc
+    values: dict[str, object] = {}
+    for key, raw in data.items():
+        if key not in kinds:
+            raise UserError(f"config file {path}: unknown setting {key!r}")
+        values[key] = _convert(key, kinds[key], raw)
+    return values
+
+
+def _check_ranges(settings: Settings) -> None:
+    """Refuse values outside their range, one line naming the setting."""
+    if settings.env not in ENVIRONMENTS:
+        raise UserError(
+            f"HITSERVER_ENV must be one of {', '.join(ENVIRONMENTS)}, not {settings.env!r}"
+        )
+    if not 1 <= settings.reason_min_chars <= settings.reason_max_chars:
+        raise UserError("reason length limits need 1 <= reason_min_chars <= reason_max_chars")
+    if not 1 <= settings.assignment_timeout_s <= MAX_ASSIGNMENT_TIMEOUT_S:
+        raise UserError(
+            f"assignment_timeout_s must be between 1 and {MAX_ASSIGNMENT_TIMEOUT_S} seconds "
+            "(30 days)"
+        )
+    if not 0.0 <= settings.catch_fail_fraction <= 1.0:
+        raise UserError("catch_fail_fraction must be between 0 and 1")
+    if not 0.05 <= settings.db_lock_timeout_s <= MAX_LOCK_TIMEOUT_S:
+        raise UserError(f"db_lock_timeout_s must be between 0.05 and {MAX_LOCK_TIMEOUT_S}")
+    if not 0.1 <= settings.body_timeout_s <= 300:
+        raise UserError("body_timeout_s must be between 0.1 and 300")
+    if settings.claims_per_minute < 0 or settings.new_workers_per_hour < 0:
+        raise UserError("claims_per_minute and new_workers_per_hour must be >= 0 (0: no limit)")
 
 
 def load_settings(
@@ -127,38 +196,15 @@ def load_settings(
 
     path = config_file or environ.get("HITSERVER_CONFIG")
     if path:
-        try:
-            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise UserError(f"config file {path}: {exc.strerror}") from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise UserError(f"config file {path}: not valid TOML ({exc})") from exc
-        for key, raw in data.items():
-            if key not in kinds:
-                raise UserError(f"config file {path}: unknown setting {key!r}")
-            values[key] = _convert(key, kinds[key], raw)
-
+        values.update(_from_file(path, kinds))
     for key, kind in kinds.items():
         env_name = "HITSERVER_" + key.upper()
         if env_name in environ:
             values[key] = _convert(env_name, kind, environ[env_name])
-
     for key, raw in overrides.items():
         if raw is not None:
             values[key] = _convert(key, kinds[key], raw)
 
     settings = Settings(**values)  # type: ignore[arg-type]
-    if settings.env not in ENVIRONMENTS:
-        raise UserError(
-            f"HITSERVER_ENV must be one of {', '.join(ENVIRONMENTS)}, not {settings.env!r}"
-        )
-    if not 1 <= settings.reason_min_chars <= settings.reason_max_chars:
-        raise UserError("reason length limits need 1 <= reason_min_chars <= reason_max_chars")
-    if not 1 <= settings.assignment_timeout_s <= MAX_ASSIGNMENT_TIMEOUT_S:
-        raise UserError(
-            f"assignment_timeout_s must be between 1 and {MAX_ASSIGNMENT_TIMEOUT_S} seconds "
-            "(30 days)"
-        )
-    if not 0.0 <= settings.catch_fail_fraction <= 1.0:
-        raise UserError("catch_fail_fraction must be between 0 and 1")
+    _check_ranges(settings)
     return settings

@@ -2,12 +2,16 @@
 
 SQLite runs in WAL mode with `synchronous=FULL` (an acknowledged answer survives a crash or a
 power cut), a busy timeout, foreign keys on, and `BEGIN IMMEDIATE` for every transaction so
-that writers queue on the lock instead of failing on a read-to-write upgrade.
+that writers queue on the lock instead of failing on a read-to-write upgrade. PostgreSQL gets
+the same bound as a `lock_timeout`: a request never waits longer than that for a lock, and a
+database that stays locked answers 503 (the app's handler), never 500.
 """
 
 from __future__ import annotations
 
+import sqlite3
 import time
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,6 +28,8 @@ from hitserver.errors import UserError
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# How long one transaction may wait for a lock (SQLite busy timeout, PostgreSQL lock_timeout).
+DEFAULT_LOCK_TIMEOUT_S = SQLITE_BUSY_TIMEOUT_MS / 1000
 # Any constant works; it only has to be the same in every process migrating this database.
 PG_MIGRATION_LOCK = 0x68697473
 # Errors that mean "a concurrent transaction won a race; run again and see what it left":
@@ -43,14 +49,19 @@ RETRYABLE_SQLITE_ERRORS = {
 }
 
 T = TypeVar("T")
+# Each engine's lock timeout, which also bounds `in_transaction`'s retries.
+LOCK_TIMEOUTS: weakref.WeakKeyDictionary[Engine, float] = weakref.WeakKeyDictionary()
 
 
 class Busy(Exception):
     """The database stayed locked or kept conflicting past the retry budget (answer 503)."""
 
 
-def make_engine(url: str, *, pool_size: int = 5) -> Engine:
-    """An engine for a `sqlite:///FILE` or `postgresql+psycopg://...` URL."""
+def make_engine(
+    url: str, *, pool_size: int = 5, lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S
+) -> Engine:
+    """An engine for a `sqlite:///FILE` or `postgresql+psycopg://...` URL; a transaction waits
+    at most `lock_timeout_s` for a lock."""
     try:
         parsed = make_url(url)
     except ArgumentError as exc:
@@ -69,24 +80,41 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
                 f"cannot create the folder {folder} for the database: {reason}"
             ) from exc
         engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size)
-        event.listen(engine, "connect", _sqlite_on_connect)
+        busy_ms = max(1, round(lock_timeout_s * 1000))
+
+        def on_connect(dbapi_connection: Any, _record: Any) -> None:
+            _sqlite_on_connect(dbapi_connection, busy_ms)
+
+        event.listen(engine, "connect", on_connect)
         event.listen(engine, "begin", _sqlite_on_begin)
+        LOCK_TIMEOUTS[engine] = lock_timeout_s
         return engine
     if backend == "postgresql":
         if parsed.get_driver_name() not in ("psycopg", "psycopg2"):
             parsed = parsed.set(drivername="postgresql+psycopg")
         # No pre-ping (a round trip per request): a connection PostgreSQL dropped fails once,
         # is invalidated by SQLAlchemy, and `in_transaction` runs the work again.
-        return create_engine(parsed, pool_size=pool_size, max_overflow=pool_size)
+        engine = create_engine(parsed, pool_size=pool_size, max_overflow=pool_size)
+        lock_ms = max(1, round(lock_timeout_s * 1000))
+
+        def on_pg_connect(dbapi_connection: Any, _record: Any) -> None:
+            # Without it a claim behind a held table lock waits forever (a hung request).
+            with dbapi_connection.cursor() as cursor:
+                cursor.execute(f"SET lock_timeout = {lock_ms}")
+            dbapi_connection.commit()
+
+        event.listen(engine, "connect", on_pg_connect)
+        LOCK_TIMEOUTS[engine] = lock_timeout_s
+        return engine
     raise UserError(f"database URL {url!r}: only sqlite and postgresql are supported")
 
 
-def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+def _sqlite_on_connect(dbapi_connection: Any, busy_ms: int) -> None:
     # Hand transaction control to the "begin" listener (the pysqlite driver would otherwise
     # open deferred transactions by itself).
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
-    cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute(f"PRAGMA busy_timeout = {busy_ms}")
     cursor.execute("PRAGMA journal_mode = WAL")
     cursor.execute("PRAGMA synchronous = FULL")
     cursor.execute("PRAGMA foreign_keys = ON")
@@ -95,7 +123,15 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
 
 def _sqlite_on_begin(conn: Connection) -> None:
     # On the driver's connection: SQLAlchemy's statement machinery costs more than the BEGIN.
-    conn.connection.driver_connection.execute("BEGIN IMMEDIATE")
+    # Its errors bypass SQLAlchemy's wrapping, so they are wrapped here: a raw
+    # `sqlite3.OperationalError` ("database is locked") would escape both the retry in
+    # `in_transaction` and the app's 503 handler and answer 500.
+    try:
+        conn.connection.driver_connection.execute("BEGIN IMMEDIATE")
+    except sqlite3.Error as exc:
+        raise DBAPIError.instance(
+            "BEGIN IMMEDIATE", None, exc, sqlite3.Error, hide_parameters=True
+        ) from exc
 
 
 def _alembic_config() -> Config:
@@ -153,7 +189,11 @@ def in_transaction(engine: Engine, work: Callable[[Connection], T], *, attempts:
     foreign-key violation, a bad value) is raised at once.
 
     The database constraints decide every race; retrying re-reads the state the winner left.
+    Retries also stop once the engine's lock timeout has passed since the first attempt: a
+    database that stayed locked that long is answered with 503 now, not after `attempts`
+    more full waits.
     """
+    deadline = time.monotonic() + LOCK_TIMEOUTS.get(engine, DEFAULT_LOCK_TIMEOUT_S)
     for attempt in range(attempts):
         try:
             with engine.begin() as conn:
@@ -161,5 +201,7 @@ def in_transaction(engine: Engine, work: Callable[[Connection], T], *, attempts:
         except DBAPIError as exc:
             if not _retryable(exc):
                 raise
+            if time.monotonic() >= deadline:
+                break
             time.sleep(min(0.001 * 2**attempt, 0.05))
     raise Busy("the database is busy; try again")

@@ -13,7 +13,8 @@ from hitserver.errors import UserError
 
 FORMAT = "hitgen-manifest-1"
 PLACEHOLDER = "<!-- hit-config -->"
-NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,200}$")
+# \A...\Z: `$` would also match before a trailing newline.
+NAME_RE = re.compile(r"\A[A-Za-z0-9_.-]{1,200}\Z")
 EXPERIMENTS = ("method-vs-method", "model-vs-model")
 KINDS = ("method-vs-method", "model-vs-model", "catch")
 
@@ -130,7 +131,7 @@ def read_manifest(batch_dir: str | Path) -> Manifest:
     if data.get("format") != FORMAT:
         raise UserError(f"{path}: format must be {FORMAT!r}, not {data.get('format')!r}")
     name = data.get("batch")
-    if not isinstance(name, str) or not NAME_RE.match(name) or name in (".", ".."):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name) or name in (".", ".."):
         raise UserError(f"{path}: batch must be a name of letters, digits, '_', '.', '-'")
     experiment = data.get("experiment")
     if experiment not in EXPERIMENTS:
@@ -146,7 +147,7 @@ def read_manifest(batch_dir: str | Path) -> Manifest:
         if not isinstance(raw, dict):
             raise UserError(f"{where} must be an object")
         key = _text(raw, "id", where)
-        if not NAME_RE.match(key):
+        if not NAME_RE.fullmatch(key):
             raise UserError(f"{where}.id {key!r} must use letters, digits, '_', '.', '-'")
         if key in seen:
             raise UserError(f"{where}.id {key!r} appears twice")

@@ -11,7 +11,8 @@ Invariants the database enforces (on SQLite and PostgreSQL alike):
   `batch_worker_slots`, unique per worker: nobody holds more than K items of a batch;
 - an assignment that stops holding (expired, returned, rejected) gives both slots back (NULL),
   which is what lets an abandoned slot be reissued;
-- one response per assignment, `choice` in 1..5, a non-empty reason.
+- one response per assignment, `choice` in 1..5, a non-empty reason;
+- at most one open (accepted) assignment per worker.
 """
 
 from __future__ import annotations
@@ -200,7 +201,6 @@ class Assignment(Base):
         UniqueConstraint("item_id", "slot", name="uq_assignments_item_slot"),
         UniqueConstraint("item_id", "worker_id", name="uq_assignments_item_worker"),
         UniqueConstraint("batch_id", "worker_id", "worker_slot", name="uq_assignments_worker_slot"),
-        UniqueConstraint("item_id", "platform_assignment_id", name="uq_assignments_platform_id"),
         UniqueConstraint("id", "item_id", "worker_id", name="uq_assignments_id_item_worker"),
         CheckConstraint(_in("status", STATUSES), name="ck_assignments_status"),
         CheckConstraint(
@@ -227,6 +227,19 @@ class Assignment(Base):
         ),
         Index("ix_assignments_status_expires", "status", "expires_at"),
         Index("ix_assignments_worker", "worker_id", "batch_id"),
+        # `mturk sync` finds an MTurk assignment by it. Not unique: a Prolific SESSION_ID that
+        # two participants share must not lock the second out (migration 0002); an MTurk
+        # assignment has one worker, so UNIQUE(item_id, worker_id) keeps it to one row.
+        Index("ix_assignments_platform_id", "item_id", "platform_assignment_id"),
+        # At most one open assignment per worker: inventing ids is then the only way to hold
+        # more slots, and new ids are throttled per client address (hardening, issue 28).
+        Index(
+            "uq_assignments_one_open",
+            "worker_id",
+            unique=True,
+            sqlite_where=text("status = 'accepted'"),
+            postgresql_where=text("status = 'accepted'"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -392,3 +405,30 @@ class ProlificBonusLine(Base):
     bonus_id: Mapped[int] = mapped_column(ForeignKey("prolific_bonuses.id"))
     amount_cents: Mapped[int] = mapped_column(Integer)
 
+
+class Throttle(Base):
+    """A counter per (scope, client address): claims, new workers, failed admin log-ins.
+
+    In the database, not in process memory, so that every gunicorn process counts the same
+    requests. `count` counts events since `window_start`; `blocked_until` is a back-off.
+    """
+
+    __tablename__ = "throttles"
+    __table_args__ = (CheckConstraint("count >= 0", name="ck_throttles_count"),)
+
+    scope: Mapped[str] = mapped_column(String(20), primary_key=True)
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    window_start: Mapped[datetime] = mapped_column(UTCDateTime)
+    count: Mapped[int] = mapped_column(Integer)
+    blocked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class AdminSession(Base):
+    """The server side of an admin log-in: the cookie holds a random id whose SHA-256 is `id`.
+    Log-out deletes the row, so a copied cookie is worth nothing afterwards."""
+
+    __tablename__ = "admin_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -10,6 +10,7 @@ any), items in load order, so partial data covers all items evenly.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -25,6 +26,7 @@ from sqlalchemy import (
     bindparam,
     func,
     insert,
+    literal,
     literal_column,
     or_,
     select,
@@ -174,6 +176,14 @@ def _standing(named: bool) -> Select[Any]:
             _mine(Assignment.status.in_([literal_column(f"'{s}'") for s in ANSWERED])).label(
                 "done"
             ),
+            # The worker's open assignment, if any (at most one: `uq_assignments_one_open`).
+            select(Assignment.id)
+            .where(
+                Assignment.worker_id == Worker.id, Assignment.status == literal_column("'accepted'")
+            )
+            .limit(1)
+            .scalar_subquery()
+            .label("open_id"),
         )
         .select_from(Worker.__table__.outerjoin(Batch.__table__, open_batch))
         .where(
@@ -185,6 +195,50 @@ def _standing(named: bool) -> Select[Any]:
 
 _STANDING = _standing(named=False)
 _STANDING_IN_BATCH = _standing(named=True)
+
+
+def _batches_for_newcomer(named: bool) -> Select[Any]:
+    """`_standing` for a worker with no row yet: the open batches, nothing held or done."""
+    open_batch = Batch.is_open
+    if named:
+        open_batch = and_(open_batch, Batch.name == bindparam("batch"))
+    return select(
+        Batch.id.label("batch_id"),
+        Batch.name,
+        Batch.item_count,
+        Batch.max_items_per_worker,
+        literal(0).label("held"),
+        literal(0).label("done"),
+    ).where(open_batch)
+
+
+_NEWCOMER = _batches_for_newcomer(named=False)
+_NEWCOMER_IN_BATCH = _batches_for_newcomer(named=True)
+# No worker has this id: a newcomer has had no item yet.
+NO_WORKER = -1
+# The worker's open assignment (at most one: `uq_assignments_one_open`), with what a Claim
+# shows. The status is a literal so that SQLite can use that partial index.
+_OPEN_OF_WORKER = (
+    select(
+        Assignment.id,
+        Assignment.expires_at,
+        Assignment.item_id,
+        Assignment.batch_id,
+        Item.key,
+        Item.page,
+        Item.image,
+        Item.class_name,
+        Item.spec,
+        Batch.name,
+    )
+    .join(Item, Item.id == Assignment.item_id)
+    .join(Batch, Batch.id == Assignment.batch_id)
+    .where(
+        Assignment.worker_id == bindparam("worker_id"),
+        Assignment.status == literal_column("'accepted'"),
+    )
+    .with_for_update(of=Assignment)
+)
 
 
 def _take_free_slot(of_item: bool) -> Update:
@@ -428,6 +482,79 @@ def _eligible(batches: dict[int, Row[Any]]) -> list[int]:
     ]
 
 
+@dataclass(frozen=True)
+class _Standing:
+    worker_id: int | None  # None: a newcomer, no row yet
+    open_id: str | None  # the worker's open assignment
+    batches: dict[int, Row[Any]]  # the worker's standing in each open batch
+
+
+def _batches_of(conn: Connection, platform: str, worker_key: str, batch: str | None) -> _Standing:
+    standing = _standing_rows(conn, platform, worker_key, batch)
+    if standing:
+        if standing[0].blocked:
+            raise Forbidden("this worker is blocked from the study", "worker_id")
+        return _Standing(standing[0].worker_id, standing[0].open_id, _open_batches(standing))
+    if batch is None:
+        rows = conn.execute(_NEWCOMER)
+    else:
+        rows = conn.execute(_NEWCOMER_IN_BATCH, {"batch": batch})
+    return _Standing(None, None, {b.batch_id: b for b in rows})
+
+
+def _reissue_open(
+    conn: Connection, worker_id: int, batches: dict[int, Row[Any]], now: datetime
+) -> Claim | None:
+    """The worker's open assignment again, under a new token (the old one stops working), or
+    None when they hold none. One that expired is released; one outside the batches asked
+    for now (another batch, or a batch closed since) is returned, so the worker can move on.
+
+    A worker holds at most one open assignment: asking again (a lost cookie, a second tab)
+    gives back the same task, so claiming cannot hoard slots under one id. The deadline
+    stays: asking again does not extend it.
+    """
+    row = conn.execute(_OPEN_OF_WORKER, {"worker_id": worker_id}).first()
+    if row is None:
+        return None
+    if row.expires_at is not None and row.expires_at < now:
+        release(conn, [row.id], "expired", now)
+        return None
+    if row.batch_id not in batches:
+        release(conn, [row.id], "returned", now)
+        return None
+    token = new_token()
+    conn.execute(
+        update(Assignment).where(Assignment.id == row.id).values(token_sha256=token_digest(token))
+    )
+    return _claim_of(row.id, token, worker_id, row, batches, row.name)
+
+
+def _claim_of(
+    assignment_id: str,
+    token: str,
+    worker_id: int,
+    item: Row[Any],
+    batches: dict[int, Row[Any]],
+    batch_name: str,
+) -> Claim:
+    done = sum(b.done for b in batches.values())
+    total = sum(min(b.item_count, b.max_items_per_worker or b.item_count) for b in batches.values())
+    return Claim(
+        assignment_id=assignment_id,
+        token=token,
+        worker_id=worker_id,
+        batch=batch_name,
+        item_id=item.item_id,
+        item_key=item.key,
+        page=item.page,
+        image=item.image,
+        class_name=item.class_name,
+        spec=item.spec,
+        done=done,
+        total=max(total, done + 1),
+    )
+
+
 def claim(
     conn: Connection,
     *,
@@ -437,34 +564,45 @@ def claim(
     timeout_s: int,
     batch: str | None = None,
     platform_assignment_id: str | None = None,
+    on_new_worker: Callable[[Connection], None] | None = None,
 ) -> Claim | None:
-    """Give the worker a new assignment, or None when nothing is left for them.
+    """Give the worker an assignment, or None when nothing is left for them.
 
+    A worker who already holds an open assignment gets it again under a new token (one open
+    assignment per worker). A worker row is made only when a newcomer gets a slot, after
+    `on_new_worker` (a throttle that may raise) agrees: "nothing left" writes nothing.
     Raises Forbidden for a blocked worker and Invalid for an unknown batch name.
     """
-    standing = _standing_rows(conn, platform, worker_key, batch)
-    if not standing:
-        ensure_worker(conn, platform, worker_key, now)
-        standing = _standing_rows(conn, platform, worker_key, batch)
-    worker_id, blocked = standing[0].worker_id, standing[0].blocked
-    if blocked:
-        raise Forbidden("this worker is blocked from the study", "worker_id")
-    batches = _open_batches(standing)
+    standing = _batches_of(conn, platform, worker_key, batch)
+    worker_id, batches = standing.worker_id, standing.batches
     if batch is not None and not batches:
         raise Invalid(f"no open batch is named {batch!r}", "batch")
+    if worker_id is not None and standing.open_id is not None:
+        again = _reissue_open(conn, worker_id, batches, now)
+        if again is not None:
+            return again
 
     assignment_id = new_assignment_id()
-    slot = take_slot(conn, assignment_id, None, _eligible(batches), worker_id)
+    had = NO_WORKER if worker_id is None else worker_id
+    slot = take_slot(conn, assignment_id, None, _eligible(batches), had)
     if slot is None:
         # Stale assignments are expired only when nothing is free without them: most claims
         # find a slot at once and skip that work. Look again even when this claim expired
         # nothing: it may have waited for a concurrent claim that did, and (READ COMMITTED)
         # the next statement sees the slots that one freed.
         expire_stale(conn, now)
-        batches = _open_batches(_standing_rows(conn, platform, worker_key, batch))
-        slot = take_slot(conn, assignment_id, None, _eligible(batches), worker_id)
+        standing = _batches_of(conn, platform, worker_key, batch)
+        worker_id, batches = standing.worker_id, standing.batches
+        had = NO_WORKER if worker_id is None else worker_id
+        slot = take_slot(conn, assignment_id, None, _eligible(batches), had)
         if slot is None:
             return None
+    if worker_id is None:
+        if on_new_worker is not None:
+            on_new_worker(conn)
+        # A concurrent claim may have made this worker meanwhile: the constraints (one open
+        # assignment, one per item and worker) then refuse one of the two and it runs again.
+        worker_id, _ = ensure_worker(conn, platform, worker_key, now)
     token = new_token()
     cap = batches[slot.batch_id].max_items_per_worker
     conn.execute(
@@ -483,22 +621,7 @@ def claim(
             "expires_at": now + timedelta(seconds=timeout_s),
         },
     )
-    done = sum(b.done for b in batches.values())
-    total = sum(min(b.item_count, b.max_items_per_worker or b.item_count) for b in batches.values())
-    return Claim(
-        assignment_id=assignment_id,
-        token=token,
-        worker_id=worker_id,
-        batch=batches[slot.batch_id].name,
-        item_id=slot.item_id,
-        item_key=slot.key,
-        page=slot.page,
-        image=slot.image,
-        class_name=slot.class_name,
-        spec=slot.spec,
-        done=done,
-        total=max(total, done + 1),
-    )
+    return _claim_of(assignment_id, token, worker_id, slot, batches, batches[slot.batch_id].name)
 
 
 def submit(

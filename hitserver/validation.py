@@ -14,10 +14,17 @@ from typing import Any
 
 from hitserver.manifest import NAME_RE
 
-ASSIGNMENT_ID_RE = re.compile(r"^a[0-9a-f]{24}$")
-WORKER_ID_RE = re.compile(r"^[A-Za-z0-9_.@:-]{1,64}$")
-PROLIFIC_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-MTURK_ID_RE = re.compile(r"^[A-Z0-9]{1,64}$")
+# \A ... \Z, used with fullmatch: `$` also matches before a trailing newline, so
+# "alice\n" passed `^...$` with `re.match` and became a second worker that looks like "alice"
+# (and a blocked Prolific participant could come back as "PID%0A").
+ASSIGNMENT_ID_RE = re.compile(r"\Aa[0-9a-f]{24}\Z")
+WORKER_ID_RE = re.compile(r"\A[A-Za-z0-9_.@:-]{1,64}\Z")
+PROLIFIC_ID_RE = re.compile(r"\A[A-Za-z0-9_-]{1,64}\Z")
+MTURK_ID_RE = re.compile(r"\A[A-Z0-9]{1,64}\Z")
+# Characters that show nothing: a reason made only of these (and white space) is no reason.
+# Format characters (Cf: zero-width space and joiners, bidi controls, BOM) are found by their
+# category; these are letters and symbols that render blank.
+BLANK_LOOKING = frozenset("\u115f\u1160\u3164\uffa0\u2800\u180e")
 API_PLATFORMS = ("local", "simulated")
 
 
@@ -55,16 +62,29 @@ def _object(payload: Any, allowed: tuple[str, ...], required: tuple[str, ...]) -
     return payload
 
 
+def visible_chars(text: str) -> int:
+    """How many characters of `text` show something (not white space, format characters,
+    combining marks on their own, or blank-looking letters)."""
+    return sum(
+        1
+        for c in text
+        if not c.isspace()
+        and unicodedata.category(c) not in ("Cf", "Cc", "Cs", "Zs", "Zl", "Zp", "Mn", "Me")
+        and c not in BLANK_LOOKING
+    )
+
+
 def clean_reason(raw: Any, min_chars: int, max_chars: int) -> str:
     """The reason as stored: NFC-normalised, surrounding white space removed, control
-    characters other than newline and tab refused."""
+    characters other than newline and tab refused, and at least `min_chars` characters that
+    show something (zero-width and other invisible characters do not count)."""
     if not isinstance(raw, str):
         raise FieldError(400, "reason", "must be a string")
     text = unicodedata.normalize("NFC", raw.replace("\r\n", "\n")).strip()
     if any(unicodedata.category(c) in ("Cc", "Cs") and c not in "\n\t" for c in text):
         raise FieldError(422, "reason", "must not contain control characters")
-    if len(text) < min_chars:
-        raise FieldError(422, "reason", f"is required (at least {min_chars} characters)")
+    if len(text) < min_chars or visible_chars(text) < min_chars:
+        raise FieldError(422, "reason", f"is required (at least {min_chars} visible characters)")
     if len(text) > max_chars:
         raise FieldError(422, "reason", f"is longer than {max_chars} characters")
     return text
@@ -111,7 +131,7 @@ def parse_token(payload: Any) -> str:
 def clean_worker_id(raw: Any) -> str:
     if not isinstance(raw, str):
         raise FieldError(400, "worker_id", "must be a string")
-    if not WORKER_ID_RE.match(raw):
+    if not WORKER_ID_RE.fullmatch(raw):
         raise FieldError(422, "worker_id", "must be 1-64 letters, digits or _.@:-")
     return raw
 
@@ -129,6 +149,6 @@ def parse_claim(payload: Any) -> ClaimRequest:
             "through /mturk and /prolific)",
         )
     batch = body.get("batch")
-    if batch is not None and (not isinstance(batch, str) or not NAME_RE.match(batch)):
+    if batch is not None and (not isinstance(batch, str) or not NAME_RE.fullmatch(batch)):
         raise FieldError(400, "batch", "must be a batch name")
     return ClaimRequest(clean_worker_id(body["worker_id"]), platform, batch)

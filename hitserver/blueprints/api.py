@@ -8,9 +8,10 @@ from urllib.parse import quote
 
 from flask import Blueprint, Response, jsonify, request, url_for
 
-from hitserver.policy import Claim, PolicyError, Stored, claim, give_back, submit
+from hitserver.policy import Claim, PolicyError, Stored, give_back, submit
 from hitserver.quality import parse_telemetry, store_telemetry
-from hitserver.state import state
+from hitserver.state import claim_for_client, state
+from hitserver.throttle import RateLimited
 from hitserver.validation import (
     ASSIGNMENT_ID_RE,
     FieldError,
@@ -42,7 +43,10 @@ def field_error(exc: FieldError) -> tuple[Response, int]:
 
 @blueprint.errorhandler(PolicyError)
 def policy_error(exc: PolicyError) -> tuple[Response, int]:
-    return error(exc.status, exc.message, exc.field)
+    response, status = error(exc.status, exc.message, exc.field)
+    if isinstance(exc, RateLimited):
+        response.headers["Retry-After"] = str(exc.retry_after_s)
+    return response, status
 
 
 def task_payload(new: Claim) -> dict[str, Any]:
@@ -94,19 +98,9 @@ def health() -> Response:
 def create_assignment() -> tuple[Response, int] | Response:
     server = state()
     request_ = parse_claim(read_json())
-    if not server.settings.local_entry:
+    if not server.settings.admits_local:
         return error(403, "this study admits workers only through MTurk or Prolific", "platform")
-    now = server.clock()
-    new = server.write(
-        lambda conn: claim(
-            conn,
-            platform=request_.platform,
-            worker_key=request_.worker_id,
-            now=now,
-            timeout_s=server.settings.assignment_timeout_s,
-            batch=request_.batch,
-        ),
-    )
+    new = claim_for_client(server, request_.platform, request_.worker_id, request_.batch, None)
     if new is None:
         return Response(status=204)
     body = {
@@ -121,7 +115,7 @@ def create_assignment() -> tuple[Response, int] | Response:
 @blueprint.post("/assignments/<assignment_id>/response")
 def create_response(assignment_id: str) -> tuple[Response, int]:
     server = state()
-    if not ASSIGNMENT_ID_RE.match(assignment_id):
+    if not ASSIGNMENT_ID_RE.fullmatch(assignment_id):
         return error(404, "no such assignment", "assignment_id")
     payload = read_json()
     answer = parse_answer(
@@ -142,7 +136,7 @@ def create_response(assignment_id: str) -> tuple[Response, int]:
 @blueprint.post("/assignments/<assignment_id>/return")
 def return_assignment(assignment_id: str) -> tuple[Response, int]:
     server = state()
-    if not ASSIGNMENT_ID_RE.match(assignment_id):
+    if not ASSIGNMENT_ID_RE.fullmatch(assignment_id):
         return error(404, "no such assignment", "assignment_id")
     token = parse_token(read_json())
     now = server.clock()

@@ -34,9 +34,10 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 from hitserver.csrf import check_csrf
 from hitserver.models import Assignment, Batch, Item
 from hitserver.pages import fill
-from hitserver.policy import PolicyError, claim, find_worker
-from hitserver.state import state
+from hitserver.policy import PolicyError, find_worker
+from hitserver.state import claim_for_client, state
 from hitserver.stats import catch_record
+from hitserver.throttle import RateLimited
 from hitserver.validation import MTURK_ID_RE, PROLIFIC_ID_RE, WORKER_ID_RE
 
 blueprint = Blueprint("worker", __name__)
@@ -76,7 +77,7 @@ def index() -> WerkzeugResponse:
 @blueprint.get("/work")
 def start() -> Reply:
     batch = request.args.get("batch")
-    if not state().settings.local_entry:
+    if not state().settings.admits_local:
         return message("Closed", "This study admits participants through MTurk or Prolific.", 403)
     return render_template("start.html", batch=batch, worker=session.get("worker"))
 
@@ -84,12 +85,12 @@ def start() -> Reply:
 @blueprint.post("/work/start")
 def begin() -> Reply:
     check_csrf()
-    if not state().settings.local_entry:
+    if not state().settings.admits_local:
         return message("Closed", "This study admits participants through MTurk or Prolific.", 403)
     worker_id = request.form.get("worker_id", "").strip()
     if not worker_id:
         worker_id = "local-" + secrets.token_hex(6)
-    if not WORKER_ID_RE.match(worker_id):
+    if not WORKER_ID_RE.fullmatch(worker_id):
         return message(
             "Participant id", "Use 1 to 64 letters, digits or the characters _ . @ : -", 422
         )
@@ -106,7 +107,7 @@ def prolific() -> Reply:
     """
     values = {k: request.args.get(k, "") for k in ("PROLIFIC_PID", "STUDY_ID", "SESSION_ID")}
     for key, value in values.items():
-        if not PROLIFIC_ID_RE.match(value):
+        if not PROLIFIC_ID_RE.fullmatch(value):
             return message("Link incomplete", f"The study link lacks a valid {key}.", 400)
     session.clear()
     session["worker"] = {
@@ -142,7 +143,7 @@ def next_task() -> Reply:
     worker = session.get("worker")
     if not isinstance(worker, dict):
         return redirect(url_for("worker.start"))
-    if worker["platform"] == "local" and not server.settings.local_entry:
+    if worker["platform"] == "local" and not server.settings.admits_local:
         return message("Closed", "This study admits participants through MTurk or Prolific.", 403)
     current = session.get("current")
     if isinstance(current, dict):
@@ -153,21 +154,15 @@ def next_task() -> Reply:
             and (row.expires_at is None or row.expires_at > server.clock())
         ):
             return redirect(url_for("worker.task", assignment_id=current["id"]))
-    now = server.clock()
     try:
-        new = server.write(
-            lambda conn: claim(
-                conn,
-                platform=worker["platform"],
-                worker_key=worker["id"],
-                now=now,
-                timeout_s=server.settings.assignment_timeout_s,
-                batch=worker.get("batch"),
-                platform_assignment_id=worker.get("session"),
-            ),
+        new = claim_for_client(
+            server, worker["platform"], worker["id"], worker.get("batch"), worker.get("session")
         )
     except PolicyError as exc:
-        return message("Not available", exc.message, exc.status)
+        reply = make_response(message("Not available", exc.message, exc.status))
+        if isinstance(exc, RateLimited):
+            reply.headers["Retry-After"] = str(exc.retry_after_s)
+        return reply
     if new is None:
         session.pop("current", None)
         # The one place that knows the server has nothing left for this worker: the thank-you
@@ -261,17 +256,30 @@ def batch_file(batch: str, filename: str) -> Reply:
         abort(404)
     relative = target.relative_to(batch_dir).as_posix()
     if relative.startswith("pages/") and relative.endswith(".html"):
+        # A preview page in MTurk mode posts the answer to its link's turkSubmitTo: only
+        # MTurk's sites, as on /mturk/items (the CSP's form-action enforces it as well).
+        refused = _wrong_submit_site()
+        if refused is not None:
+            return refused
         return _page(batch_dir, relative, batch, None)
     return send_from_directory(batch_dir, relative, max_age=3600)
+
+
+def _wrong_submit_site() -> tuple[str, int] | None:
+    """A 400 page when the link's turkSubmitTo is not one of MTurk's sites, else None."""
+    submit_to = request.args.get("turkSubmitTo")
+    if submit_to is not None and submit_to.rstrip("/") not in MTURK_SUBMIT_HOSTS:
+        return message("Wrong link", "turkSubmitTo must be an MTurk site.", 400)
+    return None
 
 
 @blueprint.get("/mturk/items/<item_key>")
 def mturk_item(item_key: str) -> Reply:
     """ExternalQuestion URL of an item. MTurk appends assignmentId, hitId, workerId,
     turkSubmitTo; in preview assignmentId is ASSIGNMENT_ID_NOT_AVAILABLE. Reads only."""
-    submit_to = request.args.get("turkSubmitTo")
-    if submit_to is not None and submit_to.rstrip("/") not in MTURK_SUBMIT_HOSTS:
-        return message("Wrong link", "turkSubmitTo must be an MTurk site.", 400)
+    refused = _wrong_submit_site()
+    if refused is not None:
+        return refused
     server = state()
     with server.engine.connect() as conn:
         row = conn.execute(
@@ -280,7 +288,9 @@ def mturk_item(item_key: str) -> Reply:
             .where(Item.key == item_key)
         ).first()
         worker_key = request.args.get("workerId", "")
-        found = find_worker(conn, "mturk", worker_key) if MTURK_ID_RE.match(worker_key) else None
+        found = (
+            find_worker(conn, "mturk", worker_key) if MTURK_ID_RE.fullmatch(worker_key) else None
+        )
     if row is None:
         abort(404)
     if request.args.get("assignmentId") != PREVIEW and found is not None and found[1]:

@@ -94,7 +94,7 @@ def test_claim_shows_the_task_but_not_which_explanation_is_which(setup) -> None:
 def test_robot_a_follows_the_manifest_placement(setup) -> None:
     _, client, batch = setup(n=1)
     first = claim(client, "w1").json
-    second = claim(client, "w1").json
+    second = claim(client, "w2").json  # (one open assignment per worker: w1 would get tb-0001)
     assert second["item_id"] == "tb-0002"
     manifest = json.loads((batch / "manifest.json").read_text())
     item = manifest["items"][1]
@@ -285,6 +285,7 @@ def test_cap_per_worker(setup) -> None:
     assert answer(client, first).status_code == 201
     second = claim(client, "w1").json
     assert second["task"]["progress"] == "item 2 of 2"
+    assert answer(client, second).status_code == 201
     assert claim(client, "w1").status_code == 204
     assert claim(client, "w2").status_code == 201
 

@@ -91,6 +91,7 @@ def test_production_starts_with_strong_secrets(tmp_path: Path) -> None:
         "HITSERVER_ENV": "production",
         "HITSERVER_SECRET_KEY": GOOD_SECRET,
         "HITSERVER_ADMIN_TOKEN": "t" * 40,
+        "HITSERVER_LOCAL_ENTRY": "false",  # production needs it said explicitly
         "IBD_HOME": str(tmp_path),
     }
     app = create_app(load_settings(environ))

@@ -62,7 +62,9 @@ def test_claim_is_three_statements_and_submit_two(engine: Engine, write_batch, t
     sql = Statements(engine)
     sql.run(engine, _claim("w1"))  # first sight of w1 also inserts the worker
     assert any(s.startswith("INSERT INTO workers") for s, _ in sql.seen)
-    new = sql.run(engine, _claim("w1"))
+    first = in_transaction(engine, _claim("w1"))
+    in_transaction(engine, lambda c: submit(c, first.assignment_id, first.token, 4, "why", NOW))
+    new = sql.run(engine, _claim("w1"))  # a known worker with no open assignment
     assert [s.split()[0] for s, _ in sql.seen] == ["SELECT", "UPDATE", "INSERT"]
     stored = sql.run(engine, lambda c: submit(c, new.assignment_id, new.token, 4, "why", NOW))
     assert stored.created and stored.item_key == new.item_key
@@ -109,7 +111,7 @@ def test_a_free_slot_is_found_through_the_free_slot_index(
     for i in range(20):
         in_transaction(engine, _claim(f"w{i}"))
     sql = Statements(engine)
-    sql.run(engine, _claim("w0"))
+    sql.run(engine, _claim("w20"))  # (w0 holds an open assignment: it would get that again)
     take = [(s, p) for s, p in sql.seen if s.startswith("UPDATE item_slots")]
     assert len(take) == 1
     statement, params = take[0]

@@ -171,16 +171,20 @@ def test_prolific_done_page_gives_no_code_before_the_participant_is_done(app) ->
     # One answer, but the server has more for them.
     assert not_finished(client.get("/work/done"))
 
-    # The same participant in a second browser answers the rest while the first holds a task.
+    # The same participant in a second browser gets the task the first one holds (one open
+    # task per participant), under a new token: the first browser's copy no longer submits.
     _, first_task, _ = open_task(client)
     other = app.test_client()  # (every answer is 2, which passes the catch trial)
     other.get(PROLIFIC.format(pid="p1"))
     _, config, _ = open_task(other)
+    assert config["assignment_id"] == first_task["assignment_id"]
+    assert submit(client, first_task, 2).status_code == 403
     assert submit(other, config, 2).status_code == 201
+    _, last_task, _ = open_task(client)  # the last item, held in the first browser
+    assert not_finished(other.get("/work/done"))
+    assert submit(client, last_task, 2).status_code == 201
     done, _, _ = open_task(other)
-    assert done.endswith("/work/done")  # nothing left to claim: the last item is held
-    assert not_finished(other.get("/work/done"))  # ...by their own open assignment
-    assert submit(client, first_task, 2).status_code == 201
+    assert done.endswith("/work/done")
     page = other.get("/work/done").get_data(as_text=True)
     assert "You answered 3 tasks" in page
     assert "app.prolific.com/submissions/complete?cc=C0DE-OK" in page
@@ -188,9 +192,8 @@ def test_prolific_done_page_gives_no_code_before_the_participant_is_done(app) ->
 
 def test_a_participant_who_got_nothing_gets_no_code(app) -> None:
     api = app.test_client()
-    for worker in ("w1", "w2"):  # two workers hold every slot of the 3 items x 2
-        for _ in range(3):
-            assert api.post("/api/assignments", json={"worker_id": worker}).status_code == 201
+    for worker in range(6):  # six workers hold every slot of the 3 items x 2 (one each)
+        assert api.post("/api/assignments", json={"worker_id": f"w{worker}"}).status_code == 201
     client = app.test_client()
     client.get(PROLIFIC.format(pid="late"))
     done, _, _ = open_task(client)
@@ -215,7 +218,8 @@ def test_mturk_preview_is_read_only(app) -> None:
     # worker.mturk.com is where MTurk's workers see ExternalQuestion frames today.
     assert response.headers["Content-Security-Policy"] == (
         "frame-ancestors https://www.mturk.com https://workersandbox.mturk.com "
-        "https://worker.mturk.com"
+        "https://worker.mturk.com; "
+        "form-action 'self' https://www.mturk.com https://workersandbox.mturk.com"
     )
     assert "X-Frame-Options" not in response.headers
     accepted = client.get(

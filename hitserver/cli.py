@@ -436,8 +436,15 @@ def _configure_prolific(parser: argparse.ArgumentParser) -> None:
     action("sync", "pull the study's submissions; report mismatches both ways")
     for name, text in (("approve", "approve"), ("reject", "reject")):
         p = action(name, f"{text} the submissions awaiting review, by the rules (dry run)")
+        p.add_argument(
+            "--study-config", metavar="FILE",
+            help="study config whose [exclusion] table sets the thresholds (as for analysis)",
+        )  # fmt: skip
         p.add_argument("--min-seconds", type=float, metavar="S", help="reject a median under S")
-        p.add_argument("--max-pasted", type=int, metavar="K", help="reject more than K pasted")
+        p.add_argument(
+            "--max-pasted", type=float, metavar="F",
+            help="reject more than a fraction F of the reasons pasted",
+        )  # fmt: skip
         p.add_argument("--send", action="store_true", help="send the decisions to Prolific")
     p.add_argument("--submission", metavar="ID", help="reject this one submission by hand")
     p.add_argument("--category", help="with --submission: Prolific's rejection category")
@@ -502,6 +509,22 @@ def _prolific_sync(args: argparse.Namespace, engine: Any, client: Any) -> Any:
     return report
 
 
+def _review_rules(args: argparse.Namespace) -> Any:
+    from pathlib import Path
+
+    from hitserver.prolific import review
+
+    table = review.read_exclusion(Path(args.study_config)) if args.study_config else {}
+    pick = {"min_seconds": args.min_seconds, "max_pasted": args.max_pasted}
+    table.update({k: v for k, v in pick.items() if v is not None})
+    return review.Rules(
+        catch_fail_fraction=table.get("max_catch_fail", _settings(args).catch_fail_fraction),
+        min_median_seconds=table.get("min_seconds"),
+        max_pasted=table.get("max_pasted"),
+        pasted_share=table.get("pasted_share", review.PASTED_SHARE),
+    )
+
+
 def _prolific_review(args: argparse.Namespace, engine: Any, client: Any) -> None:
     from hitserver.prolific import review
 
@@ -515,11 +538,7 @@ def _prolific_review(args: argparse.Namespace, engine: Any, client: Any) -> None
     else:
         if args.action == "reject" and (args.category or args.message):
             raise UserError("--category and --message go with --submission")
-        rules = review.Rules(
-            catch_fail_fraction=_settings(args).catch_fail_fraction,
-            min_median_seconds=args.min_seconds,
-            max_pasted=args.max_pasted,
-        )
+        rules = _review_rules(args)
         wanted = "APPROVE" if args.action == "approve" else "REJECT"
         decisions = [d for d in review.plan(engine, args.batch, rules) if d.action == wanted]
     for d in decisions:

@@ -1,9 +1,13 @@
 """`hitserver prolific approve|reject`: review the study's submissions by the study's rules.
 
-Rules, in order (the first that applies decides): no answers here (NO_DATA); more than
-`catch_fail_fraction` of the catch trials failed (FAILED_CHECK); a median time per task under
-`--min-seconds` (TOO_QUICKLY); more than `--max-pasted` reasons pasted rather than typed, where
-the task page recorded it (LOW_EFFORT). Everything else is approved. A rejection always carries
+Rules, in order (the first that applies decides), with the thresholds of the study config's
+`[exclusion]` table that `analysis` applies too (`--study-config FILE`; flags override): no
+answers here (NO_DATA); more than `max_catch_fail` of the catch trials failed (FAILED_CHECK;
+default the server's `catch_fail_fraction`); a median time per task under `min_seconds`
+(TOO_QUICKLY); more than a fraction `max_pasted` of the reasons pasted rather than typed, of
+those the task page sent telemetry with (LOW_EFFORT; a reason is pasted when `pasted_chars` >=
+`pasted_share` x its length). Everything else is approved. The near-identical-reasons rule
+compares workers with each other; `analysis` applies it, review does not. A rejection always carries
 a category and a message the participant can read (Prolific requires at least 100 characters).
 
 Dry-run by default: the decisions are printed and nothing is sent without `--send`. The
@@ -13,9 +17,12 @@ after; a run interrupted in between sends it again harmlessly.
 
 from __future__ import annotations
 
+import json
 import statistics
+import tomllib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 from sqlalchemy import Engine, select, update
 
@@ -24,6 +31,7 @@ from hitserver.models import ProlificSubmission
 from hitserver.prolific.client import ProlificClient, ProlificError
 from hitserver.prolific.studies import study_row
 from hitserver.prolific.sync import Held, carry_review, held_sessions, require_synced
+from hitserver.quality import PASTED_SHARE
 
 SUBMISSIONS = "/api/v1/submissions/"
 MIN_MESSAGE_CHARS = 100  # Prolific's minimum for a rejection message
@@ -38,7 +46,44 @@ THANKS = "Thank you for taking part. We cannot approve this submission because "
 class Rules:
     catch_fail_fraction: float = 0.5
     min_median_seconds: float | None = None
-    max_pasted: int | None = None
+    max_pasted: float | None = None  # fraction of the reasons with telemetry
+    pasted_share: float = PASTED_SHARE
+
+
+CONFIG_KEYS = {"max_catch_fail", "min_seconds", "max_pasted", "pasted_share"}
+ANALYSIS_ONLY = {"max_near_identical", "similarity", "min_chars"}
+
+
+def read_exclusion(path: Path) -> dict[str, float]:
+    """The review's thresholds from a study config's `[exclusion]` table (.toml or .json)."""
+    try:
+        raw = path.read_bytes()
+        data = tomllib.loads(raw.decode()) if path.suffix == ".toml" else json.loads(raw)
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({exc.strerror})") from None
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{path}: not a valid study config ({exc})") from None
+    table = data.get("exclusion", {}) if isinstance(data, dict) else None
+    if not isinstance(table, dict):
+        raise UserError(f"{path}: 'exclusion' must be a table")
+    found: dict[str, float] = {}
+    for key, value in table.items():
+        if key not in CONFIG_KEYS | ANALYSIS_ONLY:
+            raise UserError(f"{path}: exclusion.{key}: unknown setting")
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise UserError(f"{path}: exclusion.{key}: must be a number >= 0, not {value!r}")
+        if key in CONFIG_KEYS:
+            found[key] = float(value)
+    return found
+
+
+def pasted_fraction(held: Held, share: float) -> float | None:
+    """The fraction of the answers with telemetry whose reason was mostly pasted."""
+    if not held.pastes:
+        return None
+    pasted = sum(1 for count, chars, length in held.pastes
+                 if count > 0 and chars >= share * max(1, length))  # fmt: skip
+    return pasted / len(held.pastes)
 
 
 @dataclass(frozen=True)
@@ -95,12 +140,13 @@ def _rejection(held: Held | None, rules: Rules) -> tuple[str, str, str] | None:
             f"{rules.min_median_seconds:.0f} seconds.",
             f"median {median:.1f} s per task",
         )
-    if rules.max_pasted is not None and held.pasted > rules.max_pasted:
+    pasted = pasted_fraction(held, rules.pasted_share)
+    if rules.max_pasted is not None and pasted is not None and pasted > rules.max_pasted:
         return (
             "LOW_EFFORT",
-            THANKS + f"the explanation was pasted instead of typed in {held.pasted} of your "
-            f"{held.answers} tasks, and the study asks for your own words in each of them.",
-            f"{held.pasted} pasted reasons",
+            THANKS + f"the explanation was pasted instead of typed in {pasted:.0%} of your "
+            "tasks, and the study asks for an explanation in your own words in each of them.",
+            f"{pasted:.0%} pasted reasons",
         )
     return None
 

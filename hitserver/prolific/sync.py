@@ -39,7 +39,8 @@ class Held:
     durations: list[float] = field(default_factory=list)
     catch_passed: int = 0
     catch_total: int = 0
-    pasted: int = 0
+    # (paste_count, pasted_chars, reason length) of each answer the page sent telemetry with
+    pastes: list[tuple[int, int, int]] = field(default_factory=list)
 
     @property
     def answers(self) -> int:
@@ -59,7 +60,6 @@ class SyncReport:
 
 def held_sessions(conn: Connection, batch_id: int) -> dict[str, Held]:
     """Every Prolific session with answers in the batch (any answered status)."""
-    paste = getattr(Response, "paste_count", None)  # participant telemetry, where recorded
     columns = [
         Assignment.id,
         Assignment.platform_assignment_id,
@@ -68,9 +68,12 @@ def held_sessions(conn: Connection, batch_id: int) -> dict[str, Held]:
         Response.choice,
         Response.duration_s,
         Item.expected_choices,
+        Response.reason,
+        Response.paste_count,
+        Response.pasted_chars,
     ]
     rows = conn.execute(
-        select(*columns, *([paste] if paste is not None else []))
+        select(*columns)
         .join(Response, Response.assignment_id == Assignment.id)
         .join(Worker, Worker.id == Assignment.worker_id)
         .join(Item, Item.id == Assignment.item_id)
@@ -88,8 +91,8 @@ def held_sessions(conn: Connection, batch_id: int) -> dict[str, Held]:
         if check is not None:
             entry.catch_total += 1
             entry.catch_passed += int(check)
-        if paste is not None and (row[-1] or 0) > 0:
-            entry.pasted += 1
+        if row.paste_count is not None:
+            entry.pastes.append((row.paste_count, row.pasted_chars or 0, len(row.reason)))
     return held
 
 

@@ -32,9 +32,15 @@ def flask_transport(app: Any) -> Transport:
     return send
 
 
-def answer_all(send: Transport, entry_url: str, choice: int, reason: str) -> str:
+def answer_all(
+    send: Transport,
+    entry_url: str,
+    choice: int,
+    reason: str,
+    telemetry: dict[str, Any] | None = None,
+) -> str:
     """Enter through the study URL, answer every task with `choice`; returns the `cc` code of
-    the thank-you page's redirect to Prolific."""
+    the thank-you page's redirect to Prolific. `telemetry`: what the task page would measure."""
     parts = urlsplit(entry_url)
     status, location, _ = send("GET", f"{parts.path}?{parts.query}", None)
     assert status == 302 and location.endswith("/work/next"), (status, location)
@@ -49,6 +55,8 @@ def answer_all(send: Transport, entry_url: str, choice: int, reason: str) -> str
         assert match is not None
         config = json.loads(match.group(1))
         body = {"token": config["token"], "choice": choice, "reason": reason}
+        if telemetry is not None:
+            body["telemetry"] = telemetry
         status, _, _ = send("POST", config["submit_url"], body)
         assert status == 201, status
     status, _, thanks = send("GET", "/work/done", None)

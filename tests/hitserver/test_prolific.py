@@ -511,3 +511,33 @@ def test_cli_publish_twice_and_dry_runs(
     assert "at least 100 characters" in capsys.readouterr().err
     assert main(["prolific", "stop", "pb", "--db", db_url]) == 0
     assert capsys.readouterr().out.strip() == "Prolific study of pb: AWAITING REVIEW"
+
+
+def test_the_study_configs_exclusion_table_sets_the_rules(
+    app: Any, db_url: str, env: None, standin: Any, tmp_path: Path, capsys: Any
+) -> None:
+    assert main([*PUBLISH, "--db", db_url]) == 0
+    [study] = standin.state.studies.values()
+    reason = "copied from somewhere else entirely"
+    pasted = {"paste_count": 1, "pasted_chars": len(reason), "reason_chars": len(reason)}
+    typed = {"paste_count": 0, "pasted_chars": 0, "reason_chars": 30}
+    sids = {}
+    for pid, choice, telemetry in (("paster", 1, pasted), ("typist", 5, typed)):
+        sid, url = standin.enter(study["id"], pid)
+        transport = participant.flask_transport(app)
+        standin.complete(sid, participant.answer_all(transport, url, choice, reason, telemetry))
+        sids[pid] = sid
+    config = tmp_path / "study.toml"
+    config.write_text("[exclusion]\nmax_catch_fail = 1.0\nmax_pasted = 0.0\nsimilarity = 0.9\n")
+    capsys.readouterr()
+    assert main(["prolific", "reject", "pb", "--study-config", str(config), "--db", db_url]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[1].startswith(
+        f"REJECT {sids['paster']} (participant paster; 100% pasted reasons) LOW_EFFORT: Thank you"
+    )
+    assert lines[2] == "dry run: 1 to reject; add --send to send them"  # typist failed 1/1 <= 1.0
+    assert main(["prolific", "approve", "pb", "--study-config", str(config), "--db", db_url]) == 0
+    assert f"APPROVE {sids['typist']} (participant typist" in capsys.readouterr().out
+    config.write_text("[exclusion]\nmax_catch_fail = 1.0\nbogus = 1\n")
+    assert main(["prolific", "reject", "pb", "--study-config", str(config), "--db", db_url]) == 2
+    assert capsys.readouterr().err.strip().endswith("exclusion.bogus: unknown setting")

@@ -94,6 +94,8 @@ def read_config(path: Path) -> list[dict[str, Any]]:
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a table/object at the top level")
     batches = data.pop("batches", None)
+    # The same file may carry the analysis' exclusion rules (`analysis --config`).
+    data.pop("exclusion", None)
     _check_keys(data, f"{path}")
     if batches is None:
         entries = [{}]

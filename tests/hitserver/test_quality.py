@@ -217,3 +217,40 @@ def test_dashboard_shows_catch_median_time_and_flags(setup, clock) -> None:
         assert "failed catch trials" in row[worker]
         assert "fast" in row[worker] and "pasted 4" in row[worker]
         assert "near-identical reasons 4" in row[worker]
+
+
+def test_analysis_reads_the_quality_columns_from_the_database(setup, db_url, tmp_path, clock):
+    """Round trip: answers with telemetry through the API, the `ratings` view read by
+    `analysis`, its rules applied to what the page measured."""
+    from analysis import exclusion
+    from analysis.catch import ExclusionRule
+    from analysis.study import Sources, load
+
+    _, client = setup
+    words = {
+        "w1": ["boat and water fit", "sail on the sea", "sky over a harbor", "equal to me"],
+        "w2": ["the masks cover boats", "left one is neater", "right misses water", "same"],
+        "w3": ["pasted text number one", "pasted text two here", "a third pasted", "fourth"],
+    }
+    for worker, seconds in (("w1", 20), ("w2", 40), ("w3", 4)):
+        for k in range(4):
+            new = claim(client, worker)
+            clock.advance(seconds + k)
+            choice = 3 if new["item_id"] == "tq-0004" else 2
+            text_ = words[worker][k]
+            pasted = len(text_) if worker == "w3" else 0
+            body = {
+                "token": new["token"],
+                "choice": choice,
+                "reason": text_,
+                "telemetry": {"paste_count": int(pasted > 0), "pasted_chars": pasted},
+            }
+            url = f"/api/assignments/{new['assignment_id']}/response"
+            assert client.post(url, json=body).status_code == 201
+    rules = exclusion.Rules(min_seconds=10, max_pasted=0.5)
+    study = load(Sources(db=db_url, manifests=(tmp_path / "tq",)), ExclusionRule(), rules)
+    w = study.workers
+    assert w["median_duration_s"].to_dict() == {"w1": 21.5, "w2": 41.5, "w3": 5.5}
+    assert w["pasted_fraction"].to_dict() == {"w1": 0.0, "w2": 0.0, "w3": 1.0}
+    assert study.excluded_workers == ["w3"]
+    assert (w.loc["w3", "excluded_time"], w.loc["w3", "excluded_pasted"]) == (True, True)

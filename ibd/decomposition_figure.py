@@ -1,0 +1,98 @@
+"""The paper's Fig. 3: how a network composes its classes from concepts.
+
+Classes on the left, concepts on the right, one link per term of each class's decomposition
+w_k = s_1 q_{c_1} + ... + s_n q_{c_n} + r_k (paper eq. 3-6), its thickness proportional to the
+coefficient s (the largest shown coefficient gets the thickest line). Each class is labelled with
+its residual fraction ||r_k||^2 / ||w_k||^2, the part of the class the concepts leave unexplained.
+Concepts are placed at the mean height of the classes that use them, so links cross little.
+
+It reads the decompose.json contract (docs/contracts.md), so any decomposition can be drawn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ibd.errors import UserError
+
+
+def _classes(document: Mapping[str, Any], names: Sequence[str] | None, limit: int) -> list[dict]:
+    try:
+        entries = [dict(e) for e in document["classes"]]
+        by_name = {str(e["name"]): e for e in entries}
+    except (KeyError, TypeError) as exc:
+        raise UserError(f"not a decompose.json document: {type(exc).__name__} {exc}") from None
+    if names:
+        unknown = [n for n in names if n not in by_name]
+        if unknown:
+            raise UserError(f"classes not in the decomposition: {', '.join(unknown)}")
+        return [by_name[n] for n in names]
+    return entries[:limit]
+
+
+def _layout(classes: list[dict]) -> tuple[list[str], dict[str, float]]:
+    """Concept names in drawing order (by the mean row of their classes) and their heights."""
+    rows: dict[str, list[int]] = {}
+    for row, entry in enumerate(classes):
+        for concept in entry["concepts"]:
+            rows.setdefault(str(concept["name"]), []).append(row)
+    order = sorted(rows, key=lambda name: (sum(rows[name]) / len(rows[name]), name))
+    count = max(len(order), 1)
+    height = max(len(classes), 1)
+    return order, {name: (i + 0.5) * height / count for i, name in enumerate(order)}
+
+
+def draw_decomposition(
+    document: Mapping[str, Any],
+    out: str | Path,
+    *,
+    classes: Sequence[str] | None = None,
+    limit: int = 16,
+    title: str | None = None,
+) -> Path:
+    """Draw the decompositions of `classes` (default: the first `limit`) to a PNG at `out`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = _classes(document, classes, limit)
+    if not shown:
+        raise UserError("the decomposition has no classes to draw")
+    order, heights = _layout(shown)
+    peak = max((float(c["coefficient"]) for e in shown for c in e["concepts"]), default=1.0)
+    peak = peak if peak > 0 else 1.0
+    rows = max(len(shown), len(order))
+    fig, ax = plt.subplots(figsize=(8.5, 0.9 + 0.34 * rows))
+    colours = plt.get_cmap("tab20")
+    for row, entry in enumerate(shown):
+        y = len(shown) - 0.5 - row  # first class on top
+        colour = colours(row % 20)
+        label = f"{entry['name']}  (residual {100 * float(entry['residual_fraction']):.0f}%)"
+        ax.text(-0.02, y * rows / len(shown), label, ha="right", va="center", fontsize=9)
+        for concept in entry["concepts"]:
+            s = float(concept["coefficient"])
+            target = (len(shown) - heights[str(concept["name"])]) * rows / len(shown)
+            ax.plot(
+                [0.0, 1.0],
+                [y * rows / len(shown), target],
+                color=colour,
+                linewidth=0.4 + 7.0 * max(s, 0.0) / peak,
+                alpha=0.75,
+                solid_capstyle="butt",
+            )
+    for name in order:
+        ax.text(1.02, (len(shown) - heights[name]) * rows / len(shown), name, ha="left",
+                va="center", fontsize=9)
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(0, rows)
+    ax.axis("off")
+    model = document.get("meta", {}).get("model") if isinstance(document, Mapping) else None
+    ax.set_title(title or f"Class decompositions{f' of {model}' if model else ''}", fontsize=11)
+    fig.subplots_adjust(left=0.3, right=0.8, top=1 - 0.45 / (0.9 + 0.34 * rows), bottom=0.02)
+    out = Path(out)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out

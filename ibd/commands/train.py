@@ -1,7 +1,7 @@
 """`ibd train`: train scene classifiers.
 
 - no flags: every concept-world role (world_resnet, world_resnet_mirror, world_vgg,
-  world_alexnet) on $IBD_HOME/world into $IBD_HOME/models/<role>.pt, reusing up-to-date
+  world_alexnet, world_vit) on $IBD_HOME/world into $IBD_HOME/models/<role>.pt, reusing up-to-date
   checkpoints;
 - `--world DIR --arch NAME --out FILE`: one world model (`--arch world_resnet_mirror` mirrors
   the reference `world_resnet.pt` beside FILE: the one there if it was trained on this world

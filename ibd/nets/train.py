@@ -56,7 +56,7 @@ from ibd.world.writer import fingerprint
 
 REFERENCE = "world_resnet"
 MIRROR = "world_resnet_mirror"
-ROLES = (REFERENCE, MIRROR, "world_vgg", "world_alexnet")
+ROLES = (REFERENCE, MIRROR, "world_vgg", "world_alexnet", "world_vit")
 
 
 @dataclass(frozen=True)
@@ -82,6 +82,8 @@ ROLE_SETTINGS: dict[str, TrainSettings] = {
     REFERENCE: TrainSettings(epochs=10, lr=3e-3, near_misses=1.0),
     "world_vgg": TrainSettings(epochs=6, lr=3e-3, near_misses=1.0),
     "world_alexnet": TrainSettings(epochs=3, lr=1.5e-3, near_misses=1.0),
+    # a transformer: AdamW's usual ViT weight decay and a lower peak rate than the CNNs
+    "world_vit": TrainSettings(epochs=12, lr=1e-3, weight_decay=0.05, near_misses=1.0),
 }
 
 # Near misses of the world's training images at an input size, drawn at most once per call of

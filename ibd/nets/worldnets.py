@@ -11,6 +11,15 @@ decomposition applies exactly (logit_k = w_k . GAP(A) + b_k, A the feature layer
 
 The mirrored reference (`world_resnet_mirror`, the paper's resnet50*) is `world_resnet` with
 every kernel flipped (`ibd.nets.mirror`), saved as its own checkpoint.
+
+- `world_vit` (a vision transformer, a family the paper predates): torchvision's
+  `VisionTransformer` with a convolutional stem (four stride-2 3x3 convs, Xiao et al. 2021,
+  "Early convolutions help transformers see better": a patchify stem does not learn from a few
+  thousand images) giving 7 x 7 patch tokens and a class token, then transformer blocks and the
+  final layer norm. Its head reads the mean of the *patch* tokens after that norm (the class token
+  stays in the sequence, where it only serves as a register that attention can use), so its
+  logits are `w_k . GAP(A) + b_k` with A the final norm's output `encoder.ln` seen as a
+  D x 7 x 7 map once the class token is dropped: CAM and IBD apply exactly.
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock, conv1x1
+from torchvision.models.vision_transformer import ConvStemConfig, VisionTransformer
 
 from ibd.nets.architectures import ArchSpec
 
@@ -108,6 +118,36 @@ def world_alexnet(num_classes: int) -> nn.Module:
     return GapClassifier(features, 64, num_classes)
 
 
+class WorldViT(VisionTransformer):
+    """torchvision's ViT with a conv stem whose head is linear in the mean of the patch tokens
+    after the final norm (`encoder.ln`), instead of reading the class token."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self._process_input(x)
+        cls = self.class_token.expand(tokens.shape[0], -1, -1)
+        tokens = self.encoder(torch.cat([cls, tokens], dim=1))  # N x (1 + 49) x D, cls first
+        return self.heads(tokens[:, 1:].mean(dim=1))
+
+
+VIT_STEM = (24, 48, 96, 128)  # stride 2 each: 112 -> 7 (a 16-pixel "patch")
+VIT_WIDTH, VIT_DEPTH, VIT_HEADS, VIT_MLP = 128, 4, 4, 256
+
+
+def world_vit(num_classes: int) -> nn.Module:
+    """conv stem 24/2, 48/2, 96/2, 128/2 -> 1x1 to 128 -> 49 patch tokens + class token ->
+    4 blocks (4 heads, MLP 256) -> layer norm -> mean of the patch tokens -> fc."""
+    return WorldViT(
+        image_size=WORLD_INPUT[0],
+        patch_size=2 ** len(VIT_STEM),
+        num_layers=VIT_DEPTH,
+        num_heads=VIT_HEADS,
+        hidden_dim=VIT_WIDTH,
+        mlp_dim=VIT_MLP,
+        num_classes=num_classes,
+        conv_stem_configs=[ConvStemConfig(width, 3, 2) for width in VIT_STEM],
+    )
+
+
 SPECS = [
     ArchSpec(
         "world_resnet",
@@ -129,5 +169,12 @@ SPECS = [
         "features",
         WORLD_INPUT,
         description="concept world AlexNet role: stride-4 7x7 conv + 3 convs, 64x14x14",
+    ),
+    ArchSpec(
+        "world_vit",
+        world_vit,
+        "encoder.ln",
+        WORLD_INPUT,
+        description="concept world vision transformer: conv stem, 4 blocks, 7x7 tokens of 128",
     ),
 ]

@@ -35,6 +35,7 @@ FAST = {
     "world_resnet": TrainSettings(epochs=1, lr=3e-3),
     "world_vgg": TrainSettings(epochs=1, lr=1e-3),
     "world_alexnet": TrainSettings(epochs=1, lr=1e-3),
+    "world_vit": TrainSettings(epochs=1, lr=1e-3),
 }
 
 
@@ -116,7 +117,13 @@ def test_a_tiny_model_learns_the_tiny_world(world: Path, tmp_path: Path) -> None
 def test_roles_are_cached_until_their_inputs_change(world: Path, roles: Path) -> None:
     files = {p.name: p.read_bytes() for p in roles.glob("*.pt")}
     assert sorted(files) == sorted(
-        ["world_resnet.pt", "world_resnet_mirror.pt", "world_vgg.pt", "world_alexnet.pt"]
+        [
+            "world_resnet.pt",
+            "world_resnet_mirror.pt",
+            "world_vgg.pt",
+            "world_alexnet.pt",
+            "world_vit.pt",
+        ]
     )
     messages: list[str] = []
     again = train_roles(world, roles, progress=False, log=messages.append, settings=FAST)

@@ -165,20 +165,57 @@ def choose(rater: Rater, q_a: float, q_b: float, rng: random.Random) -> int:
     return 5
 
 
+OPENERS = (
+    "", "I think", "To me", "Honestly,", "Looking closely,", "At first glance", "Overall",
+    "After comparing both,", "In my view", "Hmm,", "Well,", "Clearly",
+)  # fmt: skip
+CLOSERS = (
+    "", "that decided it.", "so I went with that.", "as far as I can tell.",
+    "which matters most here.", "the rest looked fine.", "not a hard call.",
+    "though it was close.", "that is my reason.", "it seemed obvious.",
+)  # fmt: skip
+CARELESS_REASON = "The robot I chose gives the more reasonable explanation of the picture."
+"""What every careless rater pastes into the reason box (the same text: near-identical)."""
+
+
 def reason(choice: int, worst_a: str | None, worst_b: str | None, rng: random.Random) -> str:
-    """A short written reason in a rater's words."""
+    """A short written reason in a rater's words (an opener and a closer drawn per answer, so
+    two raters seldom write near-identical reasons)."""
     if choice == 3:
-        return rng.choice(
+        core = rng.choice(
             [
-                "Both explanations point at similar things in the picture.",
-                "I can't see much difference between the two robots.",
+                "both explanations point at similar things in the picture",
+                "I can't see much difference between the two robots",
+                "the two robots highlight about the same regions",
             ]
         )
-    loser, worst = ("B", worst_b) if choice in (1, 2) else ("A", worst_a)
-    winner = "A" if loser == "B" else "B"
-    if worst:
-        return f"Robot {loser}'s '{worst}' highlight does not match the picture well."
-    return f"Robot {winner}'s highlighted region fits the scene better."
+    else:
+        loser, worst = ("B", worst_b) if choice in (1, 2) else ("A", worst_a)
+        winner = "A" if loser == "B" else "B"
+        core = (
+            f"robot {loser}'s '{worst}' highlight does not match the picture well"
+            if worst
+            else f"robot {winner}'s highlighted region fits the scene better"
+        )
+    text = " ".join(part for part in (rng.choice(OPENERS), core, rng.choice(CLOSERS)) if part)
+    return text[0].upper() + text[1:]
+
+
+def telemetry(rater: Rater, text: str, rng: random.Random) -> dict[str, Any]:
+    """What the task page would have measured: careful raters look for a while and type;
+    careless ones glance and paste the same stock reason (what the exclusion rules catch).
+    The server's own time, claim to submit, is real and short for every simulated rater."""
+    if rater.careless:
+        visible, blurs, pasted = rng.uniform(1.0, 4.0), rng.randint(0, 3), len(text)
+    else:
+        visible, blurs, pasted = max(3.0, rng.gauss(25.0, 8.0)), int(rng.random() < 0.2), 0
+    return {
+        "visible_s": round(visible, 3),
+        "blur_count": blurs,
+        "paste_count": int(pasted > 0),
+        "pasted_chars": pasted,
+        "reason_chars": len(text),
+    }
 
 
 @dataclass
@@ -223,6 +260,8 @@ class Study:
         q_a, worst_a = quality(a, self.shown_masks(batch, a["masks"]), truth, defining)
         q_b, worst_b = quality(b, self.shown_masks(batch, b["masks"]), truth, defining)
         choice = choose(rater, q_a, q_b, rng)
+        if rater.careless:
+            return choice, CARELESS_REASON
         return choice, reason(choice, worst_a, worst_b, rng)
 
 
@@ -285,7 +324,12 @@ def answer_task(
     status, body = _post(
         base_url,
         f"/api/assignments/{task['assignment_id']}/response",
-        {"token": task["token"], "choice": choice, "reason": text},
+        {
+            "token": task["token"],
+            "choice": choice,
+            "reason": text,
+            "telemetry": telemetry(rater, text, rng),
+        },
         timeout,
     )
     if status not in (200, 201):

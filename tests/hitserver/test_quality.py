@@ -254,3 +254,27 @@ def test_analysis_reads_the_quality_columns_from_the_database(setup, db_url, tmp
     assert w["pasted_fraction"].to_dict() == {"w1": 0.0, "w2": 0.0, "w3": 1.0}
     assert study.excluded_workers == ["w3"]
     assert (w.loc["w3", "excluded_time"], w.loc["w3", "excluded_pasted"]) == (True, True)
+
+
+def test_simulated_raters_send_what_a_page_would_measure() -> None:
+    import random
+
+    from hitserver.quality import parse_telemetry
+    from hitserver.simulate import CARELESS_REASON, Rater, reason, telemetry
+
+    careful = Rater("sim-0-000", 0.0, 0.1, 0.05, 0.3, careless=False)
+    careless = Rater("sim-0-001", 0.0, 0.1, 0.05, 0.3, careless=True)
+    rng = random.Random(0)
+    texts = [reason(1, None, "boat", rng) for _ in range(50)]
+    assert all("robot b's 'boat' highlight" in t.lower() for t in texts)
+    assert len(set(texts)) > 20  # openers and closers vary the wording
+    for written in texts:
+        sent = telemetry(careful, written, rng)
+        assert parse_telemetry(sent) is not None  # valid for the server
+        assert (sent["paste_count"], sent["pasted_chars"], sent["reason_chars"]) == (
+            0, 0, len(written),
+        )  # fmt: skip
+        assert sent["visible_s"] >= 3.0
+    pasted = telemetry(careless, CARELESS_REASON, rng)
+    assert (pasted["paste_count"], pasted["pasted_chars"]) == (1, len(CARELESS_REASON))
+    assert 1.0 <= pasted["visible_s"] <= 4.0

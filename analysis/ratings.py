@@ -124,8 +124,22 @@ def read_csv(path: Path) -> pd.DataFrame:
         raise UserError(f"{path}: cannot read as CSV: {exc}") from None
     except pd.errors.EmptyDataError:
         raise UserError(f"{path}: empty file, not a ratings export") from None
+    # `hitserver export` writes a text cell that a spreadsheet would run as a formula with a
+    # leading "'" (docs/hitserver.md, Security model); undone here, so the CSV reads as the
+    # database's `ratings` view does.
+    frame = frame.apply(lambda column: column.map(_unneutralise, na_action="ignore"))
     # A CSV's first data line is line 2 (after the header).
     return _tidy(frame, str(path), row_offset=2)
+
+
+# The first characters `hitserver.export.neutralise` escapes.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "'")
+
+
+def _unneutralise(text: str) -> str:
+    if text.startswith("'") and text[1:].startswith(_FORMULA_STARTS):
+        return text[1:]
+    return text
 
 
 def read_database(url: str) -> pd.DataFrame:

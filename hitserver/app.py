@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 
 from flask import Flask, Request, Response, abort, jsonify, make_response, render_template, request
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
+from markupsafe import Markup
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -71,6 +72,8 @@ def create_app(
         settings=settings, engine=engine, write=writer_for(engine), clock=clock
     )
     app.jinja_env.globals["csrf_token"] = csrf_token
+    # Every value a template prints: bidi controls shown as [U+202E], not obeyed.
+    app.jinja_env.finalize = inert_bidi
     if settings.proxies:
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
             app.wsgi_app,
@@ -155,6 +158,21 @@ def _register_errors(app: Flask) -> None:
     def damaged(_exc: DamagedPage) -> tuple[Response, int]:
         app.logger.error("task page damaged on disk: %s", request.path)
         return unavailable("this task page is damaged on the server; the study admin is told")
+
+
+# Characters that reorder the text around them: a reason with U+202E (right-to-left override)
+# would show the admin page's text reversed and disguised. Shown as their code points instead.
+BIDI_CONTROLS = frozenset(
+    "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+)
+
+
+def inert_bidi(value: object) -> object:
+    """A template value with its bidi control characters written out as `[U+XXXX]`."""
+    if not isinstance(value, str) or not any(c in BIDI_CONTROLS for c in value):
+        return value
+    shown = "".join(f"[U+{ord(c):04X}]" if c in BIDI_CONTROLS else c for c in value)
+    return Markup(shown) if isinstance(value, Markup) else shown  # safe stays safe
 
 
 def _reply(status: int, message: str) -> Response:

@@ -110,12 +110,33 @@ def wide_rows(conn: Connection, batch: str | None = None) -> Iterator[dict[str, 
         }
 
 
+# A cell starting with one of these is a formula to a spreadsheet: a reason "=HYPERLINK(...)"
+# would run when a researcher opens the export. Such a cell is written with a leading "'"
+# (which spreadsheets show as text); a cell that starts with "'" itself gets one more, so the
+# change is undone exactly by `unneutralise` (analysis.ratings.read_csv does the same).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "'")
+
+
+def neutralise(value: object) -> object:
+    """A text cell a spreadsheet will not run as a formula; other values unchanged."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+def unneutralise(text: str) -> str:
+    """The cell as stored, from the cell as exported (the inverse of `neutralise`)."""
+    if text.startswith("'") and text[1:].startswith(FORMULA_STARTS):
+        return text[1:]
+    return text
+
+
 def write_csv(rows: Iterable[dict[str, object]], columns: tuple[str, ...], out: TextIO) -> int:
     writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     count = 0
     for row in rows:
-        writer.writerow(row)
+        writer.writerow({key: neutralise(value) for key, value in row.items()})
         count += 1
     return count
 

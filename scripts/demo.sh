@@ -141,7 +141,10 @@ fi
 "$BIN/hitserver" load --assignments 3 "${BATCHES[@]}"
 mv "$LOADED.new" "$LOADED"
 mkdir -p "$H"
-[ -s "$H/admin-token" ] || "$BIN/python" -c "import secrets; print(secrets.token_urlsafe(32))" > "$H/admin-token"
+# The admin token is a password: readable by its owner only (umask in a subshell, so the file
+# is never world-readable, not even for a moment; chmod for a token left by an older demo).
+[ -s "$H/admin-token" ] || (umask 077 && "$BIN/python" -c "import secrets; print(secrets.token_urlsafe(32))" > "$H/admin-token")
+chmod 600 "$H/admin-token"
 export HITSERVER_ADMIN_TOKEN
 HITSERVER_ADMIN_TOKEN=$(cat "$H/admin-token")
 

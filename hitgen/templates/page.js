@@ -22,6 +22,12 @@
     document.body.setAttribute("data-mode", mode);
   }
 
+  function submitSiteAllowed(submitTo) {
+    var site = submitTo.replace(/\/+$/, "");
+    return site === "https://www.mturk.com" || site === "https://workersandbox.mturk.com" ||
+      site === window.location.origin;
+  }
+
   function disableForm() {
     for (var i = 0; i < form.elements.length; i++) {
       form.elements[i].disabled = true;
@@ -131,6 +137,11 @@
       setMode("broken");
       disableForm();
       say(notice, "This task could not be set up (no turkSubmitTo). Please tell the requester.", true);
+    } else if (!submitSiteAllowed(submitTo)) {
+      // A link can name any turkSubmitTo: answers go only to MTurk (or this page's own site).
+      setMode("broken");
+      disableForm();
+      say(notice, "This task's link names a submit site that is not MTurk's; answers are not sent there.", true);
     } else {
       setMode("mturk");
       document.getElementById("assignment-id").value = assignmentId;

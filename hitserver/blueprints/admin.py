@@ -5,11 +5,18 @@ Authentication: `Authorization: Bearer $HITSERVER_ADMIN_TOKEN` (constant-time co
 login form checked against `HITSERVER_ADMIN_PASSWORD_HASH` that sets a signed session cookie.
 Forms carry a CSRF token; bearer requests need none (a browser never adds that header by
 itself). No credentials: 401; a wrong token: 403.
+
+A log-in is also a row of `admin_sessions` (the cookie carries a random id, the table its
+SHA-256): log-out deletes the row, so a copied cookie stops working, and a log-in expires after
+ADMIN_SESSION_S whatever the cookie says. Failed log-ins are throttled per client address with
+a doubling wait (hitserver.throttle), checked before the password hash is computed.
 """
 
 from __future__ import annotations
 
 import io
+import secrets
+from datetime import timedelta
 
 from flask import (
     Blueprint,
@@ -24,20 +31,23 @@ from flask import (
     session,
     url_for,
 )
-from sqlalchemy import Update, select, update
+from sqlalchemy import Connection, Update, delete, insert, select, update
 from werkzeug.security import check_password_hash
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from hitserver.csrf import check_csrf, csrf_token
 from hitserver.export import FORMATS, export
-from hitserver.models import Batch, Worker
+from hitserver.models import AdminSession, Batch, Worker
 from hitserver.quality import worker_quality
-from hitserver.security import secret_equals
-from hitserver.state import state
+from hitserver.security import secret_equals, token_digest
+from hitserver.state import client_address, state
 from hitserver.stats import batch_summaries, recent_answers, worker_summaries
+from hitserver.throttle import login_failed, login_succeeded, login_wait
 
 blueprint = Blueprint("admin", __name__, url_prefix="/admin")
 PUBLIC = ("admin.login", "admin.login_form")
+# How long an admin log-in lasts (server-side; the signed cookie itself lasts 12 hours).
+ADMIN_SESSION_S = 8 * 3600
 
 Reply = Response | WerkzeugResponse | tuple[str, int]
 
@@ -63,12 +73,25 @@ def authenticate() -> Response | None:
             return _refuse(403, "Wrong admin token.")
         g.admin_bearer = True
         return None
-    if session.get("admin") is True:
+    if _logged_in():
         g.admin_bearer = False
         if request.method == "POST":
             check_csrf()
         return None
     return _refuse(401, "Log in at /admin/login or send a bearer token.")
+
+
+def _logged_in() -> bool:
+    """Whether the session cookie names an admin log-in that is still open server-side."""
+    sid = session.get("admin_sid")
+    if not isinstance(sid, str):
+        return False
+    server = state()
+    with server.engine.connect() as conn:
+        expires = conn.execute(
+            select(AdminSession.expires_at).where(AdminSession.id == token_digest(sid))
+        ).scalar()
+    return expires is not None and expires > server.clock()
 
 
 @blueprint.get("/login")
@@ -80,19 +103,52 @@ def login_form() -> Reply:
 @blueprint.post("/login")
 def login() -> Reply:
     check_csrf()
-    password_hash = state().settings.admin_password_hash
+    server = state()
+    password_hash = server.settings.admin_password_hash
     password = request.form.get("password", "")
+    address = client_address()
+    now = server.clock()
+    # Before the hash: a throttled guess costs the server nothing.
+    with server.engine.begin() as conn:
+        wait = login_wait(conn, address, now)
+    if wait > 0:
+        response = _refuse(429, "Too many failed log-ins from this address; wait and try again.")
+        response.headers["Retry-After"] = str(int(wait + 0.999))
+        return response
     if not password_hash or not check_password_hash(password_hash, password):
+        server.write(lambda conn: login_failed(conn, address, now))
         return render_template("admin_login.html", enabled=bool(password_hash), failed=True), 403
+    sid = secrets.token_urlsafe(32)
+
+    def open_session(conn: Connection) -> None:
+        login_succeeded(conn, address)
+        conn.execute(delete(AdminSession).where(AdminSession.expires_at <= now))
+        conn.execute(
+            insert(AdminSession).values(
+                id=token_digest(sid),
+                created_at=now,
+                expires_at=now + timedelta(seconds=ADMIN_SESSION_S),
+            )
+        )
+
+    server.write(open_session)
     # A fresh session on login: a cookie planted before it is worth nothing afterwards.
     session.clear()
-    session["admin"] = True
+    session["admin_sid"] = sid
     csrf_token()
     return redirect(url_for("admin.dashboard"))
 
 
 @blueprint.post("/logout")
 def logout() -> WerkzeugResponse:
+    sid = session.get("admin_sid")
+    if isinstance(sid, str):
+        # Server-side: the same cookie, copied or replayed, no longer logs anyone in.
+        state().write(
+            lambda conn: conn.execute(
+                delete(AdminSession).where(AdminSession.id == token_digest(sid))
+            )
+        )
     session.clear()
     return redirect(url_for("admin.login_form"))
 

@@ -32,11 +32,11 @@ import numpy as np
 from scipy.stats import mannwhitneyu
 
 from ibd import paths
-from ibd.basis import HELD_OUT_SPLIT
+from ibd.basis import HELD_OUT_SPLIT, Basis
 from ibd.data.broden import BrodenDataset
 from ibd.data.features import FeatureStore
+from ibd.decomposition import Decomposition
 from ibd.evaluation.scoring import lenient_correct, read_world
-from ibd.explain.concepts import read_basis, read_class_terms
 from ibd.nets.load import final_linear, load_model
 
 
@@ -84,9 +84,11 @@ def main() -> int:
     loaded = load_model(None, paths.model_path())
     w_t, b_t = final_linear(loaded.model)
     w, b = w_t.numpy().astype(np.float64), b_t.numpy().astype(np.float64)
-    q, names = read_basis(paths.basis_path())
-    q = q.astype(np.float64)
-    terms = read_class_terms(paths.decompose_path(), names, q, loaded)
+    basis = Basis.load(paths.basis_path())
+    q, names = basis.q.astype(np.float64), basis.names
+    dec = Decomposition.load(paths.decompose_path())
+    dec.check_fits(w, loaded.classes, q, names)
+    terms = [dec.terms(k) for k in range(len(loaded.classes))]
 
     images = store.images_in(HELD_OUT_SPLIT)
     maps = np.stack([store.features[i].reshape(-1, store.dim) for i in images]).astype(np.float64)

@@ -38,12 +38,13 @@ import torch
 from tqdm import tqdm
 
 from ibd import paths
+from ibd.basis import Basis
 from ibd.data.images import to_tensor
+from ibd.decomposition import Decomposition
 from ibd.evaluation import counterfactual
 from ibd.evaluation.scoring import lenient_correct, match_rules, read_world
-from ibd.explain.concepts import read_basis, read_class_terms
 from ibd.nets import hooks
-from ibd.nets.load import LoadedModel, load_model
+from ibd.nets.load import LoadedModel, final_linear, load_model
 from ibd.nets.train import read_scenes
 from ibd.world.writer import WorldSettings
 
@@ -91,8 +92,12 @@ def main() -> int:
     settings = WorldSettings.of_world(world_dir)
     world = read_world(world_dir / "world.json")
     loaded = load_model(None, paths.model_path())
-    q, names = read_basis(paths.basis_path())
-    terms = read_class_terms(paths.decompose_path(), names, q.astype(np.float64), loaded)
+    basis = Basis.load(paths.basis_path())
+    q, names = basis.q, basis.names
+    dec = Decomposition.load(paths.decompose_path())
+    w = final_linear(loaded.model)[0].double().numpy()
+    dec.check_fits(w, loaded.classes, q.astype(np.float64), names)
+    terms = [dec.terms(k) for k in range(len(loaded.classes))]
     splits = set(args.splits.split(","))
     _, rows = read_scenes(world_dir)
     images = [(i, path) for i, (path, split, _) in enumerate(rows) if split in splits]

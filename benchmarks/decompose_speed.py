@@ -1,4 +1,4 @@
-"""Class decomposition speed: the batched greedy NNLS (`ibd.decompose.greedy_nnls`) against the
+"""Class decomposition speed: the batched greedy NNLS (`ibd.decomposition.greedy_nnls`) against the
 literal loop over `scipy.optimize.nnls` for every candidate at every step (paper eq. 6).
 
 Problem of the paper's size: 365 classes x 660 concepts x D=512, 7 concepts per class, on a
@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 from scipy.optimize import nnls  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from ibd.decompose import gram_schmidt_pursuit, greedy_nnls  # noqa: E402
+from ibd.decomposition import gram_schmidt_pursuit, greedy_nnls  # noqa: E402
 
 
 def problem(seed: int, classes: int, concepts: int, dim: int) -> tuple[np.ndarray, np.ndarray]:

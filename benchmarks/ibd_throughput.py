@@ -21,8 +21,8 @@ import numpy as np
 import torch
 import torchvision
 
-from ibd.decompose import decompose
-from ibd.explain.concepts import concept_parts
+from ibd.decomposition import solve
+from ibd.explain.basis_decomposition import concept_parts
 from ibd.nets import hooks
 
 
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     raw = rng.standard_normal((660, 512))
     raw -= raw.mean(axis=1, keepdims=True)
     q_np = raw / np.linalg.norm(raw, axis=1, keepdims=True)
-    dec = decompose(q_np, model.fc.weight.detach().double().numpy())
+    dec = solve(q_np, model.fc.weight.detach().double().numpy())
     terms = [dec.terms(k) for k in range(365)]
     q = torch.as_tensor(q_np, dtype=torch.float32)
     names = [f"concept{c}" for c in range(660)]

@@ -3,7 +3,7 @@ alone (issue 4's target: >= 0.8 on the reference model).
 
 For each seed, the concept basis is learned again (the paper's procedure unless `--procedure`
 says otherwise, as `ibd basis learn --seed S`) from the demo's feature store of the reference
-model, every class is decomposed (`ibd.decompose.greedy_nnls`, 7 concepts), and its top 3 are
+model, every class is decomposed (`ibd.decomposition.greedy_nnls`, 7 concepts), and its top 3 are
 scored against `world.json` (`ibd.evaluation.scoring.match_rules`, lenient and strict) in two
 rankings: by coefficient s_i (eq. 6) and by mean contribution s_i q_i . a (eq. 9) over the store's
 held-out images that the model assigns to the class, a = the pooled feature vector. The model,
@@ -31,7 +31,7 @@ import numpy as np
 from ibd import paths
 from ibd.basis import HELD_OUT_SPLIT, PROCEDURES, Settings, learn
 from ibd.data.features import FeatureStore
-from ibd.decompose import greedy_nnls
+from ibd.decomposition import greedy_nnls
 from ibd.errors import UserError
 from ibd.evaluation.scoring import match_rules, rank_by_contribution, read_world
 from ibd.nets.load import final_linear, load_model

@@ -172,12 +172,12 @@ def _paper_q(config: dict[str, Any]) -> np.ndarray:
 
 
 def stage_decompose(config: dict[str, Any]) -> dict[str, Any]:
-    from ibd.decompose import decompose
+    from ibd.decomposition import solve
 
     _threads(config)
     q = _paper_q(config)
     w = np.random.default_rng(0).standard_normal((365, q.shape[1])) * (q.std() + 0.01)
-    dec = decompose(q, w)
+    dec = solve(q, w)
     out = Path(config["work"]) / "decomposition.npy"
     np.save(out, np.array([len(dec.terms(k)) for k in range(365)]))
     return {"items": 365, "unit": "class", "disk": str(out), "note": f"{len(q)} concepts"}
@@ -187,15 +187,15 @@ def stage_explain(config: dict[str, Any]) -> dict[str, Any]:
     import torch
     import torchvision
 
-    from ibd.decompose import decompose
-    from ibd.explain.concepts import concept_parts
+    from ibd.decomposition import solve
+    from ibd.explain.basis_decomposition import concept_parts
     from ibd.nets import hooks
 
     _threads(config)
     q_np = _paper_q(config)
     torch.manual_seed(0)
     model = getattr(torchvision.models, config["arch"])(num_classes=365).eval()
-    dec = decompose(q_np, model.fc.weight.detach().double().numpy())
+    dec = solve(q_np, model.fc.weight.detach().double().numpy())
     terms = [dec.terms(k) for k in range(365)]
     q = torch.as_tensor(q_np, dtype=torch.float32)
     names = [f"c{c}" for c in range(len(q))]

@@ -13,13 +13,28 @@ contributions s_i q_{c_i}.a plus the residual r_k.a + b_k (paper 2.3).
 
 Everything is batched over classes and candidates through the Gram matrix G = Q Q^T and the
 projections B = W Q^T, so no least-squares problem is solved per candidate.
+
+`decompose` is the public entry (`ibd.decompose`): class weights or a model, and a basis, in; a
+named `Decomposition` out, which `save`s and `load`s `decompose.json` (docs/contracts.md 6: its
+one writer and its one reader, below). `read_class_weights` reads a K x D `.npy`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import math
+import zipfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from ibd.errors import UserError
+
+if TYPE_CHECKING:
+    from ibd.basis import Basis
+    from ibd.nets.load import LoadedModel
 
 SOLVERS = ("nnls", "omp")
 
@@ -39,15 +54,24 @@ class Decomposition:
     residual_fraction: K, ||r_k||^2 / ||w_k||^2 (0 for an all-zero w_k).
     fraction_steps: K x n, the residual fraction after each step (NaN after a class stopped).
     weight_norm: K, ||w_k||; the authors' coefficients for w_k / ||w_k|| are s_i / ||w_k||.
+    class_names, concept_names: the names of the K classes and of the basis' C concepts (empty
+        when the solver was called on bare arrays; a file's class without a name is "").
+    meta: what was decomposed (model, basis, settings), written to `decompose.json`.
+    source: the file it was loaded from ("" when made here); errors name it.
+    A decomposition read from a file has no `residuals` (None): the file does not hold them.
     """
 
     solver: str
     concepts: np.ndarray
     coefficients: np.ndarray
-    residuals: np.ndarray
+    residuals: np.ndarray | None
     residual_fraction: np.ndarray
     fraction_steps: np.ndarray
     weight_norm: np.ndarray
+    class_names: list[str] = field(default_factory=list)
+    concept_names: list[str] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
 
     @property
     def counts(self) -> np.ndarray:
@@ -72,6 +96,182 @@ class Decomposition:
         n = int(self.counts[k])
         pairs = zip(self.concepts[k, :n], self.coefficients[k, :n], strict=True)
         return [(int(c), float(s)) for c, s in pairs]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The `decompose.json` document (docs/contracts.md 6), concepts in the order chosen."""
+        classes = []
+        for k, name in enumerate(self.class_names):
+            n = int(self.counts[k])
+            classes.append(
+                {
+                    "index": k,
+                    "name": name,
+                    "concepts": [
+                        {"name": self.concept_names[c], "index": c, "coefficient": s}
+                        for c, s in self.terms(k)
+                    ],
+                    "residual_fraction": float(self.residual_fraction[k]),
+                    "residual_fraction_steps": [float(x) for x in self.fraction_steps[k, :n]],
+                    "weight_norm": float(self.weight_norm[k]),
+                }
+            )
+        used = np.unique(self.concepts[self.concepts >= 0])
+        meta = {
+            **self.meta,
+            "solver": self.solver,
+            "num_classes": len(self.class_names),
+            "num_concepts": len(self.concept_names),
+            "concepts_used": len(used),
+            "coefficients_for": "raw class weights w_k (divide by weight_norm for unit w_k)",
+            "mean_residual_fraction_by_step": [float(x) for x in self.mean_fraction_by_step()],
+            "mean_residual_fraction": self.mean_residual_fraction,
+        }
+        return {"classes": classes, "meta": meta}
+
+    def save(self, path: str | Path) -> Path:
+        """Write `decompose.json` (replacing an earlier file only once it is written)."""
+        out = Path(path)
+        if out.is_dir():
+            raise UserError(f"{out} is a directory; give the decompose.json file to write")
+        tmp = out.with_name(out.name + ".tmp")
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(self.to_dict(), indent=1) + "\n", encoding="utf-8")
+            tmp.replace(out)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise UserError(f"cannot write {out}: {exc.strerror}") from None
+        return out
+
+    @classmethod
+    def load(cls, path: str | Path) -> Decomposition:
+        """Read a `decompose.json`; one-line errors for a missing, unreadable or malformed file.
+        Per class, `name`, `residual_fraction_steps` and `weight_norm` may be absent."""
+        path = Path(path)
+        document = _read_document(path)
+        classes = _parse_classes(path, document)
+        width = max((len(terms) for _, terms, _, _ in classes), default=0)
+        concepts = np.full((len(classes), width), -1, dtype=np.int64)
+        coefficients = np.zeros((len(classes), width))
+        steps = np.full((len(classes), width), np.nan)
+        for k, (_, terms, _, entry) in enumerate(classes):
+            for i, (c, s, _) in enumerate(terms):
+                concepts[k, i], coefficients[k, i] = c, s
+            given = [float(x) for x in entry.get("residual_fraction_steps") or []][:width]
+            steps[k, : len(given)] = given
+        meta = document.get("meta")
+        meta = dict(meta) if isinstance(meta, dict) else {}
+        return cls(
+            solver=str(meta.get("solver", "")),
+            concepts=concepts,
+            coefficients=coefficients,
+            residuals=None,
+            residual_fraction=np.array([fraction for _, _, fraction, _ in classes]),
+            fraction_steps=steps,
+            weight_norm=np.array([float(e.get("weight_norm", np.nan)) for *_, e in classes]),
+            class_names=[name for name, *_ in classes],
+            concept_names=_concept_names(path, classes),
+            meta=meta,
+            source=str(path),
+        )
+
+    def check_fits(
+        self, weight: np.ndarray, class_names: list[str], q: np.ndarray, concept_names: list[str]
+    ) -> None:
+        """Refuse (UserError) unless this decomposes exactly these class weights (K x D) over
+        this basis (q, C x D): same class count and names, each concept at its index in the
+        basis, and each class's residual fraction what its terms leave of w_k (a file made
+        from another model, or from this one before a retraining, fails that)."""
+        where = self.source or "the decomposition"
+        if len(self.class_names) != len(class_names):
+            raise UserError(
+                f"{where} decomposes {len(self.class_names)} classes but the model has "
+                f"{len(class_names)}: was it made from another model?"
+            )
+        for k, (mine, theirs) in enumerate(zip(self.class_names, class_names, strict=True)):
+            if mine and mine != theirs:
+                raise UserError(
+                    f"{where}: class {k} is {mine!r} but the model's class {k} is {theirs!r}: "
+                    "was it made from another model?"
+                )
+        for c in np.unique(self.concepts[self.concepts >= 0]).tolist():
+            name = self.concept_names[c] if c < len(self.concept_names) else ""
+            if c >= len(concept_names) or concept_names[c] != name:
+                raise UserError(
+                    f"{where}: concept {name!r} is not index {c} of the basis; "
+                    "was it made with another basis?"
+                )
+        w = np.asarray(weight, dtype=np.float64)
+        for k, class_name in enumerate(class_names):
+            residual = w[k] - sum((s * q[c] for c, s in self.terms(k)), np.zeros(w.shape[1]))
+            norm = float(w[k] @ w[k])
+            fraction = float(residual @ residual) / norm if norm > 0 else 0.0
+            if abs(fraction - float(self.residual_fraction[k])) > 1e-4:
+                raise UserError(
+                    f"{where}: class {class_name!r} leaves {fraction:.4f} of the model's class "
+                    f"weight unexplained, but the file says {self.residual_fraction[k]:.4f}: it "
+                    "decomposes other weights or another basis (another model, or either one "
+                    "before retraining); rerun `ibd decompose`"
+                )
+
+
+def _read_document(path: Path) -> dict[str, Any]:
+    try:
+        document = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"decomposition not found: {path} (run `ibd decompose`)") from None
+    except OSError as exc:
+        raise UserError(f"cannot read decomposition {path}: {exc.strerror}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path} is not a decompose.json: {type(exc).__name__} {exc}") from None
+    if not isinstance(document, dict):
+        raise UserError(f"{path} is not a decompose.json: not a JSON object")
+    return document
+
+
+# One class of a decompose.json: its name ("" when absent), its (index, coefficient, name)
+# terms, its residual fraction and the entry itself (for the optional keys).
+_ClassEntry = tuple[str, list[tuple[int, float, str]], float, dict[str, Any]]
+
+
+def _parse_classes(path: Path, document: dict[str, Any]) -> list[_ClassEntry]:
+    """The classes of a decompose.json in index order, each index 0..K-1 present once."""
+    try:
+        parsed = {
+            int(entry["index"]): (
+                str(entry.get("name") or ""),
+                [
+                    (int(c["index"]), float(c["coefficient"]), str(c["name"]))
+                    for c in entry["concepts"]
+                ],
+                float(entry["residual_fraction"]),
+                entry,
+            )
+            for entry in document["classes"]
+        }
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise UserError(f"{path} is not a decompose.json: {type(exc).__name__} {exc}") from None
+    if missing := sorted(set(range(len(parsed))) - set(parsed)):
+        raise UserError(f"{path} has no class {missing[0]} (classes must be numbered 0..K-1)")
+    for k in range(len(parsed)):
+        name, terms, fraction, _ = parsed[k]
+        numbers = [fraction, *(s for _, s, _ in terms)]
+        if not all(math.isfinite(x) for x in numbers):
+            raise UserError(f"{path}: class {name or k!r} has a NaN or infinite number")
+        if any(c < 0 for c, _, _ in terms):
+            raise UserError(f"{path}: class {name or k!r} has a negative concept index")
+    return [parsed[k] for k in range(len(parsed))]
+
+
+def _concept_names(path: Path, classes: list[_ClassEntry]) -> list[str]:
+    """Concept names by basis index as the file names them ("" for an index it never uses);
+    an index named two ways is an error."""
+    names: dict[int, str] = {}
+    for _, terms, _, _ in classes:
+        for c, _, name in terms:
+            if names.setdefault(c, name) != name:
+                raise UserError(f"{path}: concept {c} is named both {names[c]!r} and {name!r}")
+    return [names.get(c, "") for c in range(max(names, default=-1) + 1)]
 
 
 def _as_arrays(q: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -255,16 +455,114 @@ def gram_schmidt_pursuit(q: np.ndarray, w: np.ndarray, max_concepts: int = 7) ->
     return _finish("omp", q, w, concepts, steps)
 
 
-def decompose(
+def solve(
     q: np.ndarray,
     w: np.ndarray,
     solver: str = "nnls",
     max_concepts: int = 7,
     tol: float = 1e-6,
 ) -> Decomposition:
-    """Decompose every row of `w` (K x D) over the concept vectors `q` (C x D) with `solver`."""
+    """Decompose every row of `w` (K x D) over the concept vectors `q` (C x D) with `solver`
+    (bare arrays in, an unnamed `Decomposition` out; `decompose` names it)."""
     if solver == "nnls":
         return greedy_nnls(q, w, max_concepts=max_concepts, tol=tol)
     if solver == "omp":
         return gram_schmidt_pursuit(q, w, max_concepts=max_concepts)
     raise ValueError(f"unknown solver {solver!r}; choose from {', '.join(SOLVERS)}")
+
+
+def decompose(
+    class_weights_or_model: np.ndarray | LoadedModel,
+    basis: Basis | str | Path,
+    *,
+    solver: str = "nnls",
+    max_concepts: int = 7,
+    tol: float = 1e-6,
+    class_names: list[str] | None = None,
+    meta: dict[str, Any] | None = None,
+) -> Decomposition:
+    """Decompose each class's weight vector over the basis' concept vectors (paper eq. 3-6).
+
+    `class_weights_or_model`: a K x D array, or a model handle (`ibd.load_model`, `Model.wrap`)
+    whose final linear layer holds them. `basis`: an `ibd.Basis` or the path of a `basis.npz`.
+    `class_names` default to the model's classes, else `class_<k>`. `meta` (what was
+    decomposed: model, sources) goes first into the file's meta, then `dim` and `settings`.
+    `tol` is the nnls stopping threshold on ||r||^2 / ||w||^2."""
+    from ibd.basis import Basis
+
+    if solver not in SOLVERS:
+        raise UserError(f"unknown solver {solver!r}; choose from {', '.join(SOLVERS)}")
+    if max_concepts < 1:
+        raise UserError(f"max_concepts must be at least 1, got {max_concepts}")
+    if not tol >= 0:
+        raise UserError(f"tol must be a number >= 0, got {tol}")
+    if not isinstance(basis, Basis):
+        basis = Basis.load(basis)
+    w, names, model_name = _class_weights(class_weights_or_model, class_names)
+    q = basis.q.astype(np.float64)
+    if q.shape[1] != w.shape[1]:
+        raise UserError(
+            f"dimension mismatch: the basis has concept vectors of D={q.shape[1]} but the class "
+            f"weights have D={w.shape[1]}"
+        )
+    settings: dict[str, Any] = {"max_concepts": max_concepts}
+    if solver == "nnls":
+        settings["tol"] = tol
+    given = meta if meta is not None else {"model": model_name, "basis_meta": basis.meta}
+    return replace(
+        solve(q, w, solver=solver, max_concepts=max_concepts, tol=tol),
+        class_names=names,
+        concept_names=list(basis.names),
+        meta={**given, "dim": int(q.shape[1]), "settings": settings},
+    )
+
+
+def _class_weights(
+    source: np.ndarray | LoadedModel, class_names: list[str] | None
+) -> tuple[np.ndarray, list[str], str | None]:
+    """(K x D float64 weights, class names, model name or None) of an array or a model."""
+    from ibd.nets.load import LoadedModel, final_linear
+
+    if isinstance(source, LoadedModel):
+        w = final_linear(source.model)[0].double().cpu().numpy()
+        names, model_name = list(class_names or source.classes), source.name
+    else:
+        w = np.asarray(source.detach().cpu() if hasattr(source, "detach") else source)
+        if w.ndim != 2 or w.shape[0] == 0 or w.dtype.kind not in "fiu":
+            raise UserError(f"class weights must be a non-empty K x D number array, got {w.shape}")
+        w = w.astype(np.float64)
+        names, model_name = list(class_names or [f"class_{k}" for k in range(len(w))]), None
+    if not np.all(np.isfinite(w)):
+        raise UserError("class weights hold NaN or infinite values")
+    if len(names) != w.shape[0]:
+        raise UserError(f"{len(names)} class names for {w.shape[0]} class weight rows")
+    return w, names, model_name
+
+
+_ZIP_MAGIC = b"PK\x03\x04"
+_NPY_MAGIC = b"\x93NUM"
+
+
+def read_class_weights(path: str | Path) -> np.ndarray:
+    """A K x D class weight matrix from a `.npy` (`ibd decompose --class-weights`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"class weights file not found: {path}")
+    with path.open("rb") as f:
+        magic = f.read(4)
+    if magic == _ZIP_MAGIC:
+        raise UserError(f"{path} is an .npz archive; --class-weights takes one K x D .npy array")
+    if magic != _NPY_MAGIC:
+        raise UserError(f"{path} is not a .npy file (save the K x D matrix with numpy.save)")
+    try:
+        w = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(f"cannot read class weights {path}: {first}") from None
+    if w.ndim != 2 or w.shape[0] == 0 or w.dtype.kind not in "fiu":
+        raise UserError(
+            f"{path}: class weights must be a non-empty K x D number array, got {w.shape}"
+        )
+    if not np.all(np.isfinite(w)):
+        raise UserError(f"{path}: class weights hold NaN or infinite values")
+    return w.astype(np.float64)

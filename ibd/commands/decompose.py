@@ -9,15 +9,12 @@ the concept world's reference model and basis under $IBD_HOME.
 from __future__ import annotations
 
 import argparse
-import json
-import zipfile
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from ibd import paths
-from ibd.decompose import SOLVERS, Decomposition, decompose
+from ibd.decomposition import SOLVERS
 from ibd.errors import UserError
 
 
@@ -54,87 +51,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_model_flags(parser)
 
 
-_ZIP_MAGIC = b"PK\x03\x04"
-_NPY_MAGIC = b"\x93NUM"
-
-
-def _magic(path: Path) -> bytes:
-    with path.open("rb") as f:
-        return f.read(4)
-
-
-def _load_npz_arrays(path: Path) -> dict[str, np.ndarray]:
-    if not path.is_file():
-        raise UserError(f"basis file not found: {path}")
-    if _magic(path) != _ZIP_MAGIC:
-        raise UserError(f"{path} is not an .npz archive (see docs/contracts.md 5)")
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UserError(f"cannot read basis {path}: {first}") from None
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise UserError(f"{path} is not an .npz archive (see docs/contracts.md 5)")
-    with archive:
-        missing = [k for k in ("q", "names") if k not in archive.files]
-        if missing:
-            raise UserError(f"{path} lacks array(s) {', '.join(missing)} of a concept basis")
-        try:
-            return {k: archive[k] for k in ("q", "names", "meta") if k in archive.files}
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise UserError(f"cannot read basis {path}: {first}") from None
-
-
-def _text(value: object) -> str:
-    """A string array element as text (byte strings, dtype S, are UTF-8)."""
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-
-
-def read_basis(path: Path) -> tuple[np.ndarray, list[str], dict[str, Any]]:
-    """(q as C x D float64, concept names, the basis meta) from a `basis.npz`."""
-    arrays = _load_npz_arrays(path)
-    q, names = arrays["q"], arrays["names"]
-    if q.ndim != 2 or q.shape[0] == 0 or q.dtype.kind not in "fiu":
-        raise UserError(f"{path}: array q must be a non-empty C x D number array, got {q.shape}")
-    if not np.all(np.isfinite(q)):
-        raise UserError(f"{path}: array q holds NaN or infinite values")
-    if names.ndim != 1 or names.dtype.kind not in "US" or len(names) != q.shape[0]:
-        raise UserError(f"{path}: array names must hold {q.shape[0]} strings, one per row of q")
-    meta: dict[str, Any] = {}
-    if "meta" in arrays:
-        try:
-            parsed = json.loads(_text(arrays["meta"].item()))
-        except (json.JSONDecodeError, ValueError):  # not JSON, or not one element
-            parsed = None
-        if isinstance(parsed, dict):
-            meta = parsed
-    return q.astype(np.float64), [_text(n) for n in names], meta
-
-
-def read_class_weights(path: Path) -> np.ndarray:
-    """A K x D class weight matrix from a `.npy`."""
-    if not path.is_file():
-        raise UserError(f"class weights file not found: {path}")
-    magic = _magic(path)
-    if magic == _ZIP_MAGIC:
-        raise UserError(f"{path} is an .npz archive; --class-weights takes one K x D .npy array")
-    if magic != _NPY_MAGIC:
-        raise UserError(f"{path} is not a .npy file (save the K x D matrix with numpy.save)")
-    try:
-        w = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UserError(f"cannot read class weights {path}: {first}") from None
-    if w.ndim != 2 or w.shape[0] == 0 or w.dtype.kind not in "fiu":
-        raise UserError(
-            f"{path}: class weights must be a non-empty K x D number array, got {w.shape}"
-        )
-    if not np.all(np.isfinite(w)):
-        raise UserError(f"{path}: class weights hold NaN or infinite values")
-    return w.astype(np.float64)
-
-
 def _from_model(args: argparse.Namespace) -> tuple[np.ndarray, list[str], str, dict]:
     from ibd.commands.modelargs import load_from_args
     from ibd.nets.load import final_linear
@@ -159,6 +75,8 @@ def _from_file(args: argparse.Namespace) -> tuple[np.ndarray, list[str], str, di
     given = [flag for flag, value in model_flags.items() if value not in (None, False)]
     if given:
         raise UserError(f"--class-weights replaces the model: drop {', '.join(given)}")
+    from ibd.decomposition import read_class_weights
+
     path = Path(args.class_weights)
     w = read_class_weights(path)
     if args.labels:
@@ -174,43 +92,6 @@ def _from_file(args: argparse.Namespace) -> tuple[np.ndarray, list[str], str, di
     return w, names, args.name or path.stem, {"class_weights": str(path)}
 
 
-def to_json(
-    dec: Decomposition,
-    class_names: list[str],
-    concept_names: list[str],
-    meta: dict[str, Any],
-) -> dict[str, Any]:
-    """The `decompose.json` document (docs/contracts.md 6), concepts in the order chosen."""
-    classes = []
-    for k, name in enumerate(class_names):
-        n = int(dec.counts[k])
-        classes.append(
-            {
-                "index": k,
-                "name": name,
-                "concepts": [
-                    {"name": concept_names[c], "index": c, "coefficient": s}
-                    for c, s in dec.terms(k)
-                ],
-                "residual_fraction": float(dec.residual_fraction[k]),
-                "residual_fraction_steps": [float(x) for x in dec.fraction_steps[k, :n]],
-                "weight_norm": float(dec.weight_norm[k]),
-            }
-        )
-    used = np.unique(dec.concepts[dec.concepts >= 0])
-    full_meta = {
-        **meta,
-        "solver": dec.solver,
-        "num_classes": len(class_names),
-        "num_concepts": len(concept_names),
-        "concepts_used": len(used),
-        "coefficients_for": "raw class weights w_k (divide by weight_norm for unit w_k)",
-        "mean_residual_fraction_by_step": [float(x) for x in dec.mean_fraction_by_step()],
-        "mean_residual_fraction": dec.mean_residual_fraction,
-    }
-    return {"classes": classes, "meta": full_meta}
-
-
 def run(args: argparse.Namespace) -> int:
     if args.max_concepts < 1:
         raise UserError(f"--max-concepts must be at least 1, got {args.max_concepts}")
@@ -224,38 +105,30 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else paths.decompose_path(model)
     if out.is_dir():
         raise UserError(f"--out {out} is a directory; give the decompose.json file to write")
-    q, concept_names, basis_meta = read_basis(basis_path)
-    if q.shape[1] != w.shape[1]:
+    from ibd.basis import Basis
+    from ibd.decomposition import decompose
+
+    basis = Basis.load(basis_path)
+    if basis.q.shape[1] != w.shape[1]:
         where = source.get("class_weights") or source["weights"]
         raise UserError(
-            f"dimension mismatch: {basis_path} has concept vectors of D={q.shape[1]} but "
+            f"dimension mismatch: {basis_path} has concept vectors of D={basis.q.shape[1]} but "
             f"{where} has class weights of D={w.shape[1]}"
         )
-
-    dec = decompose(q, w, solver=args.solver, max_concepts=args.max_concepts, tol=args.tol)
-    settings: dict[str, Any] = {"max_concepts": args.max_concepts}
-    if args.solver == "nnls":
-        settings["tol"] = args.tol
-    meta = {
-        "model": model,
-        **source,
-        "basis": str(basis_path),
-        "basis_meta": basis_meta,
-        "dim": int(q.shape[1]),
-        "settings": settings,
-    }
-    document = to_json(dec, class_names, concept_names, meta)
-    tmp = out.with_name(out.name + ".tmp")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
-        tmp.replace(out)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise UserError(f"cannot write {out}: {exc.strerror}") from None
+    meta = {"model": model, **source, "basis": str(basis_path), "basis_meta": basis.meta}
+    dec = decompose(
+        w,
+        basis,
+        solver=args.solver,
+        max_concepts=args.max_concepts,
+        tol=args.tol,
+        class_names=class_names,
+        meta=meta,
+    )
+    dec.save(out)
     print(
-        f"decomposed {len(class_names)} classes over {len(concept_names)} concepts "
+        f"decomposed {len(class_names)} classes over {len(basis.names)} concepts "
         f"({args.solver}): mean residual fraction {dec.mean_residual_fraction:.3f}, "
-        f"{document['meta']['concepts_used']} concepts used -> {out}"
+        f"{dec.to_dict()['meta']['concepts_used']} concepts used -> {out}"
     )
     return 0

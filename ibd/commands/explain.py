@@ -6,27 +6,23 @@ the concept world's held-out `explain` split; with no model flags, its reference
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from ibd import paths
 from ibd.commands.modelargs import add_model_flags, load_from_args
-from ibd.data.csvfiles import read_rows
+from ibd.data.scenes import read as read_scenes
 from ibd.errors import UserError
-from ibd.explain import records as explanations
-from ibd.explain.loop import (
-    cam_splitter,
-    class_index,
-    explain_images,
-    gradcam_splitter,
-    image_paths,
-)
+from ibd.explain.loop import Explainer
+from ibd.explain.records import METHODS, write
+from ibd.nets.load import LoadedModel
+from ibd.nets.model import class_index
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="*", metavar="IMAGE", help="image files or directories")
-    parser.add_argument(
-        "--method", required=True, choices=explanations.METHODS, help="explanation method"
-    )
+    parser.add_argument("--method", required=True, choices=METHODS, help="explanation method")
     parser.add_argument("--out", help="output directory (default: $IBD_HOME/explanations/M/METHOD)")
     parser.add_argument("--target", help="explain this class (index or name) instead of top-1")
     parser.add_argument("--batch-size", type=int, default=16)
@@ -49,16 +45,82 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_model_flags(parser)
 
 
+def image_paths(given: Sequence[str]) -> list[str]:
+    """Image arguments with directories expanded to the images they hold (sorted)."""
+    suffixes = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+    out: list[str] = []
+    for item in given:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in suffixes)
+            if not found:
+                raise UserError(f"no images in directory {path}")
+            out.extend(str(p) for p in found)
+        else:
+            out.append(item)
+    return out
+
+
 def world_explain_images() -> list[str]:
     scenes = paths.world_dir() / "scenes.csv"
     if not scenes.exists():
         raise UserError(
             f"no images given and {scenes} does not exist: run `ibd world build` or pass images"
         )
-    rows = [r for r in read_rows(scenes, ["image", "split"]) if r["split"] == "explain"]
-    if any(not r["image"] for r in rows):
+    rows = [s for s in read_scenes(paths.world_dir(), classes=False) if s.split == "explain"]
+    if any(not s.image for s in rows):
         raise UserError(f"{scenes}: an `explain` row has no image")
-    return [str(paths.world_dir() / r["image"]) for r in rows]
+    return [str(s.path) for s in rows]
+
+
+def explainer_for(args: argparse.Namespace, model: LoadedModel) -> Explainer:
+    """The explainer of `--method`, with its files resolved from the flags and $IBD_HOME."""
+    if args.method == "cam":
+        from ibd.explain.cam import CAM
+
+        return CAM(model, relu=args.relu)
+    if args.method == "gradcam":
+        from ibd.explain.cam import GradCAM
+
+        return GradCAM(model, relu=args.relu)
+    if args.method == "ibd":
+        return ibd_explainer(args, model)
+    from ibd.explain.netdissect import NetDissect
+
+    tally = Path(args.tally) if args.tally else paths.dissect_dir(model.name) / "tally.csv"
+    if not tally.exists():
+        raise UserError(f"dissection not found: {tally} (run `ibd dissect` or pass --tally)")
+    return NetDissect(model, tally, top=args.top)
+
+
+def ibd_explainer(args: argparse.Namespace, model: LoadedModel) -> Explainer:
+    """IBD with --basis (default: the model's) and --decomposition. The default decomposition
+    file is used when it exists and the explanation decomposes class weights (not per-image
+    gradients); with an explicit --basis it is used only if it decomposes over that basis,
+    else the class weights are decomposed here, with a note on stderr."""
+    from ibd.explain.basis_decomposition import IBD
+    from ibd.explain.loop import feature_probe
+
+    basis = Path(args.basis) if args.basis else paths.basis_path(model.name)
+    if not basis.exists():
+        raise UserError(f"basis not found: {basis} (run `ibd basis learn` or pass --basis)")
+    default = paths.decompose_path(model.name)
+    decomposition = Path(args.decomposition) if args.decomposition else None
+    gradient_route = args.gradient_decomposition or not feature_probe(model)[1]
+    if decomposition is None and default.exists() and not gradient_route:
+        decomposition = default
+    options = {"top": args.top, "gradient": args.gradient_decomposition}
+    try:
+        return IBD(model, basis, decomposition, **options)
+    except UserError:
+        if not (args.basis and decomposition is not None and not args.decomposition):
+            raise
+    print(
+        f"note: {decomposition} is not a decomposition of {model.name}'s class weights over "
+        f"{basis}; decomposing them here (pass --decomposition to use a file)",
+        file=sys.stderr,
+    )
+    return IBD(model, basis, None, **options)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -67,8 +129,8 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"--{flag} must be at least {least}, got {value}")
     if args.limit is not None and args.limit < 1:
         raise UserError(f"--limit must be at least 1, got {args.limit}")
-    loaded = load_from_args(args)
-    out = Path(args.out) if args.out else paths.explanations_dir(loaded.name, args.method)
+    model = load_from_args(args)
+    out = Path(args.out) if args.out else paths.explanations_dir(model.name, args.method)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; it must be a directory (created if missing)")
     images = image_paths(args.images) if args.images else world_explain_images()
@@ -76,24 +138,9 @@ def run(args: argparse.Namespace) -> int:
         images = images[: args.limit]
     if not images:
         raise UserError("no images to explain")
-    target = class_index(loaded, args.target) if args.target else None
-    if args.method == "cam":
-        splitter, needs_gradients = cam_splitter(loaded, args.relu), False
-    elif args.method == "gradcam":
-        splitter, needs_gradients = gradcam_splitter(loaded, args.relu), True
-    else:
-        from ibd.explain.concepts import splitter_for
-
-        splitter, needs_gradients = splitter_for(args.method, loaded, args)
-    records, heatmaps = explain_images(
-        loaded,
-        images,
-        args.method,
-        splitter,
-        needs_gradients=needs_gradients,
-        targets=target,
-        batch_size=args.batch_size,
-    )
-    explanations.write(out, records, heatmaps)
-    print(f"{len(records)} {args.method} explanations of {loaded.name} -> {out}")
+    target = class_index(model, args.target) if args.target else None
+    explainer = explainer_for(args, model)
+    records = explainer(images, target, batch_size=args.batch_size, progress=True)
+    write(out, records)
+    print(f"{len(records)} {args.method} explanations of {model.name} -> {out}")
     return 0

@@ -1,156 +1,184 @@
-"""Explain a model's decisions on image files with one method, producing the contract's records.
+"""The loop every explanation method shares, and the base class of the explainers.
 
-The methods share one loop (load a batch, one forward pass with the feature layer captured, a
-backward pass only when the method needs gradients) and differ only in how they split the class
-score into components. CAM and Grad-CAM give one component whose heatmap is the map
-(`ibd.explain.cam`); its contribution is the map's spatial mean (w_k . GAP(A) for CAM). IBD and
-Network Dissection split the score into concept or unit components (`ibd.explain.concepts`).
+An explainer (`ibd.CAM`, `ibd.GradCAM`, `ibd.IBD`, `ibd.NetDissect`) is a small object that knows
+its method's name, whether it needs the gradient of the class score (`needs_gradients`) and how
+to split one batch's class scores into components (`split`). Calling it runs the shared loop:
+the images in batches, one forward pass with the feature layer captured (and one backward pass
+only when the method needs gradients), the split, and one `Explanation` per image.
+
+The capture hook is registered for each forward pass and removed when it returns or raises
+(`ibd.nets.hooks`), so nothing stays on the network between calls, and two explainers on one
+network do not see each other. Each call runs the network in eval mode and restores its mode
+after; `with explainer:` holds eval mode for the whole block.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from abc import ABC, abstractmethod
+from contextlib import ExitStack
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any, ClassVar
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
-from ibd.data.images import load_batch
 from ibd.errors import UserError
-from ibd.explain import cam as cam_lib
 from ibd.explain.records import Component, Explanation
-from ibd.nets.hooks import Forward, run
+from ibd.nets.hooks import Forward, eval_mode, run
 from ibd.nets.load import LoadedModel, final_linear
+from ibd.nets.model import Images, Item, Targets, class_indices, items
 
 
 @dataclass
 class Part:
-    """One component of one sample's explanation, before it is written out."""
+    """One component of one sample's explanation, as a method computes it."""
 
     label: str
     contribution: float
     heatmap: torch.Tensor
-    extra: dict[str, float | int | str] | None = None
+    extra: dict[str, Any] | None = None
 
 
-# Given the forward pass of a batch, each sample's components and residual (None: no residual).
-Splitter = Callable[[Forward], list[tuple[list[Part], float | None]]]
+# One sample's components and residual (None: the method has none).
+Split = tuple[list[Part], float | None]
 
 
-def cam_splitter(loaded: LoadedModel, relu: bool = False) -> Splitter:
-    refusal = (
-        f"{loaded.name}: the logits are not a linear function of GAP('{loaded.layer}'), "
-        "so CAM does not apply; use --method gradcam or a GAP variant (alexnet_gap, ...)"
-    )
-    try:
-        weight, bias = final_linear(loaded.model)
-    except UserError:  # no nn.Linear classifier at all (SqueezeNet)
-        raise UserError(refusal) from None
+class Explainer(ABC):
+    """Explains a model's decisions with one method: `explainer(images, targets=None)`.
 
-    def split(fwd: Forward) -> list[tuple[list[Part], float | None]]:
-        if not cam_lib.is_gap_linear(fwd.features, fwd.logits, weight, bias):
-            raise UserError(refusal)
-        maps = cam_lib.cam(fwd.features, weight, fwd.targets, relu=relu)
-        means = cam_lib.cam(fwd.features, weight, fwd.targets).mean(dim=(1, 2))
-        return [
-            ([Part(loaded.classes[int(k)], float(m), mp)], None)
-            for k, m, mp in zip(fwd.targets, means, maps, strict=True)
-        ]
+    images: a preprocessed N x 3 x H x W tensor (normalised as the model expects), a PIL image,
+    an image path, or a list of them (PIL images and files are resized to the model's input size
+    and normalised with its mean and std). targets: None for each image's top-1 class, one class
+    (index or name) for all, or one per image. Returns one `Explanation` per image, in order."""
 
-    return split
+    method: ClassVar[str]
+    needs_gradients: bool = False
+
+    def __init__(self, model: LoadedModel) -> None:
+        self.model = model
+        self._block: ExitStack | None = None
+
+    @abstractmethod
+    def split(self, fwd: Forward) -> list[Split]:
+        """Each sample's components and residual, from one batch's forward pass."""
+
+    def __call__(
+        self,
+        images: Images,
+        targets: Targets = None,
+        *,
+        batch_size: int = 16,
+        progress: bool = False,
+    ) -> list[Explanation]:
+        return explain(self, images, targets, batch_size=batch_size, progress=progress)
+
+    def __enter__(self) -> Explainer:
+        self._block = ExitStack()
+        self._block.enter_context(eval_mode(self.model.model))
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self._block is not None:
+            self._block.close()
+            self._block = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.model.name}, layer={self.model.layer!r})"
 
 
-def gradcam_splitter(loaded: LoadedModel, relu: bool = False) -> Splitter:
-    def split(fwd: Forward) -> list[tuple[list[Part], float | None]]:
-        assert fwd.gradients is not None
-        maps = cam_lib.gradcam(fwd.features, fwd.gradients, relu=relu)
-        means = cam_lib.gradcam(fwd.features, fwd.gradients).mean(dim=(1, 2))
-        return [
-            ([Part(loaded.classes[int(k)], float(m), mp)], None)
-            for k, m, mp in zip(fwd.targets, means, maps, strict=True)
-        ]
-
-    return split
-
-
-def explain_images(
-    loaded: LoadedModel,
-    images: Sequence[str],
-    method: str,
-    splitter: Splitter,
+def explain(
+    explainer: Explainer,
+    images: Images,
+    targets: Targets = None,
     *,
-    needs_gradients: bool,
-    targets: Sequence[int] | int | None = None,
     batch_size: int = 16,
-    progress: bool = True,
-) -> tuple[list[Explanation], dict[str, np.ndarray]]:
-    """Explain each image in `images` (paths, kept as given) with one method.
-
-    `targets`: None for each image's top-1 class, one class for all, or one class per image."""
-    if isinstance(targets, Sequence) and len(targets) != len(images):
-        raise UserError(f"{len(targets)} targets for {len(images)} images")
+    progress: bool = False,
+) -> list[Explanation]:
+    """The shared loop (see the module docstring). Heatmap keys are `<image number>-<rank>`,
+    the image number counted from 0 over the whole call."""
+    model = explainer.model
+    todo = items(model, images)
+    if not todo:
+        raise UserError("no images to explain")
+    if batch_size < 1:
+        raise UserError(f"batch size must be at least 1, got {batch_size}")
+    chosen = class_indices(model, targets, len(todo))
     records: list[Explanation] = []
-    heatmaps: dict[str, np.ndarray] = {}
-    starts = range(0, len(images), batch_size)
-    bar = tqdm(starts, desc=f"{method} {loaded.name}", unit="batch", disable=not progress)
-    for start in bar:
-        paths = list(images[start : start + batch_size])
-        batch, _ = load_batch(paths, loaded.input_size, loaded.mean, loaded.std)
-        batch = batch.to(loaded.device)
-        batch_targets = (
-            torch.as_tensor(targets[start : start + batch_size])
-            if isinstance(targets, Sequence)
-            else targets
-        )
-        fwd = run(loaded.model, loaded.layer, batch, batch_targets, gradients=needs_gradients)
-        for offset, (parts, residual) in enumerate(splitter(fwd)):
-            index = start + offset
-            k = int(fwd.targets[offset])
-            components = []
-            for j, part in enumerate(parts):
-                key = f"{index:05d}-{j}"
-                heatmaps[key] = part.heatmap.detach().float().cpu().numpy()
-                components.append(Component(part.label, part.contribution, key, part.extra or {}))
-            probability = torch.softmax(fwd.logits[offset].float(), dim=0)[k]
-            records.append(
-                Explanation(
-                    image=str(paths[offset]),
-                    model=loaded.name,
-                    method=method,
-                    class_index=k,
-                    class_name=loaded.classes[k],
-                    score=float(fwd.logits[offset, k]),
-                    components=components,
-                    residual=residual,
-                    heatmap_shape=(int(fwd.features.shape[2]), int(fwd.features.shape[3])),
-                    extra={"probability": float(probability)},
-                )
+    starts = range(0, len(todo), batch_size)
+    bar = tqdm(starts, desc=f"{explainer.method} {model.name}", unit="batch", disable=not progress)
+    with eval_mode(model.model):
+        for start in bar:
+            chunk = todo[start : start + batch_size]
+            batch_targets = (
+                torch.as_tensor(chosen[start : start + batch_size])
+                if isinstance(chosen, list)
+                else chosen
             )
-    return records, heatmaps
+            fwd = run(
+                model.model,
+                model.layer,
+                _stack(model, chunk),
+                batch_targets,
+                gradients=explainer.needs_gradients,
+            )
+            records.extend(_records(explainer, fwd, chunk, start))
+    return records
 
 
-def class_index(loaded: LoadedModel, target: str) -> int:
-    """A class given by index or by name."""
-    if target.isdigit() and int(target) < len(loaded.classes):
-        return int(target)
-    if target in loaded.classes:
-        return loaded.classes.index(target)
-    raise UserError(f"unknown class '{target}' for {loaded.name} ({len(loaded.classes)} classes)")
+def _stack(model: LoadedModel, chunk: list[Item]) -> torch.Tensor:
+    tensors = [item.tensor(model) for item in chunk]
+    if len({tuple(t.shape) for t in tensors}) > 1:
+        sizes = sorted({"x".join(map(str, t.shape)) for t in tensors})
+        raise UserError(f"images explained together must have one size, got {', '.join(sizes)}")
+    return torch.stack(tensors).to(model.device)
 
 
-def image_paths(given: Sequence[str]) -> list[str]:
-    """Image arguments with directories expanded to the images they hold (sorted)."""
-    suffixes = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
-    out: list[str] = []
-    for item in given:
-        path = Path(item)
-        if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in suffixes)
-            if not found:
-                raise UserError(f"no images in directory {path}")
-            out.extend(str(p) for p in found)
-        else:
-            out.append(item)
+def _records(
+    explainer: Explainer, fwd: Forward, chunk: list[Item], start: int
+) -> list[Explanation]:
+    model = explainer.model
+    shape = (int(fwd.features.shape[2]), int(fwd.features.shape[3]))
+    out = []
+    for offset, (parts, residual) in enumerate(explainer.split(fwd)):
+        index = start + offset
+        k = int(fwd.targets[offset])
+        components = [
+            # a copy: a view would keep the whole batch's features alive
+            Component(p.label, p.contribution, f"{index:05d}-{j}", dict(p.extra or {}),
+                      p.heatmap.detach().float().clone())
+            for j, p in enumerate(parts)
+        ]  # fmt: skip
+        probability = torch.softmax(fwd.logits[offset].float(), dim=0)[k]
+        out.append(
+            Explanation(
+                image=chunk[offset].id,
+                model=model.name,
+                method=explainer.method,
+                class_index=k,
+                class_name=model.classes[k],
+                score=float(fwd.logits[offset, k]),
+                components=components,
+                residual=residual,
+                heatmap_shape=shape,
+                extra={"probability": float(probability)},
+                picture=chunk[offset].picture,
+            )
+        )
     return out
+
+
+def feature_probe(model: LoadedModel) -> tuple[int, bool]:
+    """The feature layer's channel count D, and whether the model's logits are W GAP(A) + b
+    (checked numerically on one random input). A head without an `nn.Linear` (SqueezeNet's
+    1x1-convolution classifier) is not: its explanations take the gradient route (eq. 12)."""
+    from ibd.explain.cam import is_gap_linear  # cam.py's explainers import this module
+
+    generator = torch.Generator().manual_seed(0)
+    probe = torch.randn(1, 3, *model.input_size, generator=generator).to(model.device)
+    with eval_mode(model.model), torch.no_grad():
+        fwd = run(model.model, model.layer, probe)
+    try:
+        weight, bias = final_linear(model.model)
+    except UserError:
+        return fwd.features.shape[1], False
+    return fwd.features.shape[1], is_gap_linear(fwd.features, fwd.logits, weight, bias)

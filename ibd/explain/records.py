@@ -1,40 +1,63 @@
-"""The explanation files every method writes (docs/contracts.md 4):
-`explanations.json` (one record per image, model and method) and `heatmaps.npz` (each component's
-raw heatmap at feature resolution, float32, under its key)."""
+"""Explanations and their files (docs/contracts.md 4).
+
+An `Explanation` is one image's explanation by one method of one model: the target class, its
+score (the pre-softmax logit), the components ranked by contribution, each with its raw heatmap
+at feature resolution (a torch tensor), and the residual. `to_dict()` is its record in
+`explanations.json`; `write` puts a list of them into a directory as `explanations.json` plus
+`heatmaps.npz` (each component's heatmap, float32, under its key) and `read` reads the two files
+back: their one writer and one reader.
+"""
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 
 from ibd.errors import UserError
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from ibd.nets.model import Picture
 
 METHODS = ("ibd", "cam", "gradcam", "netdissect")
 
 
 @dataclass
 class Component:
+    """One part of an explanation: its label (a concept, a unit's concept, or the class for
+    CAM / Grad-CAM), its contribution to the score, the key of its heatmap in `heatmaps.npz`,
+    further record fields (`extra`: a unit's number and IoU), and the raw heatmap (H x W) when
+    it was computed in this process (None for a record built from files)."""
+
     label: str
     contribution: float
-    heatmap: str
+    key: str
     extra: dict[str, Any] = field(default_factory=dict)
+    heatmap: torch.Tensor | None = field(default=None, repr=False, compare=False)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "label": self.label,
             "contribution": self.contribution,
-            "heatmap": self.heatmap,
+            "heatmap": self.key,
             **self.extra,
         }
 
 
 @dataclass
 class Explanation:
+    """One image explained by one method (docs/contracts.md 4). For ibd and netdissect,
+    sum(contributions) + residual == score; cam and gradcam have no residual (None).
+    `extra` holds further record fields (the target's softmax probability); `picture` is the
+    input image, kept for `render`."""
+
     image: str
     model: str
     method: str
@@ -45,37 +68,83 @@ class Explanation:
     residual: float | None
     heatmap_shape: tuple[int, int]
     extra: dict[str, Any] = field(default_factory=dict)
+    picture: Picture | None = field(default=None, repr=False, compare=False)
 
-    def to_json(self) -> dict[str, Any]:
-        record = asdict(self)
-        record.pop("extra")
-        record["components"] = [c.to_json() for c in self.components]
-        record["heatmap_shape"] = list(self.heatmap_shape)
-        record.update(self.extra)
-        return record
+    @property
+    def probability(self) -> float | None:
+        """The target class's softmax probability, when the explainer recorded it."""
+        value = self.extra.get("probability")
+        return None if value is None else float(value)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record of `explanations.json`."""
+        return {
+            "image": self.image,
+            "model": self.model,
+            "method": self.method,
+            "class_index": self.class_index,
+            "class_name": self.class_name,
+            "score": self.score,
+            "components": [c.to_dict() for c in self.components],
+            "residual": self.residual,
+            "heatmap_shape": list(self.heatmap_shape),
+            **self.extra,
+        }
+
+    def render(self, image: Image.Image | None = None, **options: Any) -> Image.Image:
+        """A picture in the style of the paper's Fig. 1 / 4: the input, the class map and the
+        top components overlaid on it (`ibd.explain.render.render_explanation`, whose keyword
+        options this passes on). `image` defaults to the explained input itself."""
+        from ibd.explain.render import render_explanation
+
+        if image is None:
+            if self.picture is None:
+                raise UserError(f"no input image is kept for {self.image}: pass image=")
+            image = self.picture.load()
+        return render_explanation(image, self, **options)
 
 
 def _finite(value: object) -> bool:
     return not isinstance(value, float) or math.isfinite(value)
 
 
-def write(out_dir: str | Path, explanations: list[Explanation], heatmaps: dict[str, np.ndarray]):
-    """Write both files into `out_dir` (created), replacing earlier ones atomically."""
+def _heatmaps(
+    explanations: list[Explanation], given: dict[str, np.ndarray] | None
+) -> dict[str, np.ndarray]:
+    """Each component's heatmap by key: from `given` when passed, else the components' own."""
+    keys = [c.key for e in explanations for c in e.components]
+    if len(set(keys)) != len(keys):
+        raise ValueError("heatmap keys must be unique within an explanation directory")
+    if given is None:
+        given = {
+            c.key: c.heatmap.detach().float().cpu().numpy()
+            for e in explanations
+            for c in e.components
+            if c.heatmap is not None
+        }
+    if missing := sorted(set(keys) - set(given)):
+        raise ValueError(f"no heatmap for keys {missing[:3]}")
+    return {k: np.asarray(given[k], dtype=np.float32) for k in keys}
+
+
+def write(
+    out_dir: str | Path,
+    explanations: list[Explanation],
+    heatmaps: dict[str, np.ndarray] | None = None,
+) -> Path:
+    """Write both files into `out_dir` (created), replacing earlier ones atomically. The
+    heatmaps are the components' own unless `heatmaps` maps every key to one."""
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"cannot create the output directory {out}: {exc.strerror}") from None
-    keys = [c.heatmap for e in explanations for c in e.components]
-    if len(set(keys)) != len(keys):
-        raise ValueError("heatmap keys must be unique within an explanation directory")
-    if missing := sorted(set(keys) - set(heatmaps)):
-        raise ValueError(f"no heatmap for keys {missing[:3]}")
+    maps = _heatmaps(explanations, heatmaps)
     for e in explanations:
         values = [e.score, e.residual, *(c.contribution for c in e.components)]
         if not all(_finite(v) for v in values):
             raise UserError(f"non-finite score or contribution for {e.image} ({e.method})")
-    records = [e.to_json() for e in explanations]
+    records = [e.to_dict() for e in explanations]
     tmp_json, tmp_npz = out / "explanations.json.tmp", out / "heatmaps.tmp.npz"
     moves = ((tmp_json, out / "explanations.json"), (tmp_npz, out / "heatmaps.npz"))
     # both files are written in full before either replaces its predecessor, so a failure
@@ -85,7 +154,7 @@ def write(out_dir: str | Path, explanations: list[Explanation], heatmaps: dict[s
             raise UserError(f"cannot write {path}: a directory is in the way")
     try:
         tmp_json.write_text(json.dumps(records, indent=1) + "\n")
-        np.savez_compressed(tmp_npz, **{k: np.asarray(heatmaps[k], dtype=np.float32) for k in keys})
+        np.savez_compressed(tmp_npz, **maps)
         for tmp, final in moves:
             tmp.replace(final)
     except OSError as exc:

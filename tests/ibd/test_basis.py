@@ -19,7 +19,6 @@ from torch import nn
 
 from ibd import basis
 from ibd.cli import main
-from ibd.commands.decompose import read_basis
 from ibd.data import features
 from ibd.data.broden import Concept
 from ibd.errors import UserError
@@ -562,8 +561,8 @@ def test_basis_npz_follows_the_contract(tmp_path: Path) -> None:
     assert meta["dataset"] == {"fingerprint": "{}"}
     assert meta["settings"]["procedure"] == "paper" and meta["settings"]["seed"] == 0
     assert meta["mAP"] == pytest.approx(float(arrays["ap"].mean()), abs=1e-6)
-    q, names, _ = read_basis(path)  # what `ibd decompose` reads
-    assert names == ["c0", "c1", "c2", "c3"] and q.shape == (4, 16)
+    loaded = basis.Basis.load(path)  # the file's one reader
+    assert loaded.names == ["c0", "c1", "c2", "c3"] and loaded.q.shape == (4, 16)
 
 
 def test_learning_is_reproducible_from_the_seed(tmp_path: Path) -> None:

@@ -12,10 +12,11 @@ import torch
 from PIL import Image
 from torch import nn
 
-from ibd.decompose import decompose
+from ibd.commands.explain import explainer_for
+from ibd.decomposition import solve
 from ibd.errors import UserError
-from ibd.explain.concepts import ibd_splitter, netdissect_splitter, splitter_for
-from ibd.explain.loop import explain_images
+from ibd.explain.basis_decomposition import IBD
+from ibd.explain.netdissect import NetDissect
 from ibd.nets.load import LoadedModel
 
 
@@ -102,11 +103,9 @@ def features_of(model: nn.Module, path: str) -> torch.Tensor:
 
 def test_ibd_contributions_on_a_known_decomposition(files: Path) -> None:
     lm = loaded(TinyGap())
-    split, needs_grad = ibd_splitter(lm, files / "basis.npz", None)
-    assert not needs_grad
-    records, heatmaps = explain_images(
-        lm, images(files), "ibd", split, needs_gradients=False, targets=0, progress=False
-    )
+    explainer = IBD(lm, files / "basis.npz")
+    assert not explainer.needs_gradients
+    records = explainer(images(files), targets=0)
     q = torch.tensor(Q, dtype=torch.float32)
     for rec in records:
         a_map = features_of(lm.model, rec.image)
@@ -124,15 +123,12 @@ def test_ibd_contributions_on_a_known_decomposition(files: Path) -> None:
         for comp in rec.components:
             c = NAMES.index(comp.label)
             expected_map = torch.einsum("d,dhw->hw", q[c], a_map).numpy()
-            np.testing.assert_allclose(heatmaps[comp.heatmap], expected_map, atol=1e-5)
+            np.testing.assert_allclose(comp.heatmap.numpy(), expected_map, atol=1e-5)
 
 
 def test_ibd_sums_to_the_logit_for_every_class_and_the_residual_is_r_dot_a(files: Path) -> None:
     lm = loaded(TinyGap())
-    split, _ = ibd_splitter(lm, files / "basis.npz", None)
-    records, _ = explain_images(
-        lm, images(files), "ibd", split, needs_gradients=False, targets=1, progress=False
-    )
+    records = IBD(lm, files / "basis.npz")(images(files), targets=1)
     for rec in records:
         assert [c.label for c in rec.components] == ["water"]
         assert rec.components[0].contribution + rec.residual == pytest.approx(rec.score, abs=1e-4)
@@ -141,18 +137,16 @@ def test_ibd_sums_to_the_logit_for_every_class_and_the_residual_is_r_dot_a(files
 
 def test_gradient_decomposition_for_a_non_gap_head(files: Path) -> None:
     lm = loaded(TinyNonGap())
-    split, needs_grad = ibd_splitter(lm, files / "basis.npz", None)
-    assert needs_grad
-    records, heatmaps = explain_images(
-        lm, images(files), "ibd", split, needs_gradients=True, progress=False
-    )
+    explainer = IBD(lm, files / "basis.npz")
+    assert explainer.needs_gradients
+    records = explainer(images(files))
     q = torch.tensor(Q, dtype=torch.float32)
     for rec in records:
         # h = fc(mean A^2): dh/dA_ij = 2 w_k A_ij / HW, so w_k(A) = 2 w_k * mean(A) / HW
         a_map = features_of(lm.model, rec.image)
         w_k = lm.model.fc.weight.detach()[rec.class_index]
         pooled_grad = (2 * w_k * a_map.mean(dim=(1, 2)) / 36).double().numpy()
-        dec = decompose(Q, pooled_grad[None])
+        dec = solve(Q, pooled_grad[None])
         expected = {NAMES[c]: s * float(q[c] @ a_map.sum(dim=(1, 2))) for c, s in dec.terms(0)}
         got = {c.label: c.contribution for c in rec.components}
         assert got.keys() == expected.keys() and got
@@ -160,7 +154,7 @@ def test_gradient_decomposition_for_a_non_gap_head(files: Path) -> None:
             assert got[label] == pytest.approx(expected[label], rel=1e-4, abs=1e-6)
             comp = next(c for c in rec.components if c.label == label)
             expected_map = torch.einsum("d,dhw->hw", q[NAMES.index(label)], a_map).numpy()
-            np.testing.assert_allclose(heatmaps[comp.heatmap], expected_map, atol=1e-5)
+            np.testing.assert_allclose(comp.heatmap.numpy(), expected_map, atol=1e-5)
         total = sum(c.contribution for c in rec.components) + rec.residual
         assert total == pytest.approx(rec.score, abs=1e-4)
 
@@ -170,11 +164,10 @@ def test_gradient_decomposition_of_a_gap_model_equals_the_class_decomposition(
 ) -> None:
     """On a GAP network w_k(A) = w_k / HW: eq. 12's contributions are exactly eq. 9's."""
     lm = loaded(TinyGap())
-    plain, _ = ibd_splitter(lm, files / "basis.npz", None)
-    per_image, needs_grad = ibd_splitter(lm, files / "basis.npz", None, gradient=True)
-    assert needs_grad
-    a, _ = explain_images(lm, images(files), "ibd", plain, needs_gradients=False, progress=False)
-    b, _ = explain_images(lm, images(files), "ibd", per_image, needs_gradients=True, progress=False)
+    plain = IBD(lm, files / "basis.npz")
+    per_image = IBD(lm, files / "basis.npz", gradient=True)
+    assert per_image.needs_gradients and not plain.needs_gradients
+    a, b = plain(images(files)), per_image(images(files))
     for x, y in zip(a, b, strict=True):
         assert [c.label for c in x.components] == [c.label for c in y.components]
         for cx, cy in zip(x.components, y.components, strict=True):
@@ -197,17 +190,14 @@ class TinyFlatHead(TinyGap):
 
 def test_a_flattening_head_takes_a_basis_of_the_channel_count(files: Path) -> None:
     lm = loaded(TinyFlatHead())
-    split, needs_grad = ibd_splitter(lm, files / "basis.npz", None)
-    assert needs_grad
-    records, _ = explain_images(
-        lm, images(files), "ibd", split, needs_gradients=True, progress=False
-    )
-    for rec in records:
+    explainer = IBD(lm, files / "basis.npz")
+    assert explainer.needs_gradients
+    for rec in explainer(images(files)):
         total = sum(c.contribution for c in rec.components) + rec.residual
         assert total == pytest.approx(rec.score, abs=1e-4)
     (files / "dec.json").write_text("{}")
-    with pytest.raises(UserError, match="drop --decomposition"):
-        ibd_splitter(lm, files / "basis.npz", files / "dec.json", explicit_decomposition=True)
+    with pytest.raises(UserError, match="pooled gradient .paper eq. 12.: drop it"):
+        IBD(lm, files / "basis.npz", files / "dec.json")
 
 
 class TinyConvHead(TinyGap):
@@ -231,21 +221,15 @@ def test_a_head_without_nn_linear_takes_the_gradient_route(files: Path) -> None:
     needs only gradients. This head computes exactly TinyGap's logits, so the explanations
     must be TinyGap's (eq. 12 on a GAP-equivalent head reproduces eq. 9)."""
     lm, reference = loaded(TinyConvHead()), loaded(TinyGap())
-    split, needs_grad = ibd_splitter(lm, files / "basis.npz", None)
-    assert needs_grad
-    got, _ = explain_images(lm, images(files), "ibd", split, needs_gradients=True, progress=False)
-    plain, _ = ibd_splitter(reference, files / "basis.npz", None)
-    want, _ = explain_images(
-        reference, images(files), "ibd", plain, needs_gradients=False, progress=False
-    )
+    explainer = IBD(lm, files / "basis.npz")
+    assert explainer.needs_gradients
+    got = explainer(images(files))
+    want = IBD(reference, files / "basis.npz")(images(files))
     units = tally(files / "tally.csv", [1, 2, 3, 4, 5])
-    nd_split, nd_grad = netdissect_splitter(lm, units, top=3)
-    assert nd_grad
-    nd, _ = explain_images(lm, images(files), "nd", nd_split, needs_gradients=True, progress=False)
-    nd_plain, _ = netdissect_splitter(reference, units, top=3)
-    nd_want, _ = explain_images(
-        reference, images(files), "nd", nd_plain, needs_gradients=False, progress=False
-    )
+    dissect = NetDissect(lm, units, top=3)
+    assert dissect.needs_gradients
+    nd = dissect(images(files))
+    nd_want = NetDissect(reference, units, top=3)(images(files))
     for x, y in [*zip(got, want, strict=True), *zip(nd, nd_want, strict=True)]:
         assert x.score == pytest.approx(y.score, abs=1e-5)
         assert [c.label for c in x.components] == [c.label for c in y.components]
@@ -262,11 +246,9 @@ def tally(path: Path, units: list[int]) -> Path:
 
 def test_netdissect_ranks_units_by_w_ku_a_u(files: Path) -> None:
     lm = loaded(TinyGap())
-    split, needs_grad = netdissect_splitter(lm, tally(files / "tally.csv", [1, 2, 3, 4, 5]), top=3)
-    assert not needs_grad
-    records, heatmaps = explain_images(
-        lm, images(files), "netdissect", split, needs_gradients=False, targets=0, progress=False
-    )
+    explainer = NetDissect(lm, tally(files / "tally.csv", [1, 2, 3, 4, 5]), top=3)
+    assert not explainer.needs_gradients
+    records = explainer(images(files), targets=0)
     w_0 = lm.model.fc.weight.detach()[0]
     for rec in records:
         a_map = features_of(lm.model, rec.image)
@@ -276,16 +258,16 @@ def test_netdissect_ranks_units_by_w_ku_a_u(files: Path) -> None:
         for comp, u in zip(rec.components, best, strict=True):
             assert comp.contribution == pytest.approx(unit_terms[u], abs=1e-5)
             assert comp.extra["unit"] == u
-            np.testing.assert_allclose(heatmaps[comp.heatmap], a_map[u].numpy(), atol=1e-6)
+            np.testing.assert_allclose(comp.heatmap.numpy(), a_map[u].numpy(), atol=1e-6)
         assert rec.residual == pytest.approx(rec.score - sum(unit_terms[u] for u in best), abs=1e-4)
 
 
 def test_netdissect_refuses_a_tally_of_other_units(files: Path) -> None:
     lm = loaded(TinyGap())
     with pytest.raises(UserError, match="unit 1 is not in it"):
-        netdissect_splitter(lm, tally(files / "gap.csv", [2, 3, 4, 5, 6]))
+        NetDissect(lm, tally(files / "gap.csv", [2, 3, 4, 5, 6]))
     with pytest.raises(UserError, match="unit 3 is not in it"):
-        netdissect_splitter(lm, tally(files / "short.csv", [1, 2, 4, 5]))
+        NetDissect(lm, tally(files / "short.csv", [1, 2, 4, 5]))
 
 
 def dec_doc(sky: float = 1.0) -> dict:
@@ -310,10 +292,7 @@ def test_decomposition_file_is_used_and_checked(files: Path) -> None:
     lm = loaded(TinyGap())
     doc = dec_doc()
     (files / "dec.json").write_text(json.dumps(doc))
-    split, _ = ibd_splitter(lm, files / "basis.npz", files / "dec.json")
-    records, _ = explain_images(
-        lm, images(files)[:1], "ibd", split, needs_gradients=False, targets=0, progress=False
-    )
+    records = IBD(lm, files / "basis.npz", files / "dec.json")(images(files)[:1], targets=0)
     assert [c.label for c in records[0].components] == ["sky"]
     cases = [
         ("another basis", lambda d: d["classes"][0]["concepts"][0].update(name="boat")),
@@ -332,14 +311,15 @@ def test_decomposition_file_is_used_and_checked(files: Path) -> None:
         change(bad)
         (files / "dec.json").write_text(json.dumps(bad))
         with pytest.raises(UserError, match=message):
-            ibd_splitter(lm, files / "basis.npz", files / "dec.json")
+            IBD(lm, files / "basis.npz", files / "dec.json")
     with pytest.raises(UserError, match="cannot read decomposition"):
-        ibd_splitter(lm, files / "basis.npz", files)  # a directory
+        IBD(lm, files / "basis.npz", files)  # a directory
 
 
 def test_missing_inputs_are_clear(files: Path) -> None:
     lm = loaded(TinyGap())
     args = argparse.Namespace(
+        method="ibd",
         basis=str(files / "none.npz"),
         decomposition=None,
         top=7,
@@ -347,7 +327,7 @@ def test_missing_inputs_are_clear(files: Path) -> None:
         tally=None,
     )
     with pytest.raises(UserError, match="basis not found"):
-        splitter_for("ibd", lm, args)
-    args.tally = str(files / "none.csv")
+        explainer_for(args, lm)
+    args.method, args.tally = "netdissect", str(files / "none.csv")
     with pytest.raises(UserError, match="dissection not found"):
-        splitter_for("netdissect", lm, args)
+        explainer_for(args, lm)

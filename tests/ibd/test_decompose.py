@@ -13,7 +13,7 @@ from scipy.linalg import hadamard
 from scipy.optimize import nnls
 
 from ibd.cli import main
-from ibd.decompose import decompose, gram_schmidt_pursuit, greedy_nnls
+from ibd.decomposition import gram_schmidt_pursuit, greedy_nnls, solve
 
 
 def standardised(rows: np.ndarray) -> np.ndarray:
@@ -164,7 +164,7 @@ def test_residual_fraction_and_zero_class() -> None:
     q = standardised(rng.normal(size=(30, 10)))
     w = np.vstack([rng.normal(size=(3, 10)), np.zeros((1, 10))])
     for solver in ("nnls", "omp"):
-        dec = decompose(q, w, solver=solver, max_concepts=4)
+        dec = solve(q, w, solver=solver, max_concepts=4)
         for k in range(3):
             idx = [c for c, _ in dec.terms(k)]
             s = np.array([s for _, s in dec.terms(k)])
@@ -181,8 +181,8 @@ def test_residual_fraction_and_zero_class() -> None:
 def test_scale_of_class_weights_scales_coefficients_only() -> None:
     q, w = random_problem(3)
     for solver in ("nnls", "omp"):
-        a = decompose(q, w, solver=solver)
-        b = decompose(q, 10.0 * w, solver=solver)
+        a = solve(q, w, solver=solver)
+        b = solve(q, 10.0 * w, solver=solver)
         assert np.array_equal(a.concepts, b.concepts)
         assert np.allclose(10.0 * a.coefficients, b.coefficients)
         assert np.allclose(a.residual_fraction, b.residual_fraction)

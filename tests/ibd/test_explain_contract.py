@@ -14,7 +14,7 @@ from PIL import Image
 
 from ibd.cli import main
 from ibd.data.images import load_batch
-from ibd.decompose import greedy_nnls
+from ibd.decomposition import greedy_nnls
 from ibd.nets import architectures, hooks
 from ibd.nets.load import load_model, save_checkpoint
 

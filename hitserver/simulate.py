@@ -174,30 +174,51 @@ CLOSERS = (
     "which matters most here.", "the rest looked fine.", "not a hard call.",
     "though it was close.", "that is my reason.", "it seemed obvious.",
 )  # fmt: skip
+# What a person mentions besides the explanation: a detail of the photo, in their words.
+COLOURS = ("grey", "blue", "dark", "bright", "green", "small", "large", "white", "red", "pale")
+THINGS = (
+    "shape", "patch", "area", "edge", "corner", "stripe", "spot", "outline", "block", "blob",
+    "shadow", "line", "part", "texture", "surface",
+)  # fmt: skip
+PLACES = (
+    "on the left", "on the right", "at the top", "at the bottom", "in the middle",
+    "near the edge", "behind it", "in front", "across the photo", "in the corner",
+)  # fmt: skip
 CARELESS_REASON = "The robot I chose gives the more reasonable explanation of the picture."
 """What every careless rater pastes into the reason box (the same text: near-identical)."""
 
 
-def reason(choice: int, worst_a: str | None, worst_b: str | None, rng: random.Random) -> str:
-    """A short written reason in a rater's words (an opener and a closer drawn per answer, so
-    two raters seldom write near-identical reasons)."""
+def _core(choice: int, worst_a: str | None, worst_b: str | None, rng: random.Random) -> str:
     if choice == 3:
-        core = rng.choice(
+        return rng.choice(
             [
                 "both explanations point at similar things in the picture",
                 "I can't see much difference between the two robots",
                 "the two robots highlight about the same regions",
             ]
         )
-    else:
-        loser, worst = ("B", worst_b) if choice in (1, 2) else ("A", worst_a)
-        winner = "A" if loser == "B" else "B"
-        core = (
-            f"robot {loser}'s '{worst}' highlight does not match the picture well"
-            if worst
-            else f"robot {winner}'s highlighted region fits the scene better"
-        )
-    text = " ".join(part for part in (rng.choice(OPENERS), core, rng.choice(CLOSERS)) if part)
+    loser, worst = ("B", worst_b) if choice in (1, 2) else ("A", worst_a)
+    winner = "A" if loser == "B" else "B"
+    if not worst:
+        return f"robot {winner}'s highlighted region fits the scene better"
+    return rng.choice(
+        [
+            f"robot {loser}'s '{worst}' highlight does not match the picture well",
+            f"the '{worst}' region robot {loser} shows is not really a {worst}",
+            f"robot {loser} marks something as '{worst}' that I cannot see there",
+            f"robot {winner}'s highlights fit and robot {loser}'s '{worst}' does not",
+        ]
+    )
+
+
+def reason(choice: int, worst_a: str | None, worst_b: str | None, rng: random.Random) -> str:
+    """A short written reason in a rater's words: the judgement, a detail of the photo, and an
+    opener and a closer, drawn per answer, so that two raters seldom write near-identical
+    reasons (as people do not)."""
+    detail = f"I looked at the {rng.choice(COLOURS)} {rng.choice(THINGS)} {rng.choice(PLACES)}"
+    parts = (rng.choice(OPENERS), _core(choice, worst_a, worst_b, rng) + ";", detail,
+             rng.choice(CLOSERS))  # fmt: skip
+    text = " ".join(part for part in parts if part)
     return text[0].upper() + text[1:]
 
 

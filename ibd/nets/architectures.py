@@ -14,6 +14,8 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
+import torch.nn.functional as F
 import torchvision
 from torch import nn
 
@@ -30,15 +32,15 @@ AUTHORS_IBD_NORMALIZATION = (
 # Imported lazily so that `ibd.nets.architectures` has no import cycle with them.
 _PROJECT_MODULES = ("ibd.nets.gapnets", "ibd.nets.worldnets")
 
-# Feature layer for known torchvision families (REFERENCE.md 1): the last spatial layer that
-# feeds the pooled classifier head.
+# Default feature layer per torchvision family (docs/models.md; paper section 3.1): the
+# last spatial layer, the one that feeds the pooled classifier head where there is one.
 _FAMILY_LAYERS = (
     ("resnet", "layer4"),
     ("resnext", "layer4"),
     ("wide_resnet", "layer4"),
     ("alexnet", "features"),
     ("vgg", "features"),
-    ("densenet", "features"),  # note: ends before densenet's final functional ReLU
+    ("densenet", "relu"),  # the post-ReLU map (`PostReluDenseNet`), as Places365 users expect
     ("mobilenet", "features"),
     ("efficientnet", "features"),
     ("convnext", "features"),
@@ -48,7 +50,70 @@ _FAMILY_LAYERS = (
     ("mnasnet", "layers"),
     ("googlenet", "inception5b"),
     ("inception", "Mixed_7c"),
+    ("swin", "norm"),  # the last stage after its norm, channels last: it feeds GAP -> linear
+    ("maxvit", "blocks"),
 )
+# Vision transformers: the output of the second-to-last encoder block, i.e. the patch tokens
+# that enter the last block. The last block's own patch tokens never reach the class score
+# (only the class token goes on to the head), so their gradients are zero.
+_VIT_DEPTH = {"vit_b": 12, "vit_l": 24, "vit_h": 32}
+_INPUT_SIZES = {"inception": (299, 299)}
+
+
+class PostReluDenseNet(torchvision.models.DenseNet):
+    """torchvision's DenseNet whose final ReLU is a module, `relu`, applied once.
+
+    torchvision's forward applies `F.relu` to the output of `features` and pools the result, so
+    no module outputs the map that feeds GAP -> linear. Here `relu` does: its output is the
+    post-ReLU map (what Places365's DenseNet users dissect), on which CAM and IBD apply exactly.
+    The logits are those of torchvision's forward, and the state dict is the same (a ReLU has no
+    parameters)."""
+
+    relu: nn.Module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.features(x))
+        out = F.adaptive_avg_pool2d(out, (1, 1))
+        return self.classifier(torch.flatten(out, 1))
+
+
+def adapt(model: nn.Module) -> nn.Module:
+    """A network ready for explanation: a torchvision DenseNet (built here or unpickled) becomes
+    a `PostReluDenseNet` in place; any other network is returned as it is."""
+    if isinstance(model, torchvision.models.DenseNet) and not isinstance(model, PostReluDenseNet):
+        model.__class__ = PostReluDenseNet
+        model.add_module("relu", nn.ReLU())
+    return model
+
+
+_AUX_MODULES = {"Inception3": ("AuxLogits",), "GoogLeNet": ("aux1", "aux2")}
+
+
+def drop_absent_aux(model: nn.Module, keys: set[str]) -> None:
+    """Remove Inception v3's / GoogLeNet's auxiliary classifiers when a state dict's `keys` have
+    none of them (saved with `aux_logits=False`); they only run in training mode anyway."""
+    names = _AUX_MODULES.get(type(model).__name__, ())
+    if names and not any(k.startswith(tuple(f"{n}." for n in names)) for k in keys):
+        for name in names:
+            setattr(model, name, None)
+        model.aux_logits = False
+
+
+def build_torchvision(name: str, num_classes: int, **kwargs: object) -> nn.Module:
+    """torchvision's `name` with random weights and `num_classes` outputs, adapted (`adapt`);
+    `kwargs` go to torchvision's builder (e.g. `image_size` of a vision transformer)."""
+    options: dict[str, object] = {"weights": None, "num_classes": num_classes, **kwargs}
+    if name.startswith(("inception", "googlenet")):
+        options.setdefault("init_weights", False)
+    return adapt(torchvision.models.get_model(name, **options))
+
+
+def family_layer(name: str) -> str:
+    """The default feature layer of a torchvision classifier, by its name ("" if unknown)."""
+    for prefix, depth in _VIT_DEPTH.items():
+        if name.startswith(prefix):
+            return f"encoder.layers.encoder_layer_{depth - 2}"
+    return next((lay for prefix, lay in _FAMILY_LAYERS if name.startswith(prefix)), "")
 
 
 @dataclass(frozen=True)
@@ -84,17 +149,12 @@ def torchvision_classifiers() -> list[str]:
 
 
 def _torchvision_spec(name: str) -> ArchSpec:
-    layer = next((lay for prefix, lay in _FAMILY_LAYERS if name.startswith(prefix)), "")
-    input_size = (299, 299) if name.startswith("inception") else (224, 224)
+    size = next((s for prefix, s in _INPUT_SIZES.items() if name.startswith(prefix)), (224, 224))
 
     def build(num_classes: int) -> nn.Module:
-        kwargs: dict[str, object] = {"weights": None, "num_classes": num_classes}
-        if name.startswith(("inception", "googlenet")):
-            kwargs["aux_logits"] = False
-            kwargs["init_weights"] = False
-        return torchvision.models.get_model(name, **kwargs)
+        return build_torchvision(name, num_classes)
 
-    return ArchSpec(name=name, build=build, layer=layer, input_size=input_size)
+    return ArchSpec(name=name, build=build, layer=family_layer(name), input_size=size)
 
 
 def available() -> list[str]:

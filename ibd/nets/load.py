@@ -1,6 +1,6 @@
 """Build a network by name and load its weights from a local file.
 
-Accepted weight files (REFERENCE.md 1; docs/contracts.md 2):
+Accepted weight files (docs/contracts.md 2):
 - the project's checkpoints (`format: ibd-checkpoint-1`: state dict + arch, classes, layer,
   input size, normalisation),
 - Places365 `.pth.tar` dicts `{'epoch', 'arch', 'state_dict', 'best_prec1'}` whose keys carry
@@ -33,7 +33,7 @@ from ibd.nets.labels import read_labels
 from ibd.nets.mirror import mirror
 
 CHECKPOINT_FORMAT = "ibd-checkpoint-1"
-# Input normalisations by name (mean, std on 0..1 RGB), REFERENCE.md 1.
+# Input normalisations by name (mean, std on 0..1 RGB).
 NORMALIZATIONS = {
     "imagenet": (architectures.IMAGENET_MEAN, architectures.IMAGENET_STD),
     "authors": architectures.AUTHORS_IBD_NORMALIZATION,
@@ -209,6 +209,139 @@ def _fit(model: nn.Module, state: dict[str, Any], what: str) -> None:
     model.load_state_dict(state)
 
 
+@dataclass
+class _FileContents:
+    """What a weight file holds: a state dict with its checkpoint metadata, or a whole model."""
+
+    path: Path | None = None
+    state: dict[str, Any] | None = None
+    whole: nn.Module | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def _read_file(weights: str | Path | None, allow_pickle: bool) -> _FileContents:
+    if weights is None:
+        return _FileContents()
+    path = Path(weights)
+    obj = read_weights(path, allow_pickle)
+    found = _FileContents(path=path)
+    if isinstance(obj, nn.Module):
+        found.whole = obj
+    elif isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        found.meta = {k: v for k, v in obj.items() if k != "state_dict"}
+        found.state = standard_keys(obj["state_dict"])
+    elif isinstance(obj, dict) and _is_state_dict(obj):
+        found.state = standard_keys(obj)
+    else:
+        raise UserError(f"{path} is neither a state dict nor a checkpoint with a 'state_dict'")
+    if isinstance(found.meta.get("module"), nn.Module):
+        found.whole = found.meta.pop("module")
+    while isinstance(found.whole, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+        found.whole = found.whole.module  # a pickled wrapper: the network is inside
+    return found
+
+
+def _class_count(
+    arch: str,
+    spec: architectures.ArchSpec,
+    found: _FileContents,
+    num_classes: int | None,
+    labels: str | Path | None,
+) -> int:
+    """The number of classes to build `arch` with: given, else the checkpoint's, else the
+    classifier's rows in the state dict, else the label count."""
+    file_arch = found.meta.get("arch")
+    if num_classes is None:
+        num_classes = found.meta.get("num_classes")
+    if num_classes is None and found.state:
+        probe = _probe(spec)
+        num_classes = _infer_num_classes(probe, found.state)
+        if num_classes is None:
+            key = _classifier(probe)[0] + ".weight"
+            said = f" (the checkpoint says arch '{file_arch}')" if file_arch else ""
+            raise UserError(f"weights do not fit {arch}: the file has no classifier '{key}'{said}")
+    if num_classes is None and labels is not None:
+        num_classes = len(read_labels(labels))
+    if num_classes is None:
+        raise UserError(f"cannot tell the number of classes for {arch}: pass --num-classes")
+    if int(num_classes) < 1:
+        raise UserError(f"the number of classes must be at least 1, not {num_classes}")
+    return int(num_classes)
+
+
+def _network(
+    arch: str | None,
+    found: _FileContents,
+    num_classes: int | None,
+    labels: str | Path | None,
+) -> tuple[nn.Module, str, architectures.ArchSpec | None]:
+    """The network with the file's weights, its architecture name and spec (None for a whole
+    pickled model of an architecture we do not know)."""
+    file_arch = found.meta.get("arch")
+    arch = arch or (str(file_arch) if file_arch else None)
+    if found.whole is not None:
+        # a named architecture still says how to feed the network (input size, layer, mean/std)
+        spec = architectures.get(arch) if arch in architectures.available() else None
+        return architectures.adapt(found.whole), arch or type(found.whole).__name__.lower(), spec
+    if arch is None:
+        raise UserError("no architecture given and the checkpoint names none: pass --arch")
+    spec = architectures.get(arch)
+    count = _class_count(arch, spec, found, num_classes, labels)
+    model = spec.build(count)
+    if found.state is not None:
+        architectures.drop_absent_aux(model, set(found.state))
+        what = f"{arch} with {count} classes"
+        if file_arch and file_arch != arch:
+            what += f" (the checkpoint says arch '{file_arch}')"
+        _fit(model, found.state, what)
+    return model, arch, spec
+
+
+def _class_names(model: nn.Module, found: _FileContents, labels: str | Path | None) -> list[str]:
+    out_features = _classifier(model)[1]
+    if labels is not None:
+        classes = read_labels(labels)
+    elif found.meta.get("classes"):
+        classes = [str(c) for c in found.meta["classes"]]
+    else:
+        classes = [f"class_{k}" for k in range(out_features)]
+    if len(classes) != out_features:
+        source = labels if labels is not None else found.path
+        raise UserError(
+            f"{source} names {len(classes)} classes but the model has {out_features} outputs"
+        )
+    return classes
+
+
+def _feature_layer(
+    model: nn.Module, arch: str, layer: str | None, meta: dict[str, Any], spec: Any
+) -> str:
+    chosen = layer or meta.get("layer") or (spec.layer if spec else "")
+    chosen = chosen or architectures.default_layer(model)
+    try:
+        model.get_submodule(chosen)
+    except AttributeError:
+        raise UserError(f"{arch} has no layer named '{chosen}'") from None
+    return str(chosen)
+
+
+def _feeding(
+    meta: dict[str, Any], spec: architectures.ArchSpec | None, normalization: str | None
+) -> tuple[tuple[int, int], tuple[float, float, float], tuple[float, float, float]]:
+    """Input size, mean and std: the checkpoint's, else the architecture's, `normalization`
+    overriding mean and std."""
+    size = tuple(meta.get("input_size") or (spec.input_size if spec else (224, 224)))
+    mean = tuple(meta.get("mean") or (spec.mean if spec else architectures.IMAGENET_MEAN))
+    std = tuple(meta.get("std") or (spec.std if spec else architectures.IMAGENET_STD))
+    if normalization is not None:
+        mean, std = NORMALIZATIONS[normalization]
+    return (
+        (int(size[0]), int(size[1])),
+        (float(mean[0]), float(mean[1]), float(mean[2])),
+        (float(std[0]), float(std[1]), float(std[2])),
+    )
+
+
 def load_model(
     arch: str | None,
     weights: str | Path | None,
@@ -221,6 +354,7 @@ def load_model(
     device: str | torch.device = "cpu",
     name: str | None = None,
     normalization: str | None = None,
+    input_size: tuple[int, int] | None = None,
 ) -> LoadedModel:
     """Build `arch` and load `weights` (see the module docstring for the accepted formats).
 
@@ -230,94 +364,23 @@ def load_model(
     `class_<k>`. The input normalisation is the checkpoint's, else the architecture's, unless
     `normalization` names one of `NORMALIZATIONS` (`authors`: the authors' IBD code's
     (RGB - [124.69, 118.69, 109.54]) / 57.12, for Places365 files that do not record theirs).
+    `input_size` (H, W) overrides the size images are resized to.
     """
     if normalization is not None and normalization not in NORMALIZATIONS:
         known = ", ".join(NORMALIZATIONS)
         raise UserError(f"unknown normalization '{normalization}' (choose from {known})")
-    meta: dict[str, Any] = {}
-    state: dict[str, Any] | None = None
-    whole: nn.Module | None = None
-    path = Path(weights) if weights is not None else None
-    if path is not None:
-        obj = read_weights(path, allow_pickle)
-        if isinstance(obj, nn.Module):
-            whole = obj
-        elif isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-            meta = {k: v for k, v in obj.items() if k != "state_dict"}
-            state = standard_keys(obj["state_dict"])
-        elif isinstance(obj, dict) and _is_state_dict(obj):
-            state = standard_keys(obj)
-        else:
-            raise UserError(f"{path} is neither a state dict nor a checkpoint with a 'state_dict'")
-        if "module" in meta and isinstance(meta["module"], nn.Module):
-            whole = meta.pop("module")
-        while isinstance(whole, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
-            whole = whole.module  # a pickled wrapper: the network is inside
-
-    file_arch = meta.get("arch")
-    arch = arch or (str(file_arch) if file_arch else None)
-    if whole is not None:
-        model = whole
-        # a named architecture still says how to feed the network (input size, layer, mean/std)
-        spec = architectures.get(arch) if arch in architectures.available() else None
-        arch = arch or type(whole).__name__.lower()
-    else:
-        if arch is None:
-            raise UserError("no architecture given and the checkpoint names none: pass --arch")
-        spec = architectures.get(arch)
-        probe = _probe(spec)
-        if num_classes is None:
-            num_classes = meta.get("num_classes") or (
-                _infer_num_classes(probe, state) if state else None
-            )
-        if num_classes is None and state:
-            key = _classifier(probe)[0] + ".weight"
-            said = f" (the checkpoint says arch '{file_arch}')" if file_arch else ""
-            raise UserError(f"weights do not fit {arch}: the file has no classifier '{key}'{said}")
-        if num_classes is None and labels is not None:
-            num_classes = len(read_labels(labels))
-        if num_classes is None:
-            raise UserError(f"cannot tell the number of classes for {arch}: pass --num-classes")
-        if int(num_classes) < 1:
-            raise UserError(f"the number of classes must be at least 1, not {num_classes}")
-        model = spec.build(int(num_classes))
-        if state is not None:
-            what = f"{arch} with {num_classes} classes"
-            if file_arch and file_arch != arch:
-                what += f" (the checkpoint says arch '{file_arch}')"
-            _fit(model, state, what)
-
-    out_features = _classifier(model)[1]
-    if labels is not None:
-        classes = read_labels(labels)
-    elif meta.get("classes"):
-        classes = [str(c) for c in meta["classes"]]
-    else:
-        classes = [f"class_{k}" for k in range(out_features)]
-    if len(classes) != out_features:
-        source = labels if labels is not None else path
-        raise UserError(
-            f"{source} names {len(classes)} classes but the model has {out_features} outputs"
-        )
-
+    found = _read_file(weights, allow_pickle)
+    meta = found.meta
+    model, arch, spec = _network(arch, found, num_classes, labels)
+    classes = _class_names(model, found, labels)
     if mirrored and not meta.get("mirrored"):
         model = mirror(model)
         meta["mirrored"] = True
-    chosen_layer = layer or meta.get("layer") or (spec.layer if spec else "")
-    chosen_layer = chosen_layer or architectures.default_layer(model)
-    try:
-        model.get_submodule(chosen_layer)
-    except AttributeError:
-        raise UserError(f"{arch} has no layer named '{chosen_layer}'") from None
-
-    size = tuple(meta.get("input_size") or (spec.input_size if spec else (224, 224)))
-    mean = tuple(meta.get("mean") or (spec.mean if spec else architectures.IMAGENET_MEAN))
-    std = tuple(meta.get("std") or (spec.std if spec else architectures.IMAGENET_STD))
-    if normalization is not None:
-        mean, std = NORMALIZATIONS[normalization]
+    chosen_layer = _feature_layer(model, arch, layer, meta, spec)
+    size, mean, std = _feeding(meta, spec, normalization)
     # A randomly initialised network is `<arch>_random`: its outputs must not overwrite those of
     # a trained model named after its architecture (the reference world_resnet.pt).
-    default_name = path.name.split(".")[0] if path is not None else f"{arch}_random"
+    default_name = found.path.name.split(".")[0] if found.path is not None else f"{arch}_random"
     if mirrored and not default_name.endswith("_mirror"):
         default_name += "_mirror"  # its outputs must not overwrite the unmirrored model's
     return LoadedModel(
@@ -326,9 +389,9 @@ def load_model(
         arch=str(arch),
         classes=classes,
         layer=chosen_layer,
-        input_size=(int(size[0]), int(size[1])),
-        mean=(float(mean[0]), float(mean[1]), float(mean[2])),
-        std=(float(std[0]), float(std[1]), float(std[2])),
+        input_size=input_size or size,
+        mean=mean,
+        std=std,
         meta=meta,
     )
 

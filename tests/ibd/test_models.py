@@ -129,6 +129,8 @@ def test_gap_variants_and_trunk_loading() -> None:
 def test_default_layers() -> None:
     assert architectures.get("resnet50").layer == "layer4"
     assert architectures.get("alexnet").layer == "features"
-    assert architectures.get("densenet121").layer == "features"
+    assert architectures.get("densenet121").layer == "relu"  # the post-ReLU map
+    assert architectures.get("vit_b_16").layer == "encoder.layers.encoder_layer_10"
+    assert architectures.get("swin_t").layer == "norm"
     squeeze = torchvision.models.squeezenet1_0(num_classes=4)
     assert architectures.default_layer(squeeze) == "features"

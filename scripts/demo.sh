@@ -122,8 +122,10 @@ if [ ! -e "$H/figures/fig8.png" ] || [ "$H/batches" -nt "$H/figures/fig8.png" ];
   "$BIN/hitserver" simulate --url "http://127.0.0.1:$SIM_PORT" --raters 40 "${BATCHES[@]}"
   kill "$SERVER"; wait "$SERVER" 2>/dev/null || true
   trap - EXIT
-  "$BIN/analysis" stats --db "$SIM_DB" --include-simulated --out "$H/stats"
-  "$BIN/analysis" plot --db "$SIM_DB" --include-simulated --out "$H/figures"
+  "$BIN/analysis" stats --db "$SIM_DB" --include-simulated --config scripts/demo-exclusion.toml \
+    --out "$H/stats"
+  "$BIN/analysis" plot --db "$SIM_DB" --include-simulated --config scripts/demo-exclusion.toml \
+    --out "$H/figures"
 fi
 
 say "the human study: batches loaded into $H/hitserver.sqlite"

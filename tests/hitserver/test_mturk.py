@@ -496,3 +496,24 @@ def test_a_database_refusal_is_not_retried_and_the_sync_goes_on(
     assert {row[0]: row[1] for row in slot_rows(engine)}["3CFVK00FWLLY0VAFBQK0GZMDE8P6L9"] == (
         "rejected"
     )
+
+
+def test_the_mturk_command_says_it_closed(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    from hitserver.cli import main
+
+    db = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    assert main(["mturk", "approve", "typo", "--db", db]) == 2
+    captured = capsys.readouterr()
+    assert captured.out.strip() == (
+        "hitserver mturk: Amazon Mechanical Turk closed on 2026-09-30; this is its sandbox, "
+        "kept for tests and demos"
+    )
+    assert captured.err.strip() == "hitserver mturk: error: no batch named 'typo' is loaded"
+    argv = ["mturk", "publish", "mb", "--reward", "0.10", "--external-url", "https://a.org"]
+    assert main([*argv, "--production", "--db", db]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""  # refused before anything else
+    assert captured.err.strip() == (
+        "hitserver mturk: error: Amazon Mechanical Turk closed on 2026-09-30; --production is "
+        "refused (real studies: hitserver prolific ...)"
+    )

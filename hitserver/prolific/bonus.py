@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine, insert, select, update
+from tqdm import tqdm
 
 from hitserver.errors import UserError
 from hitserver.models import ProlificBonus, ProlificBonusLine, ProlificSubmission
@@ -163,7 +164,9 @@ def _confirm(engine: Engine, client: ProlificClient, bonus: Any, report: BonusRe
                 ProlificBonusLine.bonus_id == bonus.id
             )
         ).all()
-    for line in lines:
+    for line in tqdm(
+        lines, desc=f"checking bonus {bonus.bulk_id}", unit="submission", disable=None
+    ):
         payments = client.get(SUBMISSION.format(line.submission_id)).get("bonus_payments") or []
         if line.amount_cents not in payments:
             if bonus.paid_at is None:

@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import Engine, select, update
+from tqdm import tqdm
 
 from hitserver.errors import UserError
 from hitserver.models import ProlificSubmission
@@ -190,7 +191,7 @@ def send(
     report = ReviewReport(decisions=list(decisions))
     with engine.connect() as conn:
         row = study_row(conn, batch_name)
-    for decision in decisions:
+    for decision in tqdm(decisions, desc="sending to Prolific", unit="submission", disable=None):
         body: dict[str, str] = {"action": decision.action}
         if decision.action == "REJECT":
             assert decision.category is not None and decision.message is not None

@@ -541,3 +541,19 @@ def test_the_study_configs_exclusion_table_sets_the_rules(
     config.write_text("[exclusion]\nmax_catch_fail = 1.0\nbogus = 1\n")
     assert main(["prolific", "reject", "pb", "--study-config", str(config), "--db", db_url]) == 2
     assert capsys.readouterr().err.strip().endswith("exclusion.bogus: unknown setting")
+
+
+def test_lost_answers_to_transitions_are_harmless(
+    engine: Engine, client: ProlificClient, standin: Any, study: dict[str, str]
+) -> None:
+    # The study was published already; now its pause is carried out but the answer is lost.
+    standin.inject("POST", r"/api/v1/studies/\w+/transition/", drop=True)
+    assert studies.change(engine, client, "pb", "PAUSE") == "PAUSED"
+    assert standin.calls("POST", r"/api/v1/studies/\w+/transition/") == 3  # publish + 2
+    sync(engine, client, "pb", show_progress=False)
+    [good] = [d for d in review.plan(engine, "pb", review.Rules()) if d.participant_id == "good1"]
+    standin.inject("POST", r"/api/v1/submissions/\w+/transition/", drop=True)
+    sent = review.send(engine, client, "pb", [good])
+    assert (len(sent.sent), sent.failed) == (1, [])
+    assert standin.calls("POST", r"/api/v1/submissions/\w+/transition/") == 2
+    assert standin.state.submissions[study["good1"]]["status"] == "APPROVED"

@@ -23,6 +23,9 @@ th, td { border: 1px solid #ccc; padding: .2rem .45rem; text-align: right; }
 td { white-space: nowrap; }
 th:first-child, td:first-child { text-align: left; white-space: normal; }
 th { background: #f3f3f3; }
+table.exclusions td:first-child { white-space: nowrap; }
+table.exclusions td:nth-child(2), table.exclusions th:nth-child(2) { text-align: left;
+       white-space: normal; min-width: 22rem; }
 """
 
 
@@ -30,7 +33,8 @@ def _section_html(sec: Section) -> list[str]:
     out = [f"<h2>{html.escape(sec.heading)}</h2>"]
     out += [f"<p>{html.escape(p).replace('**', '')}</p>" for p in sec.paragraphs]
     if sec.header:
-        out.append("<table><thead><tr>")
+        css = f' class="{html.escape(sec.table_class)}"' if sec.table_class else ""
+        out.append(f"<table{css}><thead><tr>")
         out += [f"<th>{html.escape(h)}</th>" for h in sec.header]
         out.append("</tr></thead><tbody>")
         for row in sec.rows:

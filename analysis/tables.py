@@ -72,6 +72,8 @@ class Section:
     paragraphs: list[str] = field(default_factory=list)
     header: list[str] = field(default_factory=list)
     rows: list[list[str]] = field(default_factory=list)
+    table_class: str = ""
+    """A class for the HTML table (the report's style sheet knows `exclusions`)."""
 
 
 def _comparison_section(
@@ -246,6 +248,7 @@ def _exclusion_section(study: Study) -> Section:
             [str(r["rule"]), str(r["definition"])] + [str(int(r[c])) for c in table.columns[2:]]
             for _, r in table.iterrows()
         ],
+        table_class="exclusions",
     )
 
 

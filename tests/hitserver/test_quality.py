@@ -100,6 +100,8 @@ def test_answers_without_telemetry_or_with_part_of_it_still_work(setup, clock) -
         ({"visible_s": True}, 400, "telemetry.visible_s"),
         ({"visible_s": -1}, 422, "telemetry.visible_s"),
         ({"visible_s": 1e300}, 422, "telemetry.visible_s"),
+        ({"visible_s": 10**400}, 422, "telemetry.visible_s"),
+        ({"blur_count": 10**400}, 422, "telemetry.blur_count"),
         ({"blur_count": 1.5}, 400, "telemetry.blur_count"),
         ({"paste_count": -1}, 422, "telemetry.paste_count"),
         ({"pasted_chars": 10**12}, 422, "telemetry.pasted_chars"),

@@ -678,15 +678,15 @@ def test_insertion_from_the_mean_colour(home: Path, monkeypatch: pytest.MonkeyPa
 def test_items_carry_each_explanation_s_own_saliency(home: Path) -> None:
     """Deletion and insertion remove pixels in the order of the explanation's own map: the
     class map for cam, sum_i c_i norm(h_i) for ibd (faithfulness.combine)."""
-    from ibd.commands import evaluate as command
+    from ibd.evaluation.items import read_items
 
     world = home / "world"
     lookup = {(world / "images" / f"{n}.png").resolve(): i for i, n in enumerate("ab")}
-    cam, _ = command._items(home / "explanations" / "tiny" / "cam", None, lookup, {}, "sum")
+    cam, _ = read_items(home / "explanations" / "tiny" / "cam", None, lookup, {}, "sum")
     assert all(np.array_equal(item.saliency, TOP_RIGHT) for item in cam)
-    ibd, _ = command._items(home / "explanations" / "tiny" / "ibd", None, lookup, {}, "sum")
+    ibd, _ = read_items(home / "explanations" / "tiny" / "ibd", None, lookup, {}, "sum")
     np.testing.assert_allclose(ibd[0].saliency, 1.0 * BOTTOM_LEFT + 0.5 * TOP_RIGHT)
-    top, _ = command._items(home / "explanations" / "tiny" / "ibd", None, lookup, {}, "top")
+    top, _ = read_items(home / "explanations" / "tiny" / "ibd", None, lookup, {}, "top")
     np.testing.assert_allclose(top[0].saliency, BOTTOM_LEFT)
 
 

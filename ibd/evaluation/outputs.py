@@ -1,0 +1,224 @@
+"""The files `ibd evaluate` writes into its output directory (docs/evaluate.md, "Outputs"):
+report.md, decomposition.csv, decomposition_by_contribution.csv, explanations.csv, summary.csv,
+curves.csv, counterfactual.csv and evaluate.json. They are the evaluation's end products: no
+stage of the project reads them back (a user's R or pandas does), so each has a writer only.
+
+In the CSV files a value not measured (None, nan) is an empty cell; in evaluate.json, null."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Any
+
+from ibd.evaluation import scoring as ev
+from ibd.evaluation.faithfulness import BLUR_KERNEL, BLUR_SIGMA
+from ibd.evaluation.means import isnan
+from ibd.evaluation.pipeline import Results, Settings
+from ibd.evaluation.reliance import Reliance
+from ibd.evaluation.rules import RuleRows, rule_cells, rule_means
+from ibd.evaluation.summary import Scored, Summary
+
+RULE_COLUMNS = (
+    "class",
+    "defining",
+    "top",
+    "precision_lenient",
+    "recall_lenient",
+    "precision_strict",
+    "recall_strict",
+)
+EXPLANATION_COLUMNS = (
+    "model",
+    "method",
+    "image",
+    "class_index",
+    "class_name",
+    "true_class",
+    "top_label",
+    "target",
+    "present",
+    "hit",
+    "region_precision",
+    "coverage",
+    "lift",
+    "concept_trials",
+    "concept_shown",
+    "concept_peak",
+    "concept_overlap",
+    "deletion_auc",
+    "insertion_auc",
+    "cf_effect",
+    "cf_largest",
+    "cf_hit",
+    "cf_share",
+    "cf_chance",
+    "cf_mean_effect",
+)
+
+
+def write_all(out: Path, results: Results, report: Sequence[str]) -> None:
+    """Every output file of `results` into `out` (which must exist); a file with nothing to
+    hold (no decomposition, no explanations, no counterfactuals) is not written."""
+    (out / "report.md").write_text("\n".join(report) + "\n")
+    for name, rows in (
+        ("decomposition.csv", results.coefficient_rows),
+        ("decomposition_by_contribution.csv", results.contribution_rows),
+    ):
+        if rows:
+            write_rules_csv(out / name, rows)
+    if results.scored:
+        write_explanations_csv(out / "explanations.csv", results.scored)
+        write_summary_csv(out / "summary.csv", results.summary)
+    if results.curves:
+        write_curves_csv(out / "curves.csv", results)
+    if results.reliance is not None:
+        write_counterfactual_csv(out / "counterfactual.csv", results.reliance)
+    write_json(out / "evaluate.json", results)
+
+
+def _write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        for row in rows:
+            writer.writerow(["" if v is None or isnan(v) else v for v in row])
+
+
+def write_rules_csv(path: Path, rows: RuleRows) -> None:
+    _write_csv(path, RULE_COLUMNS, [rule_cells(c, m, ";") for c, m in rows])
+
+
+def _explanation_cells(s: Scored) -> tuple[Any, ...]:
+    i, truth, areas, top = s.item, s.truth, s.areas, s.top_effect
+    g = truth.explanation
+    counterfactual = (
+        (None,) * 6
+        if top is None
+        else (top.effect, top.largest, top.hit, top.share, top.chance_hit, top.mean_effect)
+    )
+    return (
+        i.model,
+        i.method,
+        str(i.image),
+        i.class_index,
+        i.class_name,
+        i.true_class,
+        i.top_label,
+        g.target,
+        g.present,
+        g.hit,
+        g.precision,
+        g.coverage,
+        g.lift,
+        len(truth.trials),
+        truth.shown,
+        truth.peak,
+        truth.overlap,
+        None if areas is None else areas.deletion,
+        None if areas is None else areas.insertion,
+        *counterfactual,
+    )
+
+
+def write_explanations_csv(path: Path, scored: Sequence[Scored]) -> None:
+    _write_csv(path, EXPLANATION_COLUMNS, [_explanation_cells(s) for s in scored])
+
+
+def write_summary_csv(path: Path, summary: Sequence[Summary]) -> None:
+    _write_csv(path, [f.name for f in fields(Summary)], [asdict(s).values() for s in summary])
+
+
+def write_curves_csv(path: Path, results: Results) -> None:
+    _write_csv(
+        path,
+        ["model", "method", "fraction", "deletion", "insertion"],
+        [
+            (model, method, float(f), float(d), float(i))
+            for (model, method), curves in sorted(results.curves.items())
+            for f, d, i in zip(curves.fractions, curves.deletion, curves.insertion, strict=True)
+        ],
+    )
+
+
+def write_counterfactual_csv(path: Path, reliance: Reliance) -> None:
+    _write_csv(
+        path,
+        ["model", "class", "rank", "concept", "mean_effect"],
+        [
+            (model, class_name, rank, concept, value)
+            for model, by_class in reliance.ranked.items()
+            for class_name, ranked in by_class.items()
+            for rank, (concept, value) in enumerate(ranked, start=1)
+        ],
+    )
+
+
+def _json_safe(value: Any) -> Any:
+    return None if isnan(value) else value
+
+
+def _match_json(match: ev.RuleMatch) -> dict[str, Any]:
+    return {k: _json_safe(v) for k, v in vars(match).items() if k != "top"}
+
+
+def _rules_json(rows: RuleRows) -> dict[str, Any]:
+    return {
+        "classes": [{"class": c.name, "top": list(m.top), **_match_json(m)} for c, m in rows],
+        "mean": {k: _json_safe(v) for k, v in rule_means(rows).items()} if rows else None,
+    }
+
+
+def _settings_json(settings: Settings) -> dict[str, Any]:
+    curves = settings.curves
+    blur = f"gaussian blur {BLUR_KERNEL}/{BLUR_SIGMA:g}"
+    return {
+        "k": settings.k,
+        "fraction": settings.fraction,
+        "steps": curves.steps,
+        "saliency": settings.saliency,
+        "score": curves.score,
+        "seed": settings.seed,
+        "deletion_baseline": "mean colour",
+        "insertion_baseline": blur if curves.insertion_from == "blur" else "mean colour",
+    }
+
+
+def _reliance_json(reliance: Reliance) -> dict[str, Any]:
+    return {
+        "fill": reliance.fill,
+        "model": reliance.model,
+        "classes": [
+            {
+                "class": c.name,
+                "top": list(m.top),
+                **_match_json(m),
+                "shared_by_contribution": reliance.shared[c.name][0],
+                "shared_by_coefficient": reliance.shared[c.name][1],
+            }
+            for c, m in reliance.rows
+        ],
+        "mean": {k: _json_safe(v) for k, v in rule_means(reliance.rows).items()}
+        if reliance.rows
+        else None,
+        "precision_by_model": {m: _json_safe(p) for m, p in reliance.precision.items()},
+    }
+
+
+def write_json(path: Path, results: Results) -> None:
+    """evaluate.json: the settings, both decomposition rankings against the rules, the
+    summaries and the counterfactual reliance (null when not drawn)."""
+    document = {
+        "settings": _settings_json(results.settings),
+        "decomposition": _rules_json(results.coefficient_rows),
+        "decomposition_by_contribution": {
+            **_rules_json(results.contribution_rows),
+            "missing_classes": list(results.missing),
+        },
+        "explanations": [{k: _json_safe(v) for k, v in asdict(s).items()} for s in results.summary],
+        "counterfactual": None if results.reliance is None else _reliance_json(results.reliance),
+    }
+    path.write_text(json.dumps(document, indent=1) + "\n")

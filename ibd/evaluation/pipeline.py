@@ -1,0 +1,207 @@
+"""What `ibd evaluate` runs, in which order (docs/evaluate.md):
+
+1. the class decomposition's top-k concepts per class against the world's rules, ranked by
+   coefficient (paper eq. 6) and, over the decomposed model's IBD explanations, by mean
+   contribution (eq. 9);
+2. each explanation against its image's masks: presence, pointing and the concept pointing game
+   (`ibd.evaluation.truth`), with a seeded random-heatmap control;
+3. counterfactual images, where the world can draw its images again (`ibd.evaluation.reliance`);
+4. deletion / insertion curves with each explanation's own model (`ibd.evaluation.curves`).
+
+The networks are loaded before any long work, so a wrong model fails first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ibd.data.broden import BrodenDataset
+from ibd.data.csvfiles import read_rows
+from ibd.errors import UserError
+from ibd.evaluation import items as itemlib
+from ibd.evaluation import scoring as ev
+from ibd.evaluation.curves import Areas, CurveSettings, MeanCurves, model_curves
+from ibd.evaluation.items import Item
+from ibd.evaluation.reliance import Drawn, Reliance, draw, reliance, settings_of
+from ibd.evaluation.rules import (
+    RuleRows,
+    contribution_ranking,
+    missing_classes,
+    read_ranked,
+    rule_rows,
+)
+from ibd.evaluation.summary import Scored, Summary, summarise
+from ibd.evaluation.truth import score_items
+from ibd.nets.load import LoadedModel
+
+# the networks of the named models that can be run (a model left out gets no curves and no
+# counterfactuals)
+ModelLoader = Callable[[Sequence[str]], Mapping[str, LoadedModel]]
+
+
+@dataclass(frozen=True)
+class Settings:
+    k: int = 3  # top-k concepts per class
+    fraction: float = ev.POINTING_FRACTION  # pointing: the heatmap's top fraction
+    limit: int | None = None  # explanations read per directory
+    saliency: str = "sum"  # ibd / netdissect curves: "sum" of the components' maps, or "top"
+    seed: int = 0  # of the random-heatmap control
+    faithfulness: bool = True
+    curves: CurveSettings = field(default_factory=CurveSettings)
+    # "grey" / "remove": required; None: grey when the world can draw its images; "none": never
+    counterfactual: str | None = None
+
+
+@dataclass(frozen=True)
+class Results:
+    settings: Settings
+    coefficient_rows: RuleRows  # the decomposition by coefficient against the rules
+    contribution_rows: RuleRows  # ... by mean contribution
+    missing: list[str]  # classes the contribution ranking lacks
+    scored: list[Scored]  # every explanation and random control
+    summary: list[Summary]
+    curves: dict[tuple[str, str], MeanCurves]  # (model, method) -> mean curves
+    reliance: Reliance | None
+    notes: list[str]
+
+
+def _categories(world: Path) -> list[str]:
+    """Every category of the world's category.csv: masks for all of them, so any label a
+    method gives (object, part, colour, ...) is looked up."""
+    path = world / "category.csv"
+    if not path.is_file():
+        raise UserError(f"{world} is not a Broden directory: {path} is missing")
+    return [row["name"] for row in read_rows(path, ["name"]) if row["name"]]
+
+
+def _read_items(
+    world: Path, dirs: Sequence[Path], settings: Settings, notes: list[str]
+) -> tuple[list[Item], BrodenDataset]:
+    dataset = BrodenDataset(world, categories=_categories(world), min_images=1)
+    lookup = {dataset.image_path(i).resolve(): i for i in range(len(dataset))}
+    true_class = itemlib.true_classes(world)
+    found: list[Item] = []
+    for directory in dirs:
+        read, foreign = itemlib.read_items(
+            directory, settings.limit, lookup, true_class, settings.saliency
+        )
+        if foreign:
+            notes.append(f"{directory}: {foreign} explanation(s) of images not in {world}")
+        found += read
+    if not found:
+        raise UserError(f"no explanation in {', '.join(map(str, dirs))} is of a world image")
+    return found + itemlib.random_controls(found, settings.seed), dataset
+
+
+def _check_classes(items: Sequence[Item], models: Mapping[str, LoadedModel]) -> None:
+    """Each explained class must be that class of the network its curves will use."""
+    for item in items:
+        loaded = models.get(item.model)
+        if loaded is not None and not (
+            0 <= item.class_index < len(loaded.classes)
+            and loaded.classes[item.class_index] == item.class_name
+        ):
+            raise UserError(
+                f"{item.method} explanation of {item.image}: class {item.class_index} "
+                f"'{item.class_name}' is not that class of model {loaded.name}"
+            )
+
+
+def _curves(
+    items: Sequence[Item], models: Mapping[str, LoadedModel], settings: CurveSettings
+) -> tuple[dict[int, Areas], dict[tuple[str, str], MeanCurves]]:
+    areas: dict[int, Areas] = {}
+    means: dict[tuple[str, str], MeanCurves] = {}
+    for name, loaded in models.items():
+        positions = [n for n, i in enumerate(items) if i.model == name]
+        found, by_method = model_curves([items[n] for n in positions], loaded, settings)
+        areas.update((positions[n], a) for n, a in found.items())
+        means.update(((name, method), m) for method, m in by_method.items())
+    return areas, means
+
+
+@dataclass(frozen=True)
+class _Explanations:
+    """What the stages that read explanations measured."""
+
+    scored: list[Scored]
+    curves: dict[tuple[str, str], MeanCurves]
+    drawn: Drawn | None
+    fill: str
+
+
+def _score_explanations(
+    world_dir: Path,
+    world: ev.World,
+    dirs: Sequence[Path],
+    settings: Settings,
+    load_models: ModelLoader,
+    notes: list[str],
+) -> _Explanations:
+    cf_settings = settings_of(world_dir, settings.counterfactual, notes)
+    items, dataset = _read_items(world_dir, dirs, settings, notes)
+    models: Mapping[str, LoadedModel] = {}
+    if settings.faithfulness or cf_settings is not None:
+        models = load_models(sorted({i.model for i in items}))
+        _check_classes(items, models)
+    truths = score_items(items, dataset, world, settings.fraction)
+    fill = settings.counterfactual or "grey"
+    drawn = None
+    if cf_settings is not None:
+        drawn = draw(items, models, world_dir, cf_settings, fill)
+    areas, curves = _curves(items, models, settings.curves) if settings.faithfulness else ({}, {})
+    scored = [
+        Scored(item, truth, areas.get(n), None if drawn is None else drawn.top.get(n))
+        for n, (item, truth) in enumerate(zip(items, truths, strict=True))
+    ]
+    return _Explanations(scored, curves, drawn, fill)
+
+
+def evaluate(
+    world_dir: Path,
+    decomposition: Path | None,
+    dirs: Sequence[Path],
+    settings: Settings,
+    load_models: ModelLoader,
+) -> Results:
+    """Score a decomposition (None: none) and the explanations in `dirs` against the world."""
+    world = ev.read_world(world_dir / "world.json")
+    ranked = None if decomposition is None else read_ranked(decomposition, world)
+    coefficient_rows = [] if ranked is None else rule_rows(ranked, world, settings.k)
+    notes: list[str] = []
+    if not dirs:
+        return Results(settings, coefficient_rows, [], [], [], [], {}, None, notes)
+    found = _score_explanations(world_dir, world, dirs, settings, load_models, notes)
+    items = [s.item for s in found.scored]
+    decomposed = None if decomposition is None else ev.read_decomposition_model(decomposition)
+    contribution_rows: RuleRows = []
+    if ranked is not None:
+        by_contribution = contribution_ranking(ranked, decomposed, items)
+        contribution_rows = rule_rows(by_contribution, world, settings.k)
+    relied = None
+    if found.drawn is not None:
+        relied = reliance(
+            found.drawn.explained,
+            found.fill,
+            world,
+            settings.k,
+            decomposed,
+            contribution_rows,
+            coefficient_rows,
+        )
+    missing = (
+        missing_classes(world, contribution_rows, coefficient_rows) if contribution_rows else []
+    )
+    return Results(
+        settings,
+        coefficient_rows,
+        contribution_rows,
+        missing,
+        found.scored,
+        summarise(found.scored),
+        found.curves,
+        relied,
+        notes,
+    )

@@ -1,0 +1,303 @@
+"""report.md of `ibd evaluate`: the tables and targets of docs/evaluate.md, as Markdown lines."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from ibd.evaluation import scoring as ev
+from ibd.evaluation.means import isnan, mean
+from ibd.evaluation.pipeline import Results, Settings
+from ibd.evaluation.reliance import Reliance
+from ibd.evaluation.rules import RuleRows, rule_cells, rule_means
+from ibd.evaluation.summary import Summary
+
+PRECISION_TARGET = 0.8  # precision@k (lenient) the decomposition should reach
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None or isnan(value):
+        return "n/a"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
+    return lines
+
+
+def _rules_section(
+    title: str,
+    ranking: str,
+    rows: RuleRows,
+    k: int,
+    missing: Sequence[str] = (),
+    reliance: Reliance | None = None,
+) -> list[str]:
+    lines = [title, ""]
+    lines += _table(
+        [
+            "class",
+            "defining",
+            f"top {k}",
+            f"P@{k} lenient",
+            f"R@{k} lenient",
+            f"P@{k} strict",
+            f"R@{k} strict",
+        ],
+        [rule_cells(c, m, ", ") for c, m in rows],
+    )
+    means = rule_means(rows)
+    precision = means["precision_lenient"]
+    verdict = "met" if precision >= PRECISION_TARGET else "not met"
+    over = f", over {len(rows)} of {len(rows) + len(missing)} classes" if missing else ""
+    lines += [
+        "| **mean** | | | " + " | ".join(_fmt(value) for value in means.values()) + " |",
+        "",
+        f"Target precision@{k} (lenient) >= {PRECISION_TARGET}, {ranking}: {_fmt(precision)} "
+        f"({verdict}{over}).",
+        "",
+    ]
+    if reliance is not None and reliance.rows:
+        own = rule_means(reliance.rows)["precision_lenient"]
+        lines += [
+            f"The model's own ranking, by counterfactual images ({reliance.fill}), scores "
+            f"{_fmt(own)} against the same rules (last section).",
+            "",
+        ]
+    if missing:
+        lines += [
+            f"Left out of the mean, no IBD explanation of the class: {', '.join(missing)}.",
+            "",
+        ]
+    return lines
+
+
+def _explanations_section(summary: Sequence[Summary], settings: Settings) -> list[str]:
+    curves = settings.curves
+    saliency = "contribution-weighted sum" if settings.saliency == "sum" else "top component"
+    start = "a blurred image" if curves.insertion_from == "blur" else "the mean colour"
+    lines = [
+        "## Explanations per model and method",
+        "",
+        f"present: the top component's concept is labelled in the image (n/a for class maps). "
+        f"pointing: the top {settings.fraction:.0%} of the upsampled heatmap overlaps the "
+        "concept's mask (CAM, Grad-CAM, random: the union of the class's defining concepts). "
+        "in mask: the share of that region inside the mask; lift: in mask / the mask's share "
+        "of the image (1 = chance). "
+        f"Deletion (lower is better) / insertion (higher) AUC of the class {curves.score}, "
+        f"{curves.steps} steps, deletion to the mean colour, insertion from {start}; "
+        f"ibd/netdissect maps: {saliency}. random: seeded control (seed {settings.seed}).",
+        "",
+    ]
+    header = ["model", "method", "n", "accuracy", "present", "pointing", "in mask", "lift"]
+    lines += _table(
+        [*header, "deletion AUC", "insertion AUC"],
+        [
+            (
+                s.model,
+                s.method,
+                s.explanations,
+                s.accuracy,
+                s.present,
+                s.pointing,
+                s.region_precision,
+                s.lift,
+                s.deletion_auc,
+                s.insertion_auc,
+            )
+            for s in summary
+        ],
+    )
+    return lines
+
+
+def _pointing_game_section(summary: Sequence[Summary], fraction: float) -> list[str]:
+    lines = [
+        "",
+        "## Concept pointing game",
+        "",
+        "One trial per (image, defining concept of the explained class present in it): the "
+        "same trials for every method. IBD / Network Dissection answer with their component "
+        "of that concept (shown: how often they have one; none is a miss), CAM, Grad-CAM and "
+        "random with their one map. pointing: the map's maximum lies in the concept's mask "
+        f"(Zhang et al. 2016); top {fraction:.0%} overlap: the overlap rule above.",
+        "",
+    ]
+    lines += _table(
+        ["model", "method", "trials", "shown", "pointing", f"top {fraction:.0%} overlap"],
+        [
+            (
+                s.model,
+                s.method,
+                s.concept_trials,
+                s.concept_shown if s.method not in ev.CLASS_MAP_METHODS else None,
+                s.concept_pointing,
+                s.concept_overlap,
+            )
+            for s in summary
+        ],
+    )
+    lines.append("")
+    return lines
+
+
+def _pointing_targets(summary: Sequence[Summary]) -> list[str]:
+    """Per model with both, IBD's concept pointing against CAM's."""
+    lines = []
+    by_key = {(s.model, s.method): s for s in summary}
+    for model in sorted({s.model for s in summary}):
+        if (model, "ibd") in by_key and (model, "cam") in by_key:
+            ibd_s, cam_s = by_key[(model, "ibd")], by_key[(model, "cam")]
+            ibd_p, cam_p = ibd_s.concept_pointing, cam_s.concept_pointing
+            met = ibd_p is not None and cam_p is not None and ibd_p > cam_p
+            verdict = "met" if met else "not met"
+            lines.append(
+                f"Target IBD pointing above CAM's on {model} (concept pointing game): "
+                f"{_fmt(ibd_p)} vs {_fmt(cam_p)} ({verdict}); top-component overlap "
+                f"{_fmt(ibd_s.pointing)} vs {_fmt(cam_s.pointing)}."
+            )
+    lines.append("")
+    return lines
+
+
+def _decomposition_sections(results: Results) -> list[str]:
+    k = results.settings.k
+    lines = []
+    if results.coefficient_rows:
+        lines += [
+            "Lenient: a part of a defining object (sail for boat) counts as correct. Optional "
+            "concepts count as wrong, even those that occur in few classes and so are evidence.",
+            "",
+        ]
+        lines += _rules_section(
+            f"## Class decomposition vs world rules (top {k} concepts by coefficient)",
+            "by coefficient",
+            results.coefficient_rows,
+            k,
+        )
+    if results.contribution_rows:
+        lines += _rules_section(
+            f"## Class decomposition vs world rules (top {k} by mean contribution over the "
+            "class's IBD explanations, eq. 9)",
+            "by contribution",
+            results.contribution_rows,
+            k,
+            results.missing,
+            results.reliance,
+        )
+    return lines
+
+
+def report(results: Results) -> list[str]:
+    """The lines of report.md."""
+    settings, summary = results.settings, results.summary
+    lines = ["# Explanations against the concept world's ground truth", ""]
+    lines += _decomposition_sections(results)
+    if summary:
+        lines += _explanations_section(summary, settings)
+        lines += _pointing_game_section(summary, settings.fraction)
+        lines += _pointing_targets(summary)
+    if results.reliance is not None:
+        lines += _reliance_section(results.reliance, summary, settings.k)
+    lines += [f"Note: {n}" for n in results.notes]
+    return lines
+
+
+def _reliance_section(reliance: Reliance, summary: Sequence[Summary], k: int) -> list[str]:
+    how = (
+        "left out (what it covered shows through)" if reliance.fill == "remove" else "painted grey"
+    )
+    lines = [
+        f"## What the models rely on: counterfactual images ({reliance.fill})",
+        "",
+        f"Each explained image drawn again with one concept it shows {how}, everything else "
+        "the image's own; a concept's effect is the drop of the explained class's logit. "
+        "effect: of the explanation's top concept (0 when the image does not show it); "
+        "largest: it is the concept with the largest effect in the image; share: the mean "
+        "effect / the mean largest effect. Chance: a concept the image shows, drawn at random.",
+        "",
+    ]
+    lines += _table(
+        [
+            "model",
+            "method",
+            "measured",
+            "effect",
+            "effect (chance)",
+            "largest",
+            "largest (chance)",
+            "share",
+        ],
+        [
+            (
+                s.model,
+                s.method,
+                s.cf_measured,
+                s.cf_effect,
+                s.cf_mean_effect,
+                s.cf_hit,
+                s.cf_chance,
+                s.cf_share,
+            )
+            for s in summary
+            if s.cf_measured
+        ],
+    )
+    lines.append("")
+    if reliance.rows:
+        means = rule_means(reliance.rows)
+        ranked = reliance.ranked[reliance.model or ""]
+        lines += [
+            f"### {reliance.model}'s own top {k} against the rules",
+            "",
+            f"Per class, concepts by mean effect over the images explained as the class; "
+            f"shared: how many of IBD's top {k} (by mean contribution / by coefficient) are "
+            f"among the model's top {k}.",
+            "",
+        ]
+        lines += _table(
+            [
+                "class",
+                "defining",
+                f"model's top {k} (mean effect)",
+                f"P@{k} lenient",
+                f"R@{k} lenient",
+                "shared (contribution)",
+                "shared (coefficient)",
+            ],
+            [
+                (
+                    cls.name,
+                    ", ".join(cls.defining),
+                    ", ".join(f"{c} {v:.2f}" for c, v in ranked[cls.name][:k]),
+                    match.precision_lenient,
+                    match.recall_lenient,
+                    *reliance.shared[cls.name],
+                )
+                for cls, match in reliance.rows
+            ],
+        )
+        shared = [reliance.shared[c.name] for c, _ in reliance.rows]
+        lines += [
+            f"| **mean** | | | {_fmt(means['precision_lenient'])} | "
+            f"{_fmt(means['recall_lenient'])} | {_fmt(mean(s[0] for s in shared))} | "
+            f"{_fmt(mean(s[1] for s in shared))} |",
+            "",
+            f"Ranking its concepts exactly as it relies on them, an explanation of "
+            f"{reliance.model} would score precision@{k} {_fmt(means['precision_lenient'])} "
+            "(lenient) against the rules.",
+            "",
+        ]
+    lines += [
+        f"The model's own precision@{k} (lenient) against the rules, per model: "
+        + ", ".join(f"{m} {_fmt(p)}" for m, p in reliance.precision.items())
+        + ".",
+        "",
+    ]
+    return lines

@@ -7,7 +7,6 @@ its part labels, each region named where it lies (docs/world-samples.png).
 from __future__ import annotations
 
 import argparse
-import csv
 import io
 import json
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ibd.data import scenes
 from ibd.data.broden import decode_plane
 
 
@@ -64,11 +64,10 @@ def contact_sheet(world: Path, out: Path, split: str = "explain") -> Path:
 
     spec = json.loads((world / "world.json").read_text(encoding="utf-8"))
     names = {c["number"]: c["name"] for c in spec["concepts"]}
-    with (world / "scenes.csv").open(newline="", encoding="utf-8") as handle:
-        rows = [r for r in csv.DictReader(handle) if r["split"] == split]
-    first: dict[int, dict[str, str]] = {}
-    for row in rows:
-        first.setdefault(int(row["class_index"]), row)
+    first: dict[int, scenes.Scene] = {}
+    for scene in scenes.read(world):
+        if scene.split == split:
+            first.setdefault(scene.class_index, scene)
     classes = sorted(first)
     colours = _label_colours(list(names))
     cols = 2  # classes per row, three panels each
@@ -78,14 +77,14 @@ def contact_sheet(world: Path, out: Path, split: str = "explain") -> Path:
         ax.axis("off")
     for slot, k in enumerate(classes):
         row = first[k]
-        stem = Path(row["image"]).stem
-        photo = np.asarray(Image.open(world / row["image"]).convert("RGB"))
+        stem = Path(row.image).stem
+        photo = np.asarray(Image.open(row.path).convert("RGB"))
         obj = decode_plane(world / "images" / f"{stem}_object.png")
         part_path = world / "images" / f"{stem}_part_1.png"
         part = decode_plane(part_path) if part_path.is_file() else np.zeros_like(obj)
         r, c = divmod(slot, cols)
         panels = (
-            (photo, None, f"{row['class_name']}  ({stem})"),
+            (photo, None, f"{row.class_name}  ({stem})"),
             (_overlay(photo, obj, colours), obj, "objects"),
             (_overlay(photo, part, colours), part, "parts"),
         )

@@ -32,6 +32,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from ibd.data import scenes as scene_table
 from ibd.data.broden import encode_plane
 from ibd.errors import UserError
 from ibd.paths import check_creatable
@@ -303,7 +304,7 @@ def _write_tables(
                 for code, lb in enumerate(members, start=1)
             ],
         )
-    _write_csv(root / "scenes.csv", ["image", "split", "class_index", "class_name"], scene_rows)
+    scene_table.write(root, scene_rows)
     world = {
         "format": WORLD_FORMAT,
         "seed": settings.seed,

@@ -30,6 +30,7 @@ TRANSITIONS = {
     "START": ("ACTIVE", ("PAUSED",)),
     "STOP": ("AWAITING REVIEW", ("ACTIVE", "PAUSED")),
 }
+STOPPED = ("AWAITING REVIEW", "COMPLETED")
 CREATE_ATTEMPTS = 3
 
 
@@ -177,7 +178,7 @@ def transition(client: ProlificClient, study_id: str, action: str) -> str:
     """Move the study by `action` unless it is there already; returns its status."""
     target, sources = TRANSITIONS[action]
     status = str(client.get(f"{STUDIES}{study_id}/")["status"])
-    if status == target:
+    if status == target or (action == "STOP" and status in STOPPED):
         return status
     if status not in sources:
         raise UserError(f"study {study_id} is {status}; it cannot {action.lower()}")
@@ -186,7 +187,7 @@ def transition(client: ProlificClient, study_id: str, action: str) -> str:
     except ProlificError:
         # A lost answer to a transition that was carried out: the retry was then refused.
         status = str(client.get(f"{STUDIES}{study_id}/")["status"])
-        if status == target:
+        if status == target or (action == "STOP" and status in STOPPED):
             return status
         raise
     return str(answer.get("status", target)) if isinstance(answer, dict) else target

@@ -46,7 +46,7 @@ STUDY_TRANSITIONS = {
     "PUBLISH": ({"UNPUBLISHED"}, "ACTIVE"),
     "PAUSE": ({"ACTIVE"}, "PAUSED"),
     "START": ({"PAUSED"}, "ACTIVE"),
-    "STOP": ({"ACTIVE", "PAUSED"}, "AWAITING REVIEW"),
+    "STOP": ({"ACTIVE", "PAUSED"}, "AWAITING REVIEW"),  # COMPLETED once all are reviewed
 }
 
 # (type, required). Types: "str", "int", or a callable check returning an error or None.
@@ -345,7 +345,19 @@ def _transition_study(s: Standin, study_id: str | None, _query: Any, body: Any) 
     if study["status"] not in allowed:
         raise BadRequest(f"Cannot {action} a study that is {study['status']}.")
     study["status"] = target
+    _settle(s, study)
     return 200, dict(study)
+
+
+def _settle(s: Standin, study: dict[str, Any]) -> None:
+    """A stopped study whose every submission has been reviewed is COMPLETED."""
+    open_states = {"ACTIVE", "AWAITING REVIEW"}
+    if study["status"] == "AWAITING REVIEW" and not any(
+        x["status"] in open_states
+        for x in s.state.submissions.values()
+        if x["study_id"] == study["id"]
+    ):
+        study["status"] = "COMPLETED"
 
 
 def _list_submissions(
@@ -398,6 +410,7 @@ def _transition_submission(s: Standin, submission_id: str | None, _q: Any, body:
     if target == "REJECTED":
         submission["rejection_category"] = request["rejection_category"]
         submission["message"] = request["message"]
+    _settle(s, _study(s, submission["study_id"]))
     return 200, dict(submission)
 
 

@@ -510,7 +510,7 @@ def test_cli_publish_twice_and_dry_runs(
                  "--message", "short", "--db", db_url]) == 2  # fmt: skip
     assert "at least 100 characters" in capsys.readouterr().err
     assert main(["prolific", "stop", "pb", "--db", db_url]) == 0
-    assert capsys.readouterr().out.strip() == "Prolific study of pb: AWAITING REVIEW"
+    assert capsys.readouterr().out.strip() == "Prolific study of pb: COMPLETED"  # all reviewed
 
 
 def test_the_study_configs_exclusion_table_sets_the_rules(

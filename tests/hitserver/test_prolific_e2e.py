@@ -154,9 +154,14 @@ def test_a_study_on_prolific_from_build_to_paid_bonuses(
         assert run(["prolific", "sync", "pe2e", "--db", db], capsys).endswith(
             "0 new, 0 changed, 3 unchanged; here 0 approved and 0 rejected to match; 0 mismatches"
         )
-        assert run(["prolific", "status", "pe2e", "--db", db], capsys) == (
-            f"Prolific study {study['id']} ({study['internal_name']}): ACTIVE, 3 of 3 places taken"
+        assert run(["prolific", "stop", "pe2e", "--db", db], capsys) == (
+            "Prolific study of pe2e: COMPLETED"  # every submission reviewed
         )
+        assert run(["prolific", "status", "pe2e", "--db", db], capsys) == (
+            f"Prolific study {study['id']} ({study['internal_name']}): COMPLETED, 3 of 3 places "
+            "taken"
+        )
+        assert run(["prolific", "stop", "pe2e", "--db", db], capsys).endswith("COMPLETED")
 
     # Both sides agree: Prolific's review, our assignments, and one payment per bonus.
     theirs = {s["participant_id"]: s["status"] for s in standin.state.submissions.values()}

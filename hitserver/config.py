@@ -29,6 +29,10 @@ MIN_SECRET_CHARS = 32
 MAX_ASSIGNMENT_TIMEOUT_S = 30 * 24 * 3600
 # Longer than any one request should wait, and under the 60 s the writer queue allows.
 MAX_LOCK_TIMEOUT_S = 55.0
+# One participant claims a task every few seconds at most; a class behind one NAT address,
+# a few a second. Inventing 100 ids an hour is no honest use of one address.
+PRODUCTION_CLAIMS_PER_MINUTE = 600
+PRODUCTION_NEW_WORKERS_PER_HOUR = 100
 
 
 def default_database_url(environ: Mapping[str, str]) -> str:
@@ -59,15 +63,31 @@ class Settings:
     # How long a transaction waits for a database lock before the request answers 503.
     db_lock_timeout_s: float = 30.0
     # Per client address (0: no limit): claims per minute, and new worker ids per hour that
-    # get a slot (inventing ids is how one client could hoard every item's slots).
-    claims_per_minute: int = 600
-    new_workers_per_hour: int = 100
+    # get a slot (inventing ids is how one client could hoard every item's slots). Not set:
+    # the production defaults below in production, no limit in development, where the demo,
+    # `hitserver simulate` and the benchmarks send every worker from 127.0.0.1.
+    claims_per_minute: int | None = None
+    new_workers_per_hour: int | None = None
     # A request body must arrive within this many seconds (slow-body clients hold threads).
     body_timeout_s: float = 10.0
 
     @property
     def production(self) -> bool:
         return self.env == "production"
+
+    @property
+    def claim_limit(self) -> int:
+        """Claims per client address per minute (0: no limit)."""
+        if self.claims_per_minute is not None:
+            return self.claims_per_minute
+        return PRODUCTION_CLAIMS_PER_MINUTE if self.production else 0
+
+    @property
+    def new_worker_limit(self) -> int:
+        """New worker ids per client address per hour (0: no limit)."""
+        if self.new_workers_per_hour is not None:
+            return self.new_workers_per_hour
+        return PRODUCTION_NEW_WORKERS_PER_HOUR if self.production else 0
 
     @property
     def admits_local(self) -> bool:
@@ -136,9 +156,10 @@ def _convert(name: str, kind: object, raw: object) -> object:
         if kind in ("str", "str | None"):
             value = str(raw)
             return value if value != "" or kind == "str" else None
-        if kind == "bool | None":
-            return None if str(raw) == "" else _to_bool(raw)
-        converter = _CONVERTERS.get(str(kind))
+        optional = str(kind).endswith(" | None")
+        if optional and str(raw) == "":
+            return None
+        converter = _CONVERTERS.get(str(kind).removesuffix(" | None"))
         if converter is not None:
             return converter(raw)
     except ValueError:
@@ -180,7 +201,7 @@ def _check_ranges(settings: Settings) -> None:
         raise UserError(f"db_lock_timeout_s must be between 0.05 and {MAX_LOCK_TIMEOUT_S}")
     if not 0.1 <= settings.body_timeout_s <= 300:
         raise UserError("body_timeout_s must be between 0.1 and 300")
-    if settings.claims_per_minute < 0 or settings.new_workers_per_hour < 0:
+    if settings.claim_limit < 0 or settings.new_worker_limit < 0:
         raise UserError("claims_per_minute and new_workers_per_hour must be >= 0 (0: no limit)")
 
 

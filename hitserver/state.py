@@ -63,7 +63,7 @@ def claim_for_client(
             "new-worker",
             address,
             now,
-            per_window=settings.new_workers_per_hour,
+            per_window=settings.new_worker_limit,
             window_s=NEW_WORKER_WINDOW_S,
         )
 
@@ -73,7 +73,7 @@ def claim_for_client(
             "claim",
             address,
             now,
-            per_window=settings.claims_per_minute,
+            per_window=settings.claim_limit,
             window_s=CLAIM_WINDOW_S,
         )
         return claim(

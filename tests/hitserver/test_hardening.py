@@ -276,6 +276,10 @@ def test_production_refuses_local_entry_unless_the_config_says_so(tmp_path: Path
         assert app.extensions["hitserver"].settings.admits_local is admits
         app.extensions["hitserver"].engine.dispose()
     assert load_settings({}).admits_local  # development: on unless switched off
+    # Production limits claims and new ids per address unless the config says otherwise.
+    production = load_settings({**environ, "HITSERVER_LOCAL_ENTRY": "true"})
+    assert (production.claim_limit, production.new_worker_limit) == (600, 100)
+    assert (load_settings({}).claim_limit, load_settings({}).new_worker_limit) == (0, 0)
 
 
 # 5. Admin log-in: throttled per address; log-out revokes the session server-side.

@@ -11,12 +11,13 @@ from typing import Any
 
 from hitserver import __version__
 from hitserver.errors import UserError
+from ibd.errors import run_command
 
 SUBCOMMANDS: dict[str, str] = {
     "load": "import a task batch into the database",
     "run": "serve the batches (127.0.0.1 by default)",
     "export": "write every rating as CSV (tidy or MTurk wide format)",
-    "prolific": "Prolific: publish | sync | approve | reject | bonus | status | pause | stop",
+    "prolific": "Prolific: publish|sync|approve|reject|bonus|status|pause|start|stop",
     "mturk": "MTurk (closed on 2026-09-30; sandbox only): publish | sync | approve | reject | ...",
     "simulate": "answer tasks over HTTP with simulated raters (flagged; demos and tests)",
     "hash-password": "print a hash of an admin password for HITSERVER_ADMIN_PASSWORD_HASH",
@@ -413,11 +414,20 @@ def _configure_prolific(parser: argparse.ArgumentParser) -> None:
         return p
 
     p = action("publish", "create the batch's study (once) and publish it")
-    p.add_argument("--reward-cents", type=_positive, required=True, metavar="N")
-    p.add_argument("--estimated-minutes", type=_positive, required=True, metavar="M")
+    p.add_argument(
+        "--reward-cents", type=_positive, required=True, metavar="N",
+        help="reward per participant, in cents of your Prolific account's currency",
+    )  # fmt: skip
+    p.add_argument(
+        "--estimated-minutes", type=_positive, required=True, metavar="M",
+        help="estimated completion time shown to participants",
+    )  # fmt: skip
     p.add_argument("--places", type=_positive, required=True, metavar="P", help="participants")
     p.add_argument("--url", required=True, help="public https:// address of hitserver run")
-    p.add_argument("--title", default="Which robot's explanation is more reasonable?")
+    p.add_argument(
+        "--title", default="Which robot's explanation is more reasonable?",
+        help="the study's public name",
+    )  # fmt: skip
     p.add_argument("--description", help="what participants read before they start")
     p.add_argument(
         "--device-compatibility", type=_devices, default=("desktop",), metavar="LIST",
@@ -690,13 +700,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    try:
-        return COMMANDS[args.command][1](args)
-    except UserError as exc:
-        print(f"hitserver {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+    return run_command(
+        f"hitserver {args.command}", lambda: COMMANDS[args.command][1](args), UserError
+    )
 
 
 if __name__ == "__main__":

@@ -58,7 +58,7 @@ class PublishReport:
 
 
 def qualifications(settings: HitSettings) -> list[dict[str, Any]]:
-    """System qualifications (REFERENCE.md 8) and an optional exclusion qualification:
+    """System qualifications (MTurk's documented ids) and an optional exclusion qualification:
     workers holding it (e.g. everyone from an earlier batch) cannot even see the HITs."""
     requirements: list[dict[str, Any]] = []
     if settings.min_approval_rate is not None:

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from hitserver.errors import UserError
 from hitserver.models import Batch, ProlificStudy
@@ -142,6 +143,13 @@ def _create(client: ProlificClient, body: dict[str, Any]) -> tuple[dict[str, Any
 
 def _pending_row(engine: Engine, batch_name: str, settings: StudySettings) -> Any:
     """The batch's study row, written (as PENDING, with the create body) when missing."""
+    try:
+        return _write_pending(engine, batch_name, settings)
+    except IntegrityError:  # a publish running beside this one wrote it first
+        return _write_pending(engine, batch_name, settings)
+
+
+def _write_pending(engine: Engine, batch_name: str, settings: StudySettings) -> Any:
     with engine.begin() as conn:
         batch = conn.execute(
             select(Batch.id, Batch.manifest_sha256).where(Batch.name == batch_name)

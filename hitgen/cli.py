@@ -12,6 +12,7 @@ from typing import Any, NoReturn
 from hitgen import __version__
 from hitgen.errors import UserError
 from hitgen.paths import ibd_home
+from ibd.errors import run_command
 
 SUBCOMMANDS: dict[str, str] = {
     "build": "build a task batch: --pair ibd,cam (Fig. 8) or --models A,B --method ibd (Fig. 9)",
@@ -170,14 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    try:
-        return _run_build(args)
-    except UserError as exc:
-        print(f"hitgen {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"hitgen {args.command}: interrupted", file=sys.stderr)
-        return 130
+    return run_command(f"hitgen {args.command}", lambda: _run_build(args), UserError)
 
 
 if __name__ == "__main__":

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
 from ibd import __version__
-from ibd.errors import UserError, one_line
+from ibd.errors import run_command
 
 # name -> (module under ibd.commands, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -80,21 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if run is None:
         print(f"ibd {args.command}: not built yet (see the open issues)", file=sys.stderr)
         return 3
-    try:
-        status = int(run(args) or 0)
-        sys.stdout.flush()  # a closed pipe shows here, inside the handlers below
-        return status
-    except UserError as exc:
-        print(f"ibd {args.command}: error: {one_line(exc)}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"ibd {args.command}: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        # the reader of our output went away (`ibd info --archs | head -1`): stop quietly;
-        # stdout points at /dev/null so that Python's exit-time flush does not fail again
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
+    return run_command(f"ibd {args.command}", lambda: run(args))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,14 @@
-"""The one exception type that the command line turns into a one-line message."""
+"""The one exception type that the command line turns into a one-line message, and the one way
+the four console scripts (`ibd`, `hitgen`, `hitserver`, `analysis`) do it (`run_command`).
+
+The other three packages import only this module of `ibd`: it needs nothing but the standard
+library, and `import ibd` loads nothing else until a public name is used."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
 
 
 class UserError(Exception):
@@ -8,7 +18,7 @@ class UserError(Exception):
     """
 
 
-def one_line(error: UserError) -> str:
+def one_line(error: Exception) -> str:
     """The error's message. A UserError raised in a DataLoader worker reaches the main process
     re-raised with the worker's traceback in its text ("Caught UserError in DataLoader worker
     process 0.", "Original Traceback ...", ..., "ibd.errors.UserError: <message>"); its last
@@ -18,3 +28,28 @@ def one_line(error: UserError) -> str:
         last = text.rstrip().splitlines()[-1]
         text = last.partition("UserError: ")[2] or last
     return text
+
+
+def run_command(
+    prog: str,
+    command: Callable[[], int | None],
+    errors: type[Exception] | tuple[type[Exception], ...] = UserError,
+) -> int:
+    """Run one console-script command and return its exit status. A user error (`errors`: the
+    calling package's UserError) becomes the line "<prog>: error: <message>" on stderr and
+    status 2, with no traceback; Ctrl-C "<prog>: interrupted" and 130; output into a pipe whose
+    reader has gone (`ibd info --archs | head -1`) ends quietly with 1."""
+    try:
+        status = int(command() or 0)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handlers below
+        return status
+    except errors as exc:
+        print(f"{prog}: error: {one_line(exc)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # stdout points at /dev/null so that Python's exit-time flush does not fail again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1

@@ -585,11 +585,17 @@ def _prolific_bonus(args: argparse.Namespace, engine: Any, client: Any) -> None:
 
 def _prolific_status(args: argparse.Namespace, engine: Any, client: Any) -> None:
     from hitserver.prolific import studies
+    from hitserver.prolific.bonus import amount_text
 
     got = studies.status(engine, client, args.batch)
     print(
         f"Prolific study {got.study_id} ({got.internal_name}): {got.status}, "
         f"{got.places_taken} of {got.places} places taken"
+    )
+    synced = ", ".join(f"{count} {status}" for status, count in got.submissions.items())
+    print(
+        f"here, as of the last sync: {synced or 'no submissions'}; bonuses paid "
+        f"{amount_text(got.bonuses_paid_cents)}"
     )
 
 

@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy import Connection, Engine, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from hitserver.errors import UserError
-from hitserver.models import Batch, ProlificStudy
+from hitserver.models import Batch, ProlificBonus, ProlificStudy, ProlificSubmission
 from hitserver.prolific.client import ProlificClient, ProlificError, Unsure
 
 STUDIES = "/api/v1/studies/"
@@ -250,6 +250,8 @@ class StudyStatus:
     places_taken: int | None
     places: int | None
     internal_name: str
+    submissions: dict[str, int] = field(default_factory=dict)  # as of the last sync
+    bonuses_paid_cents: int = 0
 
 
 def status(engine: Engine, client: ProlificClient, batch_name: str) -> StudyStatus:
@@ -257,10 +259,24 @@ def status(engine: Engine, client: ProlificClient, batch_name: str) -> StudyStat
         row = study_row(conn, batch_name)
     study = client.get(f"{STUDIES}{row.study_id}/")
     _record(engine, row.id, status=str(study.get("status")))
+    with engine.connect() as conn:
+        counts = conn.execute(
+            select(ProlificSubmission.status, func.count())
+            .where(ProlificSubmission.prolific_study_id == row.id)
+            .group_by(ProlificSubmission.status)
+            .order_by(ProlificSubmission.status)
+        ).all()
+        paid = conn.execute(
+            select(func.coalesce(func.sum(ProlificBonus.amount_cents), 0)).where(
+                ProlificBonus.prolific_study_id == row.id, ProlificBonus.paid_at.is_not(None)
+            )
+        ).scalar_one()
     return StudyStatus(
         row.study_id,
         str(study.get("status")),
         study.get("places_taken"),
         study.get("total_available_places"),
         row.internal_name,
+        {status: count for status, count in counts},
+        int(paid),
     )

@@ -157,10 +157,11 @@ def test_a_study_on_prolific_from_build_to_paid_bonuses(
         assert run(["prolific", "stop", "pe2e", "--db", db], capsys) == (
             "Prolific study of pe2e: COMPLETED"  # every submission reviewed
         )
-        assert run(["prolific", "status", "pe2e", "--db", db], capsys) == (
+        assert run(["prolific", "status", "pe2e", "--db", db], capsys).splitlines() == [
             f"Prolific study {study['id']} ({study['internal_name']}): COMPLETED, 3 of 3 places "
-            "taken"
-        )
+            "taken",
+            "here, as of the last sync: 2 APPROVED, 1 REJECTED; bonuses paid 0.60",
+        ]
         assert run(["prolific", "stop", "pe2e", "--db", db], capsys).endswith("COMPLETED")
 
     # Both sides agree: Prolific's review, our assignments, and one payment per bonus.

@@ -154,60 +154,67 @@ def _method(name: str, key: str) -> str:
     return name
 
 
-def resolve(settings: Mapping[str, Any], home: Path) -> BatchSpec:
-    """Check one batch's merged settings and fill in the concept-world defaults under `home`."""
-    s = {**DEFAULTS, **settings}
+def _pair(s: Mapping[str, Any]) -> tuple[list[str | None], list[str]]:
+    """Method vs method: the (models, methods) of the two sides."""
+    methods = [_method(m, "--pair") for m in _names(s["pair"], "--pair", 2)]
+    if methods[0] == methods[1]:
+        raise UserError(f"--pair: compare two different methods, not {methods[0]} twice")
+    model = s.get("model")
+    if model is not None and not isinstance(model, str):
+        raise UserError(f"--model: expected a name, got {model!r}")
+    return [model, model], methods
+
+
+def _model_pair(s: Mapping[str, Any]) -> tuple[list[str | None], list[str]]:
+    """Model vs model: the (models, methods) of the two sides."""
+    if "models" not in s or "method" not in s:
+        raise UserError("model vs model needs both --models A,B and --method M")
+    if "model" in s:
+        raise UserError("--model is for --pair; with --models name both models there")
+    models: list[str | None] = list(_names(s["models"], "--models", 2))
+    if models[0] == models[1]:
+        raise UserError(f"--models: compare two different models, not {models[0]} twice")
+    method = _method(_names(s["method"], "--method", 1)[0], "--method")
+    return models, [method, method]
+
+
+def _experiment(s: Mapping[str, Any]) -> tuple[str, list[str | None], list[str]]:
+    """What the batch compares: (experiment, models, methods), one of each per side."""
     if "pair" in s and ("models" in s or "method" in s):
         raise UserError("give either --pair (method vs method) or --models/--method, not both")
     if "pair" in s:
-        experiment = METHOD_VS_METHOD
-        methods = [_method(m, "--pair") for m in _names(s["pair"], "--pair", 2)]
-        if methods[0] == methods[1]:
-            raise UserError(f"--pair: compare two different methods, not {methods[0]} twice")
-        model = s.get("model")
-        if model is not None and not isinstance(model, str):
-            raise UserError(f"--model: expected a name, got {model!r}")
-        models: list[str | None] = [model, model]
-    elif "models" in s or "method" in s:
-        experiment = MODEL_VS_MODEL
-        if "models" not in s or "method" not in s:
-            raise UserError("model vs model needs both --models A,B and --method M")
-        if "model" in s:
-            raise UserError("--model is for --pair; with --models name both models there")
-        models = list(_names(s["models"], "--models", 2))
-        if models[0] == models[1]:
-            raise UserError(f"--models: compare two different models, not {models[0]} twice")
-        method = _method(_names(s["method"], "--method", 1)[0], "--method")
-        methods = [method, method]
-    else:
-        raise UserError(
-            "say what to compare: --pair M1,M2 [--model NAME] or --models A,B --method M"
-        )
+        return (METHOD_VS_METHOD, *_pair(s))
+    if "models" in s or "method" in s:
+        return (MODEL_VS_MODEL, *_model_pair(s))
+    raise UserError("say what to compare: --pair M1,M2 [--model NAME] or --models A,B --method M")
 
-    dirs = s.get("explanations")
+
+def _directories(
+    dirs: Any, experiment: str, models: list[str | None], methods: list[str], home: Path
+) -> tuple[list[str | None], list[Path]]:
+    """Each side's explanation directory, given (`dirs`: one for both, or one per side) or the
+    concept world's default; method vs method with no directory given names the default model."""
     if dirs is None:
         default_model = [m or DEFAULT_MODEL for m in models]
-        if experiment == METHOD_VS_METHOD:
-            models = default_model
         directories = [
             explanations_dir(home, mdl, mth)
             for mdl, mth in zip(default_model, methods, strict=True)
         ]
-    else:
-        given = [dirs] if isinstance(dirs, str) else dirs
-        if (
-            not isinstance(given, list)
-            or not 1 <= len(given) <= 2
-            or not all(isinstance(d, str) and d for d in given)
-        ):
-            raise UserError(
-                f"--explanations: give one directory, or one per side, as paths; got {dirs!r}"
-            )
-        directories = [Path(given[0]), Path(given[-1])]
+        return (list(default_model) if experiment == METHOD_VS_METHOD else models), directories
+    given = [dirs] if isinstance(dirs, str) else dirs
+    if (
+        not isinstance(given, list)
+        or not 1 <= len(given) <= 2
+        or not all(isinstance(d, str) and d for d in given)
+    ):
+        raise UserError(
+            f"--explanations: give one directory, or one per side, as paths; got {dirs!r}"
+        )
+    return models, [Path(given[0]), Path(given[-1])]
 
-    raw_types = s["catch_types"]
-    no_types = raw_types == "" or raw_types == []
-    catch_types = () if no_types else tuple(_names(raw_types, "--catch-types"))
+
+def _catch_types(raw: Any) -> tuple[str, ...]:
+    catch_types = () if raw in ("", []) else tuple(_names(raw, "--catch-types"))
     for kind in catch_types:
         if kind not in CATCH_TYPES:
             raise UserError(
@@ -215,6 +222,11 @@ def resolve(settings: Mapping[str, Any], home: Path) -> BatchSpec:
             )
     if len(set(catch_types)) != len(catch_types):
         raise UserError("--catch-types: each type once")
+    return catch_types
+
+
+def _sizes(s: Mapping[str, Any]) -> tuple[int, float, int]:
+    """(n, catch rate, max side), checked."""
     n = _number(s, "n", int)
     if n < 1:
         raise UserError(f"--n: need at least one item, got {n}")
@@ -224,6 +236,11 @@ def resolve(settings: Mapping[str, Any], home: Path) -> BatchSpec:
     max_side = _number(s, "max_side", int)
     if max_side < 0:
         raise UserError(f"--max-side: must be positive (0 keeps the size), got {max_side}")
+    return n, catch_rate, max_side
+
+
+def _check_names(s: Mapping[str, Any]) -> None:
+    """The batch name, standalone flag, image list and output directory, where given."""
     batch = s.get("batch")
     if batch is not None and (not isinstance(batch, str) or not BATCH_NAME.fullmatch(batch)):
         raise UserError(f"--batch: {batch!r} must use only letters, digits, '_', '.', '-'")
@@ -237,11 +254,22 @@ def resolve(settings: Mapping[str, Any], home: Path) -> BatchSpec:
     out = s.get("out")
     if out is not None and (not isinstance(out, str) or not out):
         raise UserError(f"--out: expected a directory path, got {out!r}")
+
+
+def resolve(settings: Mapping[str, Any], home: Path) -> BatchSpec:
+    """Check one batch's merged settings and fill in the concept-world defaults under `home`."""
+    s = {**DEFAULTS, **settings}
+    experiment, models, methods = _experiment(s)
+    models, directories = _directories(s.get("explanations"), experiment, models, methods, home)
+    catch_types = _catch_types(s["catch_types"])
+    n, catch_rate, max_side = _sizes(s)
+    _check_names(s)
+    images, out = s.get("images"), s.get("out")
     return BatchSpec(
         experiment=experiment,
         first=Source(models[0], methods[0], directories[0]),
         second=Source(models[1], methods[1], directories[1]),
-        batch=batch,
+        batch=s.get("batch"),
         out=Path(out) if out is not None else None,
         n=n,
         seed=_number(s, "seed", int),

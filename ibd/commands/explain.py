@@ -140,6 +140,10 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("no images to explain")
     target = class_index(model, args.target) if args.target else None
     explainer = explainer_for(args, model)
+    if args.method != "gradcam" and explainer.needs_gradients and not args.gradient_decomposition:
+        from ibd.nets.heads import route_note
+
+        print(f"note: {model.name}: {route_note(model.layer)}", file=sys.stderr)
     records = explainer(images, target, batch_size=args.batch_size, progress=True)
     write(out, records)
     print(f"{len(records)} {args.method} explanations of {model.name} -> {out}")

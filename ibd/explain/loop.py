@@ -25,7 +25,7 @@ from tqdm import tqdm
 from ibd.errors import UserError
 from ibd.explain.records import Component, Explanation
 from ibd.nets.hooks import Forward, eval_mode, run
-from ibd.nets.load import LoadedModel, final_linear
+from ibd.nets.load import LoadedModel
 from ibd.nets.model import Images, Item, Targets, class_indices, items
 
 
@@ -169,16 +169,10 @@ def _records(
 
 def feature_probe(model: LoadedModel) -> tuple[int, bool]:
     """The feature layer's channel count D, and whether the model's logits are W GAP(A) + b
-    (checked numerically on one random input). A head without an `nn.Linear` (SqueezeNet's
-    1x1-convolution classifier) is not: its explanations take the gradient route (eq. 12)."""
-    from ibd.explain.cam import is_gap_linear  # cam.py's explainers import this module
+    (`ibd.nets.heads.inspect`: checked numerically on seeded random inputs). A head without an
+    `nn.Linear` (SqueezeNet's 1x1-convolution classifier) is not: its explanations take the
+    gradient route (eq. 12)."""
+    from ibd.nets import heads
 
-    generator = torch.Generator().manual_seed(0)
-    probe = torch.randn(1, 3, *model.input_size, generator=generator).to(model.device)
-    with eval_mode(model.model), torch.no_grad():
-        fwd = run(model.model, model.layer, probe)
-    try:
-        weight, bias = final_linear(model.model)
-    except UserError:
-        return fwd.features.shape[1], False
-    return fwd.features.shape[1], is_gap_linear(fwd.features, fwd.logits, weight, bias)
+    head = heads.inspect(model.model, model.layer, model.input_size)
+    return head.channels, head.gap_linear

@@ -149,7 +149,7 @@ def _probe(spec: architectures.ArchSpec) -> nn.Module:
         return spec.build(2)
 
 
-def _classifier(model: nn.Module) -> tuple[str, int]:
+def classifier_layer(model: nn.Module) -> tuple[str, int]:
     """Name and output count of the layer that computes the class scores: the last `nn.Linear`,
     or for a head without one (SqueezeNet's 1x1 convolution) the last `nn.Conv2d`."""
     for kind in (nn.Linear, nn.Conv2d):
@@ -161,7 +161,7 @@ def _classifier(model: nn.Module) -> tuple[str, int]:
 
 
 def _infer_num_classes(probe: nn.Module, state: dict[str, Any]) -> int | None:
-    weight = state.get(_classifier(probe)[0] + ".weight")
+    weight = state.get(classifier_layer(probe)[0] + ".weight")
     ok = isinstance(weight, torch.Tensor) and weight.ndim in (2, 4)
     return int(weight.shape[0]) if ok else None
 
@@ -257,7 +257,7 @@ def _class_count(
         probe = _probe(spec)
         num_classes = _infer_num_classes(probe, found.state)
         if num_classes is None:
-            key = _classifier(probe)[0] + ".weight"
+            key = classifier_layer(probe)[0] + ".weight"
             said = f" (the checkpoint says arch '{file_arch}')" if file_arch else ""
             raise UserError(f"weights do not fit {arch}: the file has no classifier '{key}'{said}")
     if num_classes is None and labels is not None:
@@ -298,7 +298,7 @@ def _network(
 
 
 def _class_names(model: nn.Module, found: _FileContents, labels: str | Path | None) -> list[str]:
-    out_features = _classifier(model)[1]
+    out_features = classifier_layer(model)[1]
     if labels is not None:
         classes = read_labels(labels)
     elif found.meta.get("classes"):

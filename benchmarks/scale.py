@@ -321,7 +321,12 @@ def configure(args: argparse.Namespace, n: int) -> dict[str, Any]:
         "explain_batch": args.explain_batch,
         "explain_rounds": args.explain_rounds,
         "basis_settings": {
-            p: {**v, "max_positives": args.max_positives, "pool_size": args.pool_size}
+            p: {
+                **v,
+                "max_positives": args.max_positives,
+                "pool_size": args.pool_size,
+                "bank_memory_mb": args.bank_memory,
+            }
             for p, v in epochs.items()
         },
         "progress": not args.quiet,
@@ -361,7 +366,8 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--authors-epochs", type=int, default=3)
     parser.add_argument("--pool-size", type=int, default=200_000)
     parser.add_argument("--max-positives", type=int, default=4000)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--bank-memory", type=int, default=4096, help="basis bank budget, MiB")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per stage")
     parser.add_argument("--keep", action="store_true", help="keep each N's data")
     parser.add_argument("--quick", action="store_true", help="small smoke run")
     parser.add_argument("--quiet", action="store_true")

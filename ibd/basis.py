@@ -35,7 +35,7 @@ drawn per concept (which positives are kept beyond `max_positives`, the authors'
 weights, first-epoch negatives and shuffles) comes from streams keyed by the concept's store
 index (`_concept_rng`) and does not depend on the other concepts.
 
-Procedures (REFERENCE.md 2):
+Procedures (paper section 2.2 and the authors' code; docs/basis.md 2):
 
 - `paper` (default): per concept a training set of its positives and ratio x as many negatives
   (1:20), drawn at random from the pool; logistic loss. Then five rounds of hard-negative mining:
@@ -52,7 +52,7 @@ Procedures (REFERENCE.md 2):
   raw features, w = w~ / sigma, b = b~ - w . mu. Standardisation only conditions the
   optimisation: a penalty on w~ itself would leave a dimension of tiny spread almost free in
   raw units, and its raw weight w~_d / sigma_d would dominate q_c (as a near-dead channel of a
-  VGG-style network did on the concept world: |q_cd| > 0.95 for 26 of 36 concepts).
+  VGG-style network did on the concept world: benchmarks/RESULTS.md, "Figures behind the code").
 - `authors` (CSAILVision/IBD's code): the 1:20 negatives are a pool of candidates; each of 15
   epochs trains on all positives and 2 x n_pos negatives, the highest-scoring of the pool under
   the previous epoch's classifier (random in the first epoch); plain SGD, lr 0.01, 128 samples
@@ -112,6 +112,7 @@ class Settings:
     hard_ratio: int = 2  # negatives per positive in each epoch (authors)
     max_positives: int = 4000  # per concept, subsampled beyond this
     pool_size: int = 200_000  # random training positions in the bank
+    bank_memory_mb: int = 4096  # the bank's budget: pool and positives shrink to fit it
     min_positives: int = 10  # positions, in the training and in the held-out images
     seed: int = 0
 
@@ -134,7 +135,15 @@ class Settings:
         return settings
 
     def check(self) -> None:
-        positive = ("ratio", "epochs", "batch_size", "hard_ratio", "max_positives", "pool_size")
+        positive = (
+            "ratio",
+            "epochs",
+            "batch_size",
+            "hard_ratio",
+            "max_positives",
+            "pool_size",
+            "bank_memory_mb",
+        )
         for name in positive:
             if getattr(self, name) < 1:
                 raise UserError(f"{name.replace('_', '-')} must be at least 1")
@@ -231,6 +240,51 @@ def count_positives(store: FeatureStore, images: np.ndarray, concepts: np.ndarra
     return counts
 
 
+# bytes per bank row besides its D float32 features: the label and positive masks and up to
+# four more positions x concepts boolean masks while negatives are rebuilt
+_MASKS_PER_ROW = 6
+
+
+def bank_limits(settings: Settings, dim: int, positives: np.ndarray) -> tuple[int, int]:
+    """(pool size, positives per concept) for a bank that fits `settings.bank_memory_mb`: a row
+    costs 4 D bytes of features plus `_MASKS_PER_ROW` bytes per concept. When the pool and
+    every concept's positives (at most `max_positives`) fit, the settings as they are;
+    otherwise the pool takes at most half of the budget and the per-concept cap is the largest
+    that fits the rest (`positives` = each concept's positive count). So the bank, and the
+    memory of training, stop growing with the dataset."""
+    row_bytes = 4 * dim + _MASKS_PER_ROW * max(1, len(positives))
+    rows = max(2, settings.bank_memory_mb * 2**20 // row_bytes)
+    cap = settings.max_positives
+    if settings.pool_size + int(np.minimum(positives, cap).sum()) <= rows:
+        return settings.pool_size, cap
+    pool = min(settings.pool_size, rows // 2)
+    room = rows - pool
+    low, high = 1, cap  # the largest cap t with sum(min(n_c, t)) <= room (at least 1)
+    while low < high:
+        mid = (low + high + 1) // 2
+        if int(np.minimum(positives, mid).sum()) <= room:
+            low = mid
+        else:
+            high = mid - 1
+    return pool, low
+
+
+def _positive_hits(
+    store: FeatureStore, rows: np.ndarray, concepts: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(row, concept position) of every positive label among `rows`, grouped by concept (rows
+    ascending within each), as int32 pairs: 8 bytes per positive, read in chunks."""
+    hits_r: list[np.ndarray] = []
+    hits_c: list[np.ndarray] = []
+    for part in _chunks(len(rows), _CHUNK_ROWS):
+        r, c = np.nonzero(store.read_labels(rows[part])[:, concepts])
+        hits_r.append(rows[part][r].astype(np.int32))
+        hits_c.append(c.astype(np.int32))
+    hit_rows, hit_concepts = np.concatenate(hits_r), np.concatenate(hits_c)
+    order = np.argsort(hit_concepts, kind="stable")
+    return hit_rows[order], hit_concepts[order]
+
+
 def build_bank(
     store: FeatureStore,
     images: np.ndarray,
@@ -239,32 +293,26 @@ def build_bank(
     progress: bool = False,
 ) -> Bank:
     """The pool (`pool_size` training positions drawn uniformly) plus every concept's positives
-    (at most `max_positives`, drawn uniformly), their features read in row order."""
+    (at most `max_positives`, drawn uniformly), their features read in row order; both shrink
+    to fit `bank_memory_mb` (`bank_limits`)."""
     rows = store.rows_of(images)
+    hit_rows, hit_concepts = _positive_hits(store, rows, concepts)
+    bounds = np.searchsorted(hit_concepts, np.arange(len(concepts) + 1))
+    pool_size, cap = bank_limits(settings, store.dim, np.diff(bounds))
     shared = np.random.default_rng([settings.seed, 0, 0])
     pool_rows = (
-        rows
-        if len(rows) <= settings.pool_size
-        else np.sort(shared.choice(rows, settings.pool_size, replace=False))
+        rows if len(rows) <= pool_size else np.sort(shared.choice(rows, pool_size, replace=False))
     )
-    hits_r: list[np.ndarray] = []
-    hits_c: list[np.ndarray] = []
-    for part in _chunks(len(rows), _CHUNK_ROWS):
-        r, c = np.nonzero(store.read_labels(rows[part])[:, concepts])
-        hits_r.append(rows[part][r])
-        hits_c.append(c)
-    hit_rows, hit_concepts = np.concatenate(hits_r), np.concatenate(hits_c)
-    order = np.argsort(hit_concepts, kind="stable")
-    bounds = np.searchsorted(hit_concepts[order], np.arange(len(concepts) + 1))
     chosen: list[np.ndarray] = []
     for k, concept in enumerate(concepts):
-        mine = hit_rows[order[bounds[k] : bounds[k + 1]]]
-        if len(mine) > settings.max_positives:
+        mine = hit_rows[bounds[k] : bounds[k + 1]].astype(np.int64)
+        if len(mine) > cap:
             pick = _concept_rng(settings.seed, int(concept), 0).choice(
-                len(mine), settings.max_positives, replace=False
+                len(mine), cap, replace=False
             )
             mine = np.sort(mine[pick])
         chosen.append(mine)
+    del hit_rows, hit_concepts
     bank_rows = np.union1d(pool_rows, np.concatenate(chosen))
     x = torch.empty(len(bank_rows), store.dim, dtype=torch.float32)
     y = torch.empty(len(bank_rows), len(concepts), dtype=torch.bool)

@@ -1,7 +1,7 @@
 """Network Dissection (Bau et al., CVPR 2017, as in NetDissect-Lite): label every unit of a layer
 with the concept whose segmentation its high activations overlap best.
 
-For unit u and concept c over a dataset of images x (REFERENCE.md 5):
+For unit u and concept c over a dataset of images x (docs/dissect.md):
 
 - T_u = the (1 - q) quantile (q = 0.005: the top 0.5%) of u's activations over all positions of
   all images, at feature resolution; numpy's default (linear) interpolation, like NetDissect-Lite's
@@ -14,8 +14,9 @@ For unit u and concept c over a dataset of images x (REFERENCE.md 5):
   A_ug = sum_{x counted for category g} |M_u(x)|,
   IoU_uc = I_uc / (A_u,g(c) + L_c - I_uc)   (0 where the denominator is 0).
   Which images count for the activation side of category g is the `rule`:
-  `image` (default, REFERENCE.md 5): images in which category g is present at all: g's
-  index.csv cell is non-empty, or a concept whose primary category is g is labelled there;
+  `image` (default, as the Network Dissection paper describes it): images in which category g
+  is present at all: g's index.csv cell is non-empty, or a concept whose primary category is g
+  is labelled there;
   `overlap` (NetDissect-Lite's code): images in which M_u(x) touches a pixel labelled with a
   concept of g (a whole-image label such as a scene touches every pixel);
   `all` (the NetDissect paper's formula): every image.
@@ -39,6 +40,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -52,6 +54,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from ibd.data.features import release_pages
 from ibd.errors import UserError
 from ibd.nets import hooks
 
@@ -253,16 +256,38 @@ class IoUAccumulator:
         segmentation size, the same for the block), present bool b x G (category g labelled
         somewhere in image i: a non-empty index.csv cell; used by the `image` rule, which also
         counts g as present wherever a concept whose primary category is g is labelled, see the
-        module docstring)."""
+        module docstring). The same as `add_sparse` with each image's non-empty masks."""
+        masks = masks.to(self.device)
+        # the concepts labelled in each image (b x C); `any` reads the masks without a copy
+        labelled = masks.flatten(2).any(dim=2)
+        items = []
+        for j in range(masks.shape[0]):
+            concepts = labelled[j].nonzero().flatten()
+            items.append((concepts, masks[j, concepts]))
+        self.add_sparse(features, thresholds, items, present)
+
+    def add_sparse(
+        self,
+        features: torch.Tensor,
+        thresholds: torch.Tensor,
+        items: Sequence[tuple[torch.Tensor, torch.Tensor]],
+        present: torch.Tensor,
+    ) -> None:
+        """One block of b images given sparsely: items[i] = (the concepts labelled in image i,
+        ascending, K_i; their masks, bool K_i x H x W at the block's segmentation size). Never
+        builds a C x H x W array: with Broden's 1,198 labels an image has a few dozen."""
         b = features.shape[0]
-        size = (int(masks.shape[2]), int(masks.shape[3]))
-        pixels = size[0] * size[1]
+        size = (int(items[0][1].shape[1]), int(items[0][1].shape[2]))
         # both comparisons with T_u in float32, so that skipping below agrees with the masks
         features = features.to(self.device).float()
         thresholds = float32_below(thresholds.to(self.device))
-        masks = masks.to(self.device).reshape(b, masks.shape[1], pixels)
-        # the concepts labelled in each image (b x C); `any` reads the masks without a copy
-        labelled = masks.any(dim=2)
+        pixels = size[0] * size[1]
+        flat = [(c.to(self.device), m.to(self.device).reshape(len(m), pixels)) for c, m in items]
+        labelled = torch.zeros(b, len(self.concept_category), dtype=torch.bool, device=self.device)
+        for j, (concepts, masks) in enumerate(flat):
+            labelled[j, concepts] = True
+            # L_c += |L_c(x)|: integer sums of the non-empty masks only
+            self.truth.index_add_(0, concepts, masks.sum(dim=1, dtype=torch.int32).double())
         present = present.to(self.device).bool()
         if self.rule == "image":
             # A concept labelled in image i makes its primary category count there even when its
@@ -272,41 +297,30 @@ class IoUAccumulator:
         # blocks of at most _BLOCK_ELEMENTS pixels (one map at least), which also keeps every
         # float32 count below 2^24, where it is exact
         step = max(1, _BLOCK_ELEMENTS // pixels)
-        self._add_truth(masks, labelled, step)
-
         # Only (image, unit) pairs whose maximum exceeds T_u can fire: a bilinear upsample is a
         # convex combination of the map's values. At the top 0.5% these are a few percent of all.
         fires = features.flatten(2).amax(dim=2) > thresholds[None, :]
         pairs = fires.nonzero()  # K x (image, unit), ordered by image
         for start in range(0, len(pairs), step):
-            self._add_pairs(
-                features, thresholds, masks, labelled, present, pairs[start : start + step], size
-            )
-
-    def _add_truth(self, masks: torch.Tensor, labelled: torch.Tensor, step: int) -> None:
-        """L_c += |L_c(x)|, counting only the non-empty (image, concept) masks, in blocks of
-        `step` masks in int32: no float or whole-batch copy of the masks."""
-        where = labelled.nonzero()  # (image, concept) pairs with a non-empty mask
-        for start in range(0, len(where), step):
-            image, concept = where[start : start + step].unbind(1)
-            counts = masks[image, concept].sum(dim=1, dtype=torch.int32)
-            self.truth.index_add_(0, concept, counts.double())
+            self._add_pairs(features, thresholds, flat, present, pairs[start : start + step], size)
 
     def _add_pairs(
         self,
         features: torch.Tensor,
         thresholds: torch.Tensor,
-        masks: torch.Tensor,
-        labelled: torch.Tensor,
+        flat: Sequence[tuple[torch.Tensor, torch.Tensor]],
         present: torch.Tensor,
         pairs: torch.Tensor,
         size: tuple[int, int],
     ) -> None:
         image, unit = pairs[:, 0], pairs[:, 1]
-        act = binarise(features[image, unit], thresholds[unit], size).flatten(1).float()
-        counts = act.sum(dim=1)  # K
+        act = binarise(features[image, unit], thresholds[unit], size).flatten(1)
+        firing = act.nonzero()  # (pair, pixel), in pair order: a few hundred pixels per map
+        del act
+        counts = torch.bincount(firing[:, 0], minlength=len(pairs)).double()  # K
+        bounds = torch.searchsorted(firing[:, 0].contiguous(), torch.arange(len(pairs) + 1))
         if self.rule == "image":
-            added = counts[:, None] * present[image].float()
+            added = counts[:, None] * present[image].double()
         else:
             added = counts[:, None].expand(-1, len(self.categories)).clone()
         images, sizes = image.unique_consecutive(return_counts=True)
@@ -314,20 +328,23 @@ class IoUAccumulator:
         for j, n in zip(images.tolist(), sizes.tolist(), strict=True):
             rows = slice(first, first + n)
             first += n
-            fired, units = act[rows], unit[rows]
-            concepts = labelled[j].nonzero().flatten()
+            concepts, masks = flat[j]
             if not concepts.numel():
                 if self.rule == "overlap":
                     added[rows] = 0.0  # nothing labelled to touch
                 continue
-            # I[u, c] += M_u(x_j) . L_c(x_j) for the units firing on x_j, the concepts in it
-            inter = fired @ masks[j, concepts].float().T
-            self.intersection[units[:, None], concepts[None, :]] += inter.double()
+            # I[u, c] += |M_u(x_j) & L_c(x_j)| for the units firing on x_j, the concepts in it,
+            # counted over the firing pixels only (a few hundred per map at the top 0.5%)
+            fired = firing[int(bounds[rows.start]) : int(bounds[rows.stop])]
+            hits = masks[:, fired[:, 1]].T.to(torch.int32)  # firing pixel x concept
+            inter = torch.zeros(n, len(concepts), dtype=torch.int32, device=self.device)
+            inter.index_add_(0, fired[:, 0] - rows.start, hits)
+            self.intersection[unit[rows, None], concepts[None, :]] += inter.double()
             if self.rule == "overlap":
                 # M_u(x_j) touches category g iff it meets some concept of g (as NetDissect-Lite,
                 # a concept's pixels count for its primary category, whichever plane they are in)
                 touched = (inter > 0).float() @ self.category_onehot[concepts] > 0  # n x G
-                added[rows] *= touched.float()
+                added[rows] *= touched.double()
         self.activation.index_add_(0, unit, added.double())
 
     def result(self) -> Tally:
@@ -513,89 +530,258 @@ class _Images(Dataset):
         return {"image": self.dataset.load_image(i), "index": i}
 
 
-def _collate(items: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "image": torch.stack([it["image"] for it in items]),
-        "mask": [it.get("mask") for it in items],
-        "index": [int(it["index"]) for it in items],
-    }
+def sparse_labels(dataset: Any, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the concepts labelled in image i, ascending; their masks, bool K x H x W): the dataset's
+    own `load_sparse_mask` (`ibd.data.broden.BrodenDataset`: no C x H x W array), else the
+    non-empty channels of its dense mask."""
+    if hasattr(dataset, "load_sparse_mask"):
+        concepts, masks = dataset.load_sparse_mask(i)
+        return concepts, masks.bool()
+    mask = dataset.load_mask(i) if hasattr(dataset, "load_mask") else dataset[i]["mask"]
+    mask = torch.as_tensor(mask).bool()
+    if mask.ndim != 3 or mask.shape[0] != len(dataset.concepts):
+        raise UserError(
+            f"the dataset gave a mask of shape {tuple(mask.shape)} for {len(dataset.concepts)} "
+            "concepts"
+        )
+    concepts = mask.flatten(1).any(dim=1).nonzero().flatten()
+    return concepts, mask[concepts]
+
+
+class _Labels(Dataset):
+    """Per image: its labelled concepts and their masks (`sparse_labels`) and which of
+    `categories` are present, without decoding the image."""
+
+    def __init__(self, dataset: ConceptDataset, categories: Sequence[str]) -> None:
+        self.dataset, self.categories = dataset, list(categories)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        concepts, masks = sparse_labels(self.dataset, i)
+        present = self.dataset.category_present(i)
+        return {
+            "index": i,
+            "concepts": concepts,
+            "masks": masks,
+            "present": torch.tensor([c in present for c in self.categories], dtype=torch.bool),
+        }
+
+
+def _as_list(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return items
 
 
 def _batches(
-    dataset: Any, batch_size: int, workers: int, desc: str, progress: bool
-) -> Iterator[dict[str, Any]]:
+    dataset: Any, batch_size: int, workers: int, desc: str, progress: bool, collate: Any = None
+) -> Iterator[Any]:
     loader = DataLoader(
-        dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=_collate
+        dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate
     )
     with tqdm(total=len(dataset), desc=desc, unit="img", disable=not progress) as bar:
         for batch in loader:
             yield batch
-            bar.update(len(batch["index"]))
+            bar.update(len(batch["index"]) if isinstance(batch, dict) else len(batch))
 
 
-def _features(model: nn.Module, layer: str, images: torch.Tensor) -> torch.Tensor:
-    with torch.no_grad():
-        return hooks.run(model, layer, images.to(next(model.parameters()).device)).features
+class FeatureArray:
+    """The activations of every image of a dataset, read back in blocks of images as float32
+    b x D x h x w tensors: an N x D x h x w array (`layout="NDHW"`, the cache `dissect` writes)
+    or a feature store's N x h x w x D one (`"NHWD"`). A memory-mapped array's pages are
+    dropped from the process after each block (`release_pages`), so reading all of it keeps the
+    resident memory at one block."""
+
+    def __init__(self, array: np.ndarray, layout: str = "NDHW") -> None:
+        if layout not in ("NDHW", "NHWD") or array.ndim != 4:
+            raise ValueError(f"expected a 4-d NDHW or NHWD array, got {array.shape} {layout}")
+        self.array, self.layout = array, layout
+        _, a, b, c = array.shape
+        self.units, self.size = (a, (b, c)) if layout == "NDHW" else (c, (a, b))
+
+    def __len__(self) -> int:
+        return int(self.array.shape[0])
+
+    def block(self, start: int, stop: int) -> torch.Tensor:
+        values = torch.from_numpy(np.asarray(self.array[start:stop], dtype=np.float32))
+        release_pages(self.array)
+        return values if self.layout == "NDHW" else values.permute(0, 3, 1, 2)
 
 
-def _thresholds(
+def thresholds_of(
+    source: FeatureArray,
+    quantile: float,
+    *,
+    chunk: int = 256,
+    progress: bool = True,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """T_u of every unit of the activations in `source` (`TopQuantile`), `chunk` images at a
+    time."""
+    h, w = source.size
+    quantiles = TopQuantile(source.units, quantile, len(source) * h * w, device)
+    starts = range(0, len(source), chunk)
+    for start in tqdm(starts, desc="dissect: thresholds", unit="block", disable=not progress):
+        x = source.block(start, min(start + chunk, len(source))).to(device)
+        quantiles.update(x.permute(1, 0, 2, 3).reshape(source.units, -1))
+    return quantiles.thresholds()
+
+
+def cache_features(
     model: nn.Module,
     layer: str,
     dataset: ConceptDataset,
+    path: Path,
     quantile: float,
     batch_size: int,
     workers: int,
     progress: bool,
-    device: torch.device,
-) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Pass 1: T_u of every unit (`TopQuantile`) and the feature size."""
+) -> tuple[FeatureArray, torch.Tensor]:
+    """The one forward pass: `layer`'s activations over `dataset` into an N x D x h x w float32
+    `.npy` at `path` (memory-mapped, as NetDissect-Lite caches them), streaming them into the
+    thresholds on the way. Returns the cached array and T_u."""
+    device = next(model.parameters()).device
+    array: np.ndarray | None = None
     quantiles: TopQuantile | None = None
-    feature_size = (0, 0)
-    for batch in _batches(_Images(dataset), batch_size, workers, "dissect: thresholds", progress):
-        features = _features(model, layer, batch["image"])
-        n, units, h, w = features.shape
-        if quantiles is None:
-            feature_size = (h, w)
+    done = 0
+    for batch in _batches(
+        _Images(dataset), batch_size, workers, "dissect: features", progress, _stack_images
+    ):
+        with torch.no_grad():
+            features = hooks.run(model, layer, batch["image"].to(device)).features.float()
+        b, units, h, w = features.shape
+        if array is None or quantiles is None:
+            shape = (len(dataset), units, h, w)
+            array = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
             quantiles = TopQuantile(units, quantile, len(dataset) * h * w, device)
-        quantiles.update(features.permute(1, 0, 2, 3).reshape(units, n * h * w))
-    assert quantiles is not None
-    return quantiles.thresholds(), feature_size
+        quantiles.update(features.permute(1, 0, 2, 3).reshape(units, b * h * w))
+        array[done : done + b] = features.cpu().numpy()
+        release_pages(array)
+        done += b
+    assert array is not None and quantiles is not None
+    array.flush()
+    return FeatureArray(array, "NDHW"), quantiles.thresholds()
 
 
-def _count(
-    model: nn.Module,
-    layer: str,
+def _stack_images(items: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "image": torch.stack([it["image"] for it in items]),
+        "index": [int(it["index"]) for it in items],
+    }
+
+
+def count(
+    source: FeatureArray,
     dataset: ConceptDataset,
     thresholds: torch.Tensor,
     acc: IoUAccumulator,
-    batch_size: int,
-    workers: int,
-    progress: bool,
+    *,
+    batch_size: int = 32,
+    workers: int = 0,
+    progress: bool = True,
 ) -> None:
-    """Pass 2: the dataset's counts into `acc`."""
-    concepts = len(dataset.concepts)
-    for batch in _batches(dataset, batch_size, workers, "dissect: IoU", progress):
-        features = _features(model, layer, batch["image"])
-        present = torch.tensor(
-            [
-                [cat in dataset.category_present(i) for cat in acc.categories]
-                for i in batch["index"]
-            ],
-            dtype=torch.bool,
-        )
+    """The counting pass: per block of images, their activations from `source` and their
+    labels (decoded sparsely, in `workers` processes) into `acc`."""
+    labels = _Labels(dataset, acc.categories)
+    for items in _batches(labels, batch_size, workers, "dissect: IoU", progress, _as_list):
+        first = items[0]["index"]
+        features = source.block(first, first + len(items))
         # images whose segmentations differ in size go in separate blocks
-        items: list[Any] = batch.pop("mask")
         shapes: dict[tuple[int, ...], list[int]] = {}
-        for j, mask in enumerate(items):
-            shapes.setdefault(tuple(mask.shape), []).append(j)
-        for shape, js in shapes.items():
-            if shape[0] != concepts:
-                raise UserError(f"the dataset gave {shape[0]} mask channels for {concepts}")
-            masks = torch.stack([items[j] for j in js]).bool()
-            for j in js:
-                items[j] = None  # one copy of the batch's masks at a time
-            acc.add(features[js], thresholds, masks, present[js])
-            del masks
+        for j, item in enumerate(items):
+            shapes.setdefault(tuple(item["masks"].shape[1:]), []).append(j)
+        for js in shapes.values():
+            acc.add_sparse(
+                features[js],
+                thresholds,
+                [(items[j]["concepts"], items[j]["masks"]) for j in js],
+                torch.stack([items[j]["present"] for j in js]),
+            )
+
+
+PRIMARY_RULES = ("images", "coverage")
+
+
+def primary_categories(dataset: Any, rule: str = "images") -> list[str]:
+    """Each concept's primary category g(c). `images` (default): the reader's, the selected
+    category where the label occurs in the most images. `coverage` (NetDissect-Lite's
+    `primary_categories_per_index`): the one where its pixel coverage (the `coverage` column of
+    `c_<category>.csv`) is largest, ties to the last in category.csv's order, so that published
+    tallies can be reproduced. A concept in one category gets that category under both."""
+    concepts = list(dataset.concepts)
+    if rule == "images":
+        return [c.category for c in concepts]
+    if rule != "coverage":
+        raise UserError(f"unknown primary-category rule '{rule}' (choose from {PRIMARY_RULES})")
+    root = Path(getattr(dataset, "root", ""))
+    order = list(getattr(dataset, "all_categories", []))
+    coverage = {cat: _coverages(root / f"c_{cat}.csv") for cat in order}
+    chosen = []
+    for c in concepts:
+        cats = [g for g in order if g in (getattr(c, "categories", ()) or (c.category,))]
+        best = max(
+            ((coverage[g].get(c.number, 0.0), k, g) for k, g in enumerate(cats)), default=None
+        )
+        chosen.append(best[2] if best is not None else c.category)
+    return chosen
+
+
+def _coverages(path: Path) -> dict[int, float]:
+    """label number -> coverage from a `c_<category>.csv` (empty when the file is missing)."""
+    if not path.is_file():
+        return {}
+    with path.open(newline="", encoding="utf-8") as handle:
+        try:
+            return {
+                int(row["number"]): float(row.get("coverage") or 0.0)
+                for row in csv.DictReader(handle)
+            }
+        except (KeyError, ValueError, csv.Error):
+            raise UserError(f"{path}: expected number and coverage columns") from None
+
+
+def _check_rules(quantile: float, rule: str, primary: str) -> None:
+    if not 0.0 < quantile < 1.0:
+        raise UserError(f"quantile must be between 0 and 1 (exclusive), got {quantile}")
+    if rule not in CATEGORY_RULES:
+        raise UserError(f"unknown category rule '{rule}' (choose from {CATEGORY_RULES})")
+    if primary not in PRIMARY_RULES:
+        raise UserError(f"unknown primary-category rule '{primary}' (choose from {PRIMARY_RULES})")
+
+
+def _accumulator(
+    dataset: ConceptDataset, units: int, rule: str, primary: str, device: torch.device
+) -> IoUAccumulator:
+    if len(dataset) == 0:
+        raise UserError("the dataset has no images")
+    if not list(dataset.concepts):
+        raise UserError("the dataset has no concepts to dissect with")
+    of = primary_categories(dataset, primary)
+    categories = category_order(of)
+    g_index = {cat: g for g, cat in enumerate(categories)}
+    return IoUAccumulator(units, [g_index[g] for g in of], categories, rule=rule, device=device)
+
+
+def _dissection(
+    dataset: ConceptDataset,
+    thresholds: torch.Tensor,
+    acc: IoUAccumulator,
+    feature_size: tuple[int, int],
+    settings: dict[str, Any],
+    seconds: dict[str, float],
+) -> Dissection:
+    tally = acc.result()
+    names = [c.name for c in dataset.concepts]
+    return Dissection(
+        thresholds=thresholds.cpu(),
+        tally=tally,
+        names=names,
+        results=best_labels(tally, names),
+        num_images=len(dataset),
+        feature_size=feature_size,
+        settings={**settings, "upsampling": UPSAMPLING},
+        seconds=seconds,
+    )
 
 
 def dissect(
@@ -605,50 +791,106 @@ def dissect(
     *,
     quantile: float = DEFAULT_QUANTILE,
     rule: str = "image",
+    primary: str = "images",
+    batch_size: int = 32,
+    workers: int = 0,
+    progress: bool = True,
+    cache_dir: str | Path | None = None,
+) -> Dissection:
+    """Network Dissection of `model`'s `layer` over `dataset` (see the module docstring).
+
+    One forward pass over the images: the activations go to a float32 cache on disk (a
+    temporary directory under `cache_dir`, default the system's; N x D x h x w x 4 bytes,
+    removed afterwards) and into `TopQuantile` on the way; the counting pass reads them back
+    with the labels. The model runs in eval mode; its own mode is restored after.
+    """
+    _check_rules(quantile, rule, primary)
+    device = next(model.parameters()).device
+    with tempfile.TemporaryDirectory(prefix="ibd-dissect-", dir=cache_dir) as tmp:
+        started = time.perf_counter()
+        with hooks.eval_mode(model):
+            source, thresholds = cache_features(
+                model,
+                layer,
+                dataset,
+                Path(tmp) / "features.npy",
+                quantile,
+                batch_size,
+                workers,
+                progress,
+            )
+        pass1 = time.perf_counter() - started
+        started = time.perf_counter()
+        acc = _accumulator(dataset, source.units, rule, primary, device)
+        count(
+            source,
+            dataset,
+            thresholds,
+            acc,
+            batch_size=batch_size,
+            workers=workers,
+            progress=progress,
+        )
+        pass2 = time.perf_counter() - started
+        feature_size = source.size
+        del source
+    settings = {"quantile": quantile, "category_rule": rule, "primary_category": primary}
+    return _dissection(
+        dataset, thresholds, acc, feature_size, settings, {"features": pass1, "iou": pass2}
+    )
+
+
+def dissect_store(
+    store: Any,
+    dataset: ConceptDataset,
+    *,
+    quantile: float = DEFAULT_QUANTILE,
+    rule: str = "image",
+    primary: str = "images",
     batch_size: int = 32,
     workers: int = 0,
     progress: bool = True,
 ) -> Dissection:
-    """Network Dissection of `model`'s `layer` over `dataset` (see the module docstring).
-
-    Pass 1 streams the activations into `TopQuantile`; pass 2 recomputes them (two forward passes,
-    never all activations in memory) and accumulates the `Tally`. Both run the model in eval
-    mode; its own mode is restored after.
-    """
-    if len(dataset) == 0:
-        raise UserError("the dataset has no images")
-    concepts = list(dataset.concepts)
-    if not concepts:
-        raise UserError("the dataset has no concepts to dissect with")
-    categories = category_order([c.category for c in concepts])
-    g_index = {cat: g for g, cat in enumerate(categories)}
-    concept_category = [g_index[c.category] for c in concepts]
-    device = next(model.parameters()).device
-    with hooks.eval_mode(model):
-        started = time.perf_counter()
-        thresholds, feature_size = _thresholds(
-            model, layer, dataset, quantile, batch_size, workers, progress, device
-        )
-        pass1 = time.perf_counter() - started
-        started = time.perf_counter()
-        acc = IoUAccumulator(
-            len(thresholds), concept_category, categories, rule=rule, device=device
-        )
-        _count(model, layer, dataset, thresholds, acc, batch_size, workers, progress)
-        pass2 = time.perf_counter() - started
-
-    tally = acc.result()
-    names = [c.name for c in concepts]
-    return Dissection(
-        thresholds=thresholds.cpu(),
-        tally=tally,
-        names=names,
-        results=best_labels(tally, names),
-        num_images=len(dataset),
-        feature_size=feature_size,
-        settings={"quantile": quantile, "category_rule": rule, "upsampling": UPSAMPLING},
-        seconds={"thresholds": pass1, "iou": pass2},
+    """Network Dissection from a feature store (`ibd.data.features.FeatureStore`) of the same
+    dataset: no network at all. The store's activations give the thresholds (one read) and the
+    counts (a second read, with the labels). A float16 store gives float16-rounded activations,
+    hence slightly different thresholds from the network's float32 ones."""
+    _check_rules(quantile, rule, primary)
+    check_store_matches(store, dataset)
+    source = FeatureArray(store.features, "NHWD")
+    started = time.perf_counter()
+    thresholds = thresholds_of(source, quantile, progress=progress)
+    pass1 = time.perf_counter() - started
+    started = time.perf_counter()
+    acc = _accumulator(dataset, source.units, rule, primary, torch.device("cpu"))
+    count(
+        source, dataset, thresholds, acc, batch_size=batch_size, workers=workers, progress=progress
     )
+    settings = {
+        "quantile": quantile,
+        "category_rule": rule,
+        "primary_category": primary,
+        "features": str(store.path),
+        "features_dtype": str(store.header.get("dtype")),
+    }
+    seconds = {"thresholds": pass1, "iou": time.perf_counter() - started}
+    return _dissection(dataset, thresholds, acc, source.size, settings, seconds)
+
+
+def check_store_matches(store: Any, dataset: ConceptDataset) -> None:
+    """UserError unless the store holds the dataset's images in the dataset's order."""
+    if store.num_images != len(dataset):
+        raise UserError(
+            f"feature store {store.path} holds {store.num_images} images, the dataset "
+            f"{len(dataset)}: build the store from the same dataset (and --split)"
+        )
+    if hasattr(dataset, "image_path"):
+        for i, stored in enumerate(store.paths):
+            mine = Path(dataset.image_path(i))
+            if Path(stored).name != mine.name or Path(stored).parent.name != mine.parent.name:
+                raise UserError(
+                    f"feature store {store.path} image {i} is {stored}, the dataset's is {mine}"
+                )
 
 
 # ----------------------------------------------------------------------------------------------

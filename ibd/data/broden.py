@@ -1,4 +1,4 @@
-"""A reader for concept datasets in Broden's on-disk format (Bau et al. 2017; REFERENCE.md 6).
+"""A reader for concept datasets in Broden's on-disk format (Bau et al. 2017; docs/contracts.md 3).
 
 A Broden directory holds
 
@@ -360,6 +360,27 @@ class BrodenDataset(torch.utils.data.Dataset):
                 rr, cc = np.nonzero(hit)
                 mask[indices[hit], rr, cc] = True
         return torch.from_numpy(mask)
+
+    def load_sparse_mask(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The non-empty channels of `load_mask(i)`: (concept indices, ascending, K; bool
+        K x h x w), without the C x h x w array (1,198 channels for full Broden)."""
+        row = self._rows[i]
+        height, width = self.mask_size or (row.sh, row.sw)
+        ys, xs = nearest_indices(row.sh, height), nearest_indices(row.sw, width)
+        found: dict[int, np.ndarray] = {}
+        for category, items in row.cells:
+            for item in items:
+                if isinstance(item, int):
+                    if self._lut[item] >= 0:
+                        found[int(self._lut[item])] = np.ones((height, width), dtype=bool)
+                    continue
+                indices = self._lut[self._plane(row, category, item)[np.ix_(ys, xs)]]
+                for index in np.unique(indices[indices >= 0]).tolist():
+                    hit = indices == index
+                    found[index] = found[index] | hit if index in found else hit
+        order = sorted(found)
+        masks = np.stack([found[c] for c in order]) if order else np.zeros((0, height, width), bool)
+        return torch.tensor(order, dtype=torch.long), torch.from_numpy(masks)
 
     def _plane(self, row: _Row, category: str, name: str) -> np.ndarray:
         path = self.root / "images" / name

@@ -26,6 +26,7 @@ import dataclasses
 import errno
 import hashlib
 import json
+import mmap
 import os
 import shutil
 from collections.abc import Iterable, Sequence
@@ -150,6 +151,18 @@ def downsample_labels(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor
     ys = torch.from_numpy(nearest_indices(h, size[0]))
     xs = torch.from_numpy(nearest_indices(w, size[1]))
     return mask[..., ys, :][..., xs]
+
+
+def release_pages(array: np.ndarray) -> None:
+    """Drop the pages of a memory-mapped array from this process's resident set (Linux
+    `madvise(MADV_DONTNEED)`; they stay in the page cache, and written pages of a shared file
+    mapping are kept). Reading a 12 GB store through its mapping would otherwise count every
+    page read in the process's resident memory. A no-op for other arrays and platforms."""
+    base: Any = array
+    while base is not None and not isinstance(base, mmap.mmap):
+        base = getattr(base, "base", None)
+    if isinstance(base, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED") and not base.closed:
+        base.madvise(mmap.MADV_DONTNEED)
 
 
 def pack_labels(mask: np.ndarray) -> np.ndarray:
@@ -302,12 +315,18 @@ class FeatureStore:
         return (np.asarray(images, dtype=np.int64)[:, None] * per + np.arange(per)).reshape(-1)
 
     def read_vectors(self, rows: np.ndarray) -> np.ndarray:
-        """float32 len(rows) x D (rows sorted ascending read fastest)."""
-        return np.asarray(self.vectors[rows], dtype=np.float32)
+        """float32 len(rows) x D (rows sorted ascending read fastest). The mapped pages read
+        are released from the process afterwards (`release_pages`): its resident memory stays
+        at what it holds, however much of the store it streams."""
+        values = np.asarray(self.vectors[rows], dtype=np.float32)
+        release_pages(self.features)
+        return values
 
     def read_labels(self, rows: np.ndarray) -> np.ndarray:
-        """bool len(rows) x C."""
-        return unpack_labels(self.packed_rows[rows], self.num_concepts)
+        """bool len(rows) x C (mapped pages released as in `read_vectors`)."""
+        values = unpack_labels(self.packed_rows[rows], self.num_concepts)
+        release_pages(self.labels)
+        return values
 
     def concept_masks(self, image: int) -> np.ndarray:
         """bool C x H x W labels of one image at feature resolution."""

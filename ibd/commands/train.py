@@ -92,28 +92,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
-    import torch
-
-    from ibd import paths
-    from ibd.commands.modelargs import device_from
+def _overrides(args: argparse.Namespace) -> dict[str, float]:
+    """The training settings the flags override, checked."""
     from ibd.errors import UserError
-    from ibd.nets.train import (
-        MIRROR,
-        REFERENCE,
-        ROLE_SETTINGS,
-        ROLES,
-        TrainSettings,
-        mirror_world_model,
-        train_folder,
-        train_roles,
-        train_world_model,
-        trained_on,
-    )
 
-    device_from(args.device)  # an unknown or absent device fails now, not after loading data
     overrides = {
         k: v
         for k, v in (("epochs", args.epochs), ("lr", args.lr), ("batch_size", args.batch_size))
@@ -127,10 +109,63 @@ def run(args: argparse.Namespace) -> int:
         if args.data is not None:
             raise UserError("--near-misses applies to world models only (not --data)")
         overrides["near_misses"] = args.near_misses
-    threads = len(os.sched_getaffinity(0)) if args.threads is None else args.threads
+    return overrides
+
+
+def _set_threads(given: int | None) -> None:
+    import torch
+
+    from ibd.errors import UserError
+
+    threads = len(os.sched_getaffinity(0)) if given is None else given
     if threads < 1:
         raise UserError("--threads must be positive")
     torch.set_num_threads(threads)
+
+
+def _train_one(
+    args: argparse.Namespace, world: Path, models: Path, overrides: dict[str, float]
+) -> None:
+    """One world model (--arch), the mirror with its reference when that is not there."""
+    from dataclasses import replace
+
+    from ibd.nets.train import (
+        MIRROR,
+        REFERENCE,
+        ROLE_SETTINGS,
+        TrainSettings,
+        mirror_world_model,
+        train_world_model,
+        trained_on,
+    )
+
+    out = args.out or models / f"{args.arch}.pt"
+    if args.arch == MIRROR:
+        reference = out.parent / f"{REFERENCE}.pt"
+        settings = replace(ROLE_SETTINGS[REFERENCE], seed=args.seed, **overrides)
+        # With no training flag, the mirror is of the reference that is there (trained on
+        # this world with this seed, maybe with other epochs): it is not replaced behind the
+        # user's back by one trained with the default settings.
+        if overrides or args.force or not trained_on(reference, world, REFERENCE, args.seed):
+            train_world_model(world, REFERENCE, reference, settings, args.device, args.force)
+        mirror_world_model(world, reference, out, args.device, args.force)
+        return
+    base = ROLE_SETTINGS.get(args.arch, TrainSettings())
+    settings = replace(base, seed=args.seed, **overrides)
+    train_world_model(world, args.arch, out, settings, args.device, args.force)
+
+
+def run(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from ibd import paths
+    from ibd.commands.modelargs import device_from
+    from ibd.errors import UserError
+    from ibd.nets.train import ROLES, TrainSettings, train_folder, train_roles
+
+    device_from(args.device)  # an unknown or absent device fails now, not after loading data
+    overrides = _overrides(args)
+    _set_threads(args.threads)
     start = time.perf_counter()
 
     if args.data is not None:
@@ -160,19 +195,5 @@ def run(args: argparse.Namespace) -> int:
             scores = "  ".join(f"{k} {v:.3f}" for k, v in result["accuracy"].items())
             print(f"  {role:22s} {scores}")
         return 0
-
-    out = args.out or models / f"{args.arch}.pt"
-    if args.arch == MIRROR:
-        reference = out.parent / f"{REFERENCE}.pt"
-        settings = replace(ROLE_SETTINGS[REFERENCE], seed=args.seed, **overrides)
-        # With no training flag, the mirror is of the reference that is there (trained on
-        # this world with this seed, maybe with other epochs): it is not replaced behind the
-        # user's back by one trained with the default settings.
-        if overrides or args.force or not trained_on(reference, world, REFERENCE, args.seed):
-            train_world_model(world, REFERENCE, reference, settings, args.device, args.force)
-        mirror_world_model(world, reference, out, args.device, args.force)
-        return 0
-    base = ROLE_SETTINGS.get(args.arch, TrainSettings())
-    settings = replace(base, seed=args.seed, **overrides)
-    train_world_model(world, args.arch, out, settings, args.device, args.force)
+    _train_one(args, world, models, overrides)
     return 0

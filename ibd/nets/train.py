@@ -21,7 +21,6 @@ fingerprint, and is reused as long as all three match.
 
 from __future__ import annotations
 
-import csv
 import functools
 import hashlib
 import math
@@ -39,6 +38,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ibd import paths
+from ibd.data import scenes
 from ibd.data.images import load_rgb
 from ibd.errors import UserError
 from ibd.nets import architectures
@@ -162,25 +162,9 @@ Images = ImageSet | FolderImages
 
 def read_scenes(world: Path) -> tuple[list[str], list[tuple[str, str, int]]]:
     """Class names (index order) and (image path, split, class index) rows of scenes.csv."""
-    path = world / "scenes.csv"
-    if not path.is_file():
-        raise UserError(
-            f"{world} is not a concept world: scenes.csv is missing (run `ibd world build`)"
-        )
-    names: dict[int, str] = {}
-    rows = []
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        for row in reader:
-            try:
-                k = int(row["class_index"])
-            except (KeyError, TypeError, ValueError):
-                raise UserError(f"{path} line {reader.line_num}: bad class_index") from None
-            names[k] = row["class_name"]
-            rows.append((row["image"], row["split"], k))
-    if sorted(names) != list(range(len(names))):
-        raise UserError(f"{path}: class indices are not 0..{len(names) - 1}")
-    return [names[k] for k in range(len(names))], rows
+    table = scenes.read(world)
+    rows = [(s.image, s.split, s.class_index) for s in table]
+    return scenes.class_names(table, world), rows
 
 
 def _load_rgb(path: Path, size: tuple[int, int]) -> np.ndarray:

@@ -1,12 +1,12 @@
 """Group commit for SQLite: many requests' writes, one transaction, one fsync.
 
-SQLite has one writer at a time and, with `synchronous=FULL`, one fsync per commit (about
-5 ms on a virtual disk), so per-request transactions cap a study at ~150 answers/s however many
-threads serve it. Here each process has one writer thread: request threads queue their unit of
-work and wait; the writer runs whatever has queued (up to `max_batch` units) in one
-transaction, each unit inside its own SAVEPOINT (a refused unit rolls back alone), commits
-once, and only then wakes the requests. An answer is acknowledged after the fsync that made it
-durable, exactly as before, but 50 answers share that fsync.
+SQLite has one writer at a time and, with `synchronous=FULL`, one fsync per commit, so
+per-request transactions cap a study's answer rate at one answer per fsync however many threads
+serve it (benchmarks/RESULTS.md, "Figures behind the code"). Here each process has one writer
+thread: request threads queue their unit of work and wait; the writer runs whatever has queued
+(up to `max_batch` units) in one transaction, each unit inside its own SAVEPOINT (a refused unit
+rolls back alone), commits once, and only then wakes the requests. An answer is acknowledged
+after the fsync that made it durable, exactly as before, but 50 answers share that fsync.
 
 Between processes (gunicorn workers) the writers take turns through an exclusive `flock` on
 a file beside the database: a waiting writer is woken the moment the lock is free, where

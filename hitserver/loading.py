@@ -45,7 +45,7 @@ def load_batch(
         result = _store(conn, manifest, assignments_per_item, max_items_per_worker)
         if result.added and conn.dialect.name == "postgresql":
             # Without statistics of the new rows the planner takes the tables for empty and
-            # sorts every free slot on each claim (9 ms at 3000 slots) instead of walking the
+            # sorts every free slot on each claim (benchmarks/RESULTS.md) instead of walking the
             # free-slot index; autovacuum would only catch up minutes into the study.
             conn.exec_driver_sql("ANALYZE batches, items, item_slots, batch_worker_slots")
         return result

@@ -109,7 +109,7 @@ class _IsNull(FunctionElement[bool]):
     free-slot index.
 
     SQLite's planner would answer it through the unique index on `holder` and then sort every
-    free slot (0.5 ms per claim at 3000 slots, inside the one writer); `likelihood` tells it
+    free slot on every claim, inside the one writer (benchmarks/RESULTS.md); `likelihood` tells it
     that most rows match, so it walks `ix_item_slots_free` in order and stops at the first.
     """
 

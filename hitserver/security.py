@@ -1,5 +1,5 @@
 """Unguessable identifiers and constant-time checks (guessable participant ids and plain-text
-secrets are complaints against earlier HIT servers; see REFERENCE.md 8)."""
+secrets are complaints against earlier HIT servers; see docs/hitserver.md, "Security choices")."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Checks on what clients send. Pure functions: a payload in, clean values or a FieldError out.
 
-Status codes (DESIGN.md, HTTP API): 400 when the request is malformed (not a JSON object, a
+Status codes (docs/contracts.md 10): 400 when the request is malformed (not a JSON object, a
 missing or unknown field, a field of the wrong type), 422 when a field has the right type but a
 value outside its range. Both name the field.
 """

@@ -84,7 +84,8 @@ class Decomposition:
 
     def mean_fraction_by_step(self) -> np.ndarray:
         """Mean residual fraction over classes after 1..n steps; a class that stopped early
-        keeps its last value (comparable with the authors' 0.885, 0.841, ... in REFERENCE 3)."""
+        keeps its last value (comparable with the authors' ResNet18-Places365 decomposition, whose
+        figures benchmarks/RESULTS.md quotes under "Figures behind the code")."""
         start = np.where(self.weight_norm > 0, 1.0, 0.0)[:, None]
         path = np.concatenate([start, self.fraction_steps], axis=1)
         for t in range(1, path.shape[1]):

@@ -1,4 +1,4 @@
-"""JSON API (DESIGN.md, HTTP API; docs/contracts.md 10). The HTML pages post here too."""
+"""JSON API (docs/contracts.md 10). The HTML pages post here too."""
 
 from __future__ import annotations
 

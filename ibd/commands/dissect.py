@@ -13,7 +13,7 @@ from pathlib import Path
 from ibd import paths
 from ibd.errors import UserError
 
-# Network Dissection uses every Broden category (REFERENCE.md 5).
+# Network Dissection uses every Broden category (Bau et al. 2017).
 ALL_CATEGORIES = ("color", "object", "part", "material", "scene", "texture")
 
 

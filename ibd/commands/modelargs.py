@@ -1,4 +1,4 @@
-"""The model flags every command shares (DESIGN.md "Models on the command line"):
+"""The model flags every command shares (docs/contracts.md 2):
 `--arch NAME --weights FILE [--num-classes K] [--labels FILE] [--layer NAME] [--mirror]`,
 plus `--normalization`, `--allow-pickle` and `--device`. With no flags: the concept world's
 reference model."""

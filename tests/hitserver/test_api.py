@@ -1,4 +1,4 @@
-"""Every outcome of the JSON API in DESIGN.md, on SQLite and PostgreSQL."""
+"""Every outcome of the JSON API of docs/contracts.md 10, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 

@@ -114,6 +114,28 @@ def read_manifest(batch_dir: str | Path) -> Manifest:
     """Parse `BATCH/manifest.json` and check every file a worker will be served."""
     directory = Path(batch_dir).resolve()
     path = directory / "manifest.json"
+    raw_text, data = _load_json(path, batch_dir)
+    name, experiment, raw_items = _header(data, path)
+    items: list[ManifestItem] = []
+    seen: set[str] = set()
+    for index, raw in enumerate(raw_items):
+        item = _item(raw, f"{path}: items[{index}]", directory)
+        if item.key in seen:
+            raise UserError(f"{path}: items[{index}].id {item.key!r} appears twice")
+        seen.add(item.key)
+        items.append(item)
+    return Manifest(
+        directory=directory,
+        name=name,
+        experiment=experiment,
+        text=raw_text,
+        sha256=hashlib.sha256(raw_text.encode("utf-8")).hexdigest(),
+        items=tuple(items),
+    )
+
+
+def _load_json(path: Path, batch_dir: str | Path) -> tuple[str, Any]:
+    """The manifest's text and its parsed JSON, or a one-line UserError."""
     try:
         raw_text = path.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
@@ -121,11 +143,15 @@ def read_manifest(batch_dir: str | Path) -> Manifest:
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: cannot read ({exc})") from exc
     try:
-        data = json.loads(raw_text)
+        return raw_text, json.loads(raw_text)
     except json.JSONDecodeError as exc:
         raise UserError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from exc
     except RecursionError as exc:  # the parser recurses once per level of nesting
         raise UserError(f"{path}: JSON nested too deeply to be a manifest") from exc
+
+
+def _header(data: Any, path: Path) -> tuple[str, str, list[Any]]:
+    """The batch name, the experiment and the raw items, checked."""
     if not isinstance(data, dict):
         raise UserError(f"{path}: must hold a JSON object")
     if data.get("format") != FORMAT:
@@ -139,62 +165,54 @@ def read_manifest(batch_dir: str | Path) -> Manifest:
     raw_items = data.get("items")
     if not isinstance(raw_items, list) or not raw_items:
         raise UserError(f"{path}: items must be a non-empty list")
+    return name, experiment, raw_items
 
-    items: list[ManifestItem] = []
-    seen: set[str] = set()
-    for index, raw in enumerate(raw_items):
-        where = f"{path}: items[{index}]"
-        if not isinstance(raw, dict):
-            raise UserError(f"{where} must be an object")
-        key = _text(raw, "id", where)
-        if not NAME_RE.fullmatch(key):
-            raise UserError(f"{where}.id {key!r} must use letters, digits, '_', '.', '-'")
-        if key in seen:
-            raise UserError(f"{where}.id {key!r} appears twice")
-        seen.add(key)
-        kind = raw.get("kind")
-        if kind not in KINDS:
-            raise UserError(f"{where}.kind must be one of {', '.join(KINDS)}")
-        robot_a = raw.get("robot_a")
-        if robot_a not in ("first", "second"):
-            raise UserError(f"{where}.robot_a must be 'first' or 'second'")
-        image = _text(raw, "image", where)
-        if not _is_file(_inside(directory, image, f"{where}.image")):
-            raise UserError(f"{where}.image {image!r} does not exist")
-        page = _text(raw, "page", where)
-        page_path = _inside(directory, page, f"{where}.page")
-        if page_path.parent != directory / "pages" or page_path.suffix != ".html":
-            raise UserError(f"{where}.page must be pages/<name>.html, not {page!r}")
-        try:
-            html = page_path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise UserError(f"{where}.page {page!r}: cannot read ({exc})") from exc
-        if html.count(PLACEHOLDER) != 1:
-            raise UserError(f"{where}.page {page!r} must contain {PLACEHOLDER} exactly once")
-        first = _side(raw.get("first"), f"{where}.first")
-        second = _side(raw.get("second"), f"{where}.second")
-        for mask in (*first.masks, *second.masks):
-            if not _is_file(_inside(directory, mask, f"{where}.masks")):
-                raise UserError(f"{where}: mask {mask!r} does not exist")
-        items.append(
-            ManifestItem(
-                key=key,
-                kind=kind,
-                page=page,
-                image=image,
-                class_name=_text(raw, "class_name", where),
-                robot_a=robot_a,
-                expected_choices=_expected(raw, kind, where),
-                first=first,
-                second=second,
-                spec=raw,
-            )
-        )
-    return Manifest(
-        directory=directory,
-        name=name,
-        experiment=experiment,
-        text=raw_text,
-        sha256=hashlib.sha256(raw_text.encode("utf-8")).hexdigest(),
-        items=tuple(items),
+
+def _item(raw: Any, where: str, directory: Path) -> ManifestItem:
+    """One manifest item, its fields and its files checked."""
+    if not isinstance(raw, dict):
+        raise UserError(f"{where} must be an object")
+    key = _text(raw, "id", where)
+    if not NAME_RE.fullmatch(key):
+        raise UserError(f"{where}.id {key!r} must use letters, digits, '_', '.', '-'")
+    kind = raw.get("kind")
+    if kind not in KINDS:
+        raise UserError(f"{where}.kind must be one of {', '.join(KINDS)}")
+    robot_a = raw.get("robot_a")
+    if robot_a not in ("first", "second"):
+        raise UserError(f"{where}.robot_a must be 'first' or 'second'")
+    image = _text(raw, "image", where)
+    if not _is_file(_inside(directory, image, f"{where}.image")):
+        raise UserError(f"{where}.image {image!r} does not exist")
+    page = _text(raw, "page", where)
+    _check_page(directory, page, where)
+    first = _side(raw.get("first"), f"{where}.first")
+    second = _side(raw.get("second"), f"{where}.second")
+    for mask in (*first.masks, *second.masks):
+        if not _is_file(_inside(directory, mask, f"{where}.masks")):
+            raise UserError(f"{where}: mask {mask!r} does not exist")
+    return ManifestItem(
+        key=key,
+        kind=kind,
+        page=page,
+        image=image,
+        class_name=_text(raw, "class_name", where),
+        robot_a=robot_a,
+        expected_choices=_expected(raw, kind, where),
+        first=first,
+        second=second,
+        spec=raw,
     )
+
+
+def _check_page(directory: Path, page: str, where: str) -> None:
+    """The page is `pages/<name>.html` inside the batch, readable, with one placeholder."""
+    page_path = _inside(directory, page, f"{where}.page")
+    if page_path.parent != directory / "pages" or page_path.suffix != ".html":
+        raise UserError(f"{where}.page must be pages/<name>.html, not {page!r}")
+    try:
+        html = page_path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{where}.page {page!r}: cannot read ({exc})") from exc
+    if html.count(PLACEHOLDER) != 1:
+        raise UserError(f"{where}.page {page!r} must contain {PLACEHOLDER} exactly once")

@@ -283,3 +283,28 @@ def test_simulated_raters_send_what_a_page_would_measure() -> None:
     pasted = telemetry(careless, CARELESS_REASON, rng)
     assert (pasted["paste_count"], pasted["pasted_chars"]) == (1, len(CARELESS_REASON))
     assert 1.0 <= pasted["visible_s"] <= 4.0
+
+
+def test_migration_0003_keeps_the_answers_both_ways(setup, clock) -> None:
+    """Down to 0002 (the quality columns go, the view keeps the contract's) and up again: the
+    answers stay; what the page measured is gone after the round trip, as the downgrade says."""
+    from alembic import command
+
+    from hitserver.database import _alembic_config
+
+    app, client = setup
+    new = claim(client, "w1")
+    clock.advance(9)
+    assert post(client, new, telemetry=FULL).status_code == 201
+    engine = app.extensions["hitserver"].engine
+    config = _alembic_config()
+    for step, target in ((command.downgrade, "0002"), (command.upgrade, "head")):
+        with engine.begin() as conn:
+            config.attributes["connection"] = conn
+            step(config, target)
+        with engine.connect() as conn:
+            columns = tuple(conn.execute(text("SELECT * FROM ratings")).keys())
+            kept = conn.execute(text("SELECT worker_id, choice, duration_s FROM ratings")).all()
+        assert columns == (CONTRACT if target == "0002" else TIDY_COLUMNS)
+        assert [tuple(r) for r in kept] == [("w1", 2, 9.0)]
+    assert stored(app, new["assignment_id"]) == (9.0, None, None, None, None, None)

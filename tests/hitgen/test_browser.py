@@ -151,6 +151,27 @@ def test_mturk_preview_is_read_only(tab, batch: Path, page_path: str) -> None:
     assert "accept this HIT" in tab.inner_text("#mode-notice")
 
 
+def test_mturk_page_refuses_a_submit_site_that_is_not_mturk(
+    tab, batch: Path, page_path: str
+) -> None:
+    # Anyone can put a turkSubmitTo in a link (issue 28): the page posts only to MTurk's sites.
+    for site in (
+        "https://evil.example",
+        "https://www.mturk.com.evil.example",
+        "http://www.mturk.com",
+    ):
+        tab.goto((batch / page_path).as_uri() + f"?assignmentId=ASG9&hitId=H1&turkSubmitTo={site}")
+        assert tab.get_attribute("body", "data-mode") == "broken", site
+        assert tab.is_disabled("#submit-button")
+        assert "not MTurk" in tab.inner_text("#mode-notice")
+    tab.goto(
+        (batch / page_path).as_uri()
+        + "?assignmentId=ASG9&hitId=H1&turkSubmitTo=https://workersandbox.mturk.com"
+    )
+    assert tab.get_attribute("body", "data-mode") == "mturk"
+    assert tab.get_attribute("#hit-form", "action").startswith("https://workersandbox.mturk.com/")
+
+
 def test_mturk_assignment_posts_the_form_to_turk_submit_to(tab, host: Host) -> None:
     origin = f"http://127.0.0.1:{host.server_port}"
     query = f"?assignmentId=ASG9&hitId=H1&workerId=W1&turkSubmitTo={origin}"

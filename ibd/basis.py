@@ -67,8 +67,10 @@ authors' fixed validation protocol, which is what Table 1's numbers measure.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
+import os
 import sys
 import time
 import zipfile
@@ -478,6 +480,9 @@ def fit_masked(
     l2: float | torch.Tensor,
     seed: tuple[int, ...],
     on_epoch: Callable[[], None] | None = None,
+    adam: Adam | None = None,
+    first_epoch: int = 0,
+    after_epoch: Callable[[int, torch.Tensor, torch.Tensor, Adam], None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Logistic regression of every concept on its own rows of a shared bank, all at once.
 
@@ -493,11 +498,13 @@ def fit_masked(
     concept with 693 rows among many others can take ~100 steps of ~7 rows each rather than one
     of 693). Given the schedule, c's updates are those of torch.optim.Adam on c alone over its
     rows of each block in which it has any. Returns new (weight, bias); the inputs are not
-    modified."""
+    modified. To go on with an interrupted fit, pass the optimiser state (`adam`) and the
+    weights saved after epoch `first_epoch - 1` (`after_epoch` is called after every epoch with
+    what to save): the remaining epochs are then those of the uninterrupted fit."""
     weight, bias = weight.clone(), bias.clone()
-    adam = Adam(lr=lr, l2=l2, shape=tuple(weight.shape))
+    adam = adam if adam is not None else Adam(lr=lr, l2=l2, shape=tuple(weight.shape))
     active_rows = member.any(1)
-    for epoch in range(epochs):
+    for epoch in range(first_epoch, epochs):
         rng = np.random.default_rng([*seed, epoch])
         for rows in epoch_blocks(len(x), active_rows, block, rng):
             xs, mask = x[rows], member[rows]
@@ -505,6 +512,8 @@ def fit_masked(
             residual = torch.sigmoid(torch.addmm(bias, xs, weight.T)) - y[rows].float()
             g = residual * mask / count.clamp(min=1)
             adam.step(weight, bias, g.T @ xs, g.sum(0), count > 0)
+        if after_epoch is not None:
+            after_epoch(epoch, weight, bias, adam)
         if on_epoch is not None:
             on_epoch()
     return weight, bias
@@ -546,6 +555,48 @@ def sgd_epoch_mse(
             bias[part] -= lr * g.sum(1)
 
 
+# -- checkpoints -------------------------------------------------------------------------
+
+
+class Checkpoint:
+    """Training state saved after every epoch (`torch.save` to a temporary file, then an
+    atomic rename), so that a run killed at any point, even by SIGKILL, goes on from its last
+    finished epoch and ends with the same weights as an uninterrupted run. `key` identifies the
+    run (store, concepts, settings); a file with another key is ignored and replaced."""
+
+    def __init__(self, path: str | Path, key: str) -> None:
+        self.path, self.key = Path(path), key
+
+    def load(self) -> dict[str, Any] | None:
+        try:
+            state = torch.load(self.path, weights_only=True)
+        except FileNotFoundError:
+            return None
+        except Exception:  # a foreign or damaged file: start afresh
+            return None
+        return state if isinstance(state, dict) and state.get("key") == self.key else None
+
+    def save(self, **state: Any) -> None:
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        try:
+            torch.save({"key": self.key, **state}, tmp)
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise UserError(f"cannot write the checkpoint {self.path}: {exc}") from None
+
+    def clear(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def _pack_mask(mask: torch.Tensor) -> torch.Tensor:
+    return torch.from_numpy(np.packbits(mask.numpy(), axis=0))
+
+
+def _unpack_mask(packed: torch.Tensor, rows: int) -> torch.Tensor:
+    return torch.from_numpy(np.unpackbits(packed.numpy(), axis=0, count=rows).astype(bool))
+
+
 # -- procedures -------------------------------------------------------------------------
 
 
@@ -585,59 +636,130 @@ def train_paper(
     progress: bool = False,
     *,
     in_place: bool = False,
+    checkpoint: Checkpoint | None = None,
 ) -> Fit:
     """Paper procedure on standardised features (see the module docstring). The standardised
     features take a copy of `bank.x`, or with `in_place` replace it (the bank's raw features are
-    then gone: for callers that do not need them afterwards, such as `learn`)."""
+    then gone: for callers that do not need them afterwards, such as `learn`). With a
+    `checkpoint`, the state after every epoch is saved there and a saved state is taken up."""
     started = time.perf_counter()
     xt, mu, sigma, scale = standardize_features(bank.x, in_place)
     # (l2/2) s^2 ||w||^2 on the raw weights w = w~ / sigma, written for w~
     penalty = settings.l2 * (scale / sigma) ** 2
     n_pos = bank.num_positives
     counts = settings.ratio * n_pos
-    negative = random_negatives(bank, counts, (settings.seed, 0, 1, 0))
-    weight = torch.zeros(len(concepts), xt.shape[1])
-    bias = torch.zeros(len(concepts))
+    run = _PaperRun.start(bank, len(concepts), xt.shape[1], settings, checkpoint)
     bar = tqdm(
         total=(settings.rounds + 1) * settings.epochs,
+        initial=run.round * settings.epochs + run.epoch,
         desc="basis (paper)",
         unit="epoch",
         disable=not progress,
     )
     with bar:
-        for round_ in range(settings.rounds + 1):
-            if round_ > 0:
-                negative = mine_negatives(
-                    bank,
-                    xt,
-                    weight,
-                    bias,
-                    counts,
-                    settings.hard_fraction,
-                    (settings.seed, 0, 1, round_),
+        for round_ in range(run.round, settings.rounds + 1):
+            if run.negative is None:
+                run.negative = (
+                    random_negatives(bank, counts, (settings.seed, 0, 1, 0))
+                    if round_ == 0
+                    else mine_negatives(
+                        bank,
+                        xt,
+                        run.weight,
+                        run.bias,
+                        counts,
+                        settings.hard_fraction,
+                        (settings.seed, 0, 1, round_),
+                    )
                 )
-            weight, bias = fit_masked(
+            run.round = round_
+            adam = None
+            if run.adam is not None:
+                adam = Adam(lr=settings.lr, l2=penalty, shape=tuple(run.weight.shape))
+                adam.state = run.adam
+            run.weight, run.bias = fit_masked(
                 xt,
                 bank.y,
-                bank.positive | negative,
-                weight,
-                bias,
+                bank.positive | run.negative,
+                run.weight,
+                run.bias,
                 epochs=settings.epochs,
                 block=settings.batch_size,
                 lr=settings.lr,
                 l2=penalty,
                 seed=(settings.seed, 0, 2, round_),
                 on_epoch=lambda: bar.update(1),
+                adam=adam,
+                first_epoch=run.epoch,
+                after_epoch=run.saver(checkpoint, settings.epochs),
             )
-    raw_w = weight / sigma
-    raw_b = bias - raw_w @ mu
+            run.last_negative, run.negative, run.adam, run.epoch = run.negative, None, None, 0
+    assert run.last_negative is not None
+    raw_w = run.weight / sigma
+    raw_b = run.bias - raw_w @ mu
     return Fit(
         raw_w.numpy(),
         raw_b.numpy(),
         n_pos.numpy(),
-        column_counts(negative).numpy(),
+        column_counts(run.last_negative).numpy(),
         time.perf_counter() - started,
     )
+
+
+@dataclass
+class _PaperRun:
+    """Where the paper trainer is: round, next epoch in it, weights, that round's optimiser
+    state and negatives (None: a fresh Adam / negatives still to be drawn or mined)."""
+
+    round: int
+    epoch: int
+    weight: torch.Tensor
+    bias: torch.Tensor
+    adam: dict[str, torch.Tensor] | None
+    negative: torch.Tensor | None
+    last_negative: torch.Tensor | None = None  # the finished round's (for the counts)
+
+    @classmethod
+    def start(
+        cls,
+        bank: Bank,
+        concepts: int,
+        dim: int,
+        settings: Settings,
+        checkpoint: Checkpoint | None,
+    ) -> _PaperRun:
+        state = checkpoint.load() if checkpoint is not None else None
+        if state is None:
+            return cls(0, 0, torch.zeros(concepts, dim), torch.zeros(concepts), None, None)
+        round_, epoch = int(state["round"]), int(state["epoch"])
+        negative = _unpack_mask(state["negative"], len(bank.rows))
+        if epoch >= settings.epochs:  # the round was finished: mine the next one's negatives
+            return cls(round_ + 1, 0, state["weight"], state["bias"], None, None, negative)
+        adam = {k: state[f"adam_{k}"] for k in ("t", "mw", "vw", "mb", "vb")}
+        return cls(round_, epoch, state["weight"], state["bias"], adam, negative)
+
+    def saver(
+        self, checkpoint: Checkpoint | None, epochs: int
+    ) -> Callable[[int, torch.Tensor, torch.Tensor, Adam], None] | None:
+        if checkpoint is None:
+            return None
+        negative = self.negative
+        assert negative is not None
+        packed = _pack_mask(negative)
+
+        def save(epoch: int, weight: torch.Tensor, bias: torch.Tensor, adam: Adam) -> None:
+            last = epoch + 1 >= epochs
+            checkpoint.save(
+                round=self.round,
+                epoch=epoch + 1,
+                weight=weight,
+                bias=bias,
+                negative=packed,
+                # the optimiser state matters only within a round
+                **({} if last else {f"adam_{k}": v for k, v in adam.state.items()}),
+            )
+
+        return save
 
 
 def train_authors(
@@ -645,25 +767,31 @@ def train_authors(
     concepts: np.ndarray,
     settings: Settings,
     progress: bool = False,
+    *,
+    checkpoint: Checkpoint | None = None,
 ) -> Fit:
-    """The authors' procedure on raw features (see the module docstring)."""
+    """The authors' procedure on raw features (see the module docstring). With a `checkpoint`,
+    the weights after every epoch are saved there and a saved state is taken up (an epoch's
+    negatives are the hardest under the previous epoch's weights, so those are all it needs)."""
     started = time.perf_counter()
     d = bank.x.shape[1]
     n_pos = bank.num_positives
     candidates = random_negatives(bank, settings.ratio * n_pos, (settings.seed, 0, 1, 0))
     per_epoch = settings.hard_ratio * n_pos
-    bound = 1 / np.sqrt(d)
-    init = [_concept_rng(settings.seed, int(c), 1) for c in concepts]
-    weight = torch.from_numpy(np.stack([r.uniform(-bound, bound, d) for r in init])).float()
-    bias = torch.from_numpy(np.array([r.uniform(-bound, bound) for r in init])).float()
+    state = checkpoint.load() if checkpoint is not None else None
+    if state is None:
+        first = 0
+        bound = 1 / np.sqrt(d)
+        init = [_concept_rng(settings.seed, int(c), 1) for c in concepts]
+        weight = torch.from_numpy(np.stack([r.uniform(-bound, bound, d) for r in init])).float()
+        bias = torch.from_numpy(np.array([r.uniform(-bound, bound) for r in init])).float()
+    else:
+        first, weight, bias = int(state["epoch"]), state["weight"], state["bias"]
     positives = [(bank.positive[:, k]).nonzero().flatten().numpy() for k in range(len(concepts))]
-    for epoch in tqdm(range(settings.epochs), desc="basis (authors)", disable=not progress):
+    epochs = tqdm(range(first, settings.epochs), desc="basis (authors)", disable=not progress)
+    for epoch in epochs:
         if epoch == 0:
-            negative = torch.zeros_like(candidates)
-            for k, c in enumerate(concepts):
-                pool = (candidates[:, k]).nonzero().flatten().numpy()
-                pick = _concept_rng(settings.seed, int(c), 2).permutation(pool)
-                negative[torch.from_numpy(pick[: int(per_epoch[k])]), k] = True
+            negative = _first_negatives(candidates, concepts, per_epoch, settings.seed)
         else:
             negative = hardest_negatives(bank.x, weight, bias, candidates, per_epoch)
         sets = [
@@ -681,6 +809,8 @@ def train_authors(
             lr=settings.lr,
             rngs=rngs,
         )
+        if checkpoint is not None:
+            checkpoint.save(epoch=epoch + 1, weight=weight, bias=bias)
     return Fit(
         weight.numpy(),
         bias.numpy(),
@@ -688,6 +818,18 @@ def train_authors(
         column_counts(candidates).numpy(),
         time.perf_counter() - started,
     )
+
+
+def _first_negatives(
+    candidates: torch.Tensor, concepts: np.ndarray, per_epoch: torch.Tensor, seed: int
+) -> torch.Tensor:
+    """The authors' first epoch: per concept, `per_epoch` of its candidates at random."""
+    negative = torch.zeros_like(candidates)
+    for k, c in enumerate(concepts):
+        pool = (candidates[:, k]).nonzero().flatten().numpy()
+        pick = _concept_rng(seed, int(c), 2).permutation(pool)
+        negative[torch.from_numpy(pick[: int(per_epoch[k])]), k] = True
+    return negative
 
 
 TRAINERS = {"paper": train_paper, "authors": train_authors}
@@ -935,8 +1077,12 @@ def learn(
     *,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    checkpoint: str | Path | None = None,
 ) -> Basis:
-    """Train, evaluate on held-out images, and assemble the basis."""
+    """Train, evaluate on held-out images, and assemble the basis. With `checkpoint` (a file
+    path), training saves its state there after every epoch and a re-run with the same store,
+    concepts and settings goes on from it (the result is that of an uninterrupted run); the file
+    is removed once the basis is assembled."""
     rare = [
         {"name": d["name"], "category": d.get("category"), "image_count": d.get("image_count")}
         for d in store.dropped
@@ -969,7 +1115,17 @@ def learn(
     )
     # The bank's raw features are not needed after training: the paper trainer standardises
     # them in place instead of holding a second copy (the authors' trains on them as they are).
-    options = {"in_place": True} if settings.procedure == "paper" else {}
+    options: dict[str, Any] = {"in_place": True} if settings.procedure == "paper" else {}
+    saved = None
+    if checkpoint is not None:
+        identity = {
+            "store": store.header.get("key"),
+            "concepts": kept.tolist(),
+            "bank": len(bank.rows),
+            "settings": dataclasses.asdict(settings),
+        }
+        key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+        saved = options["checkpoint"] = Checkpoint(checkpoint, key)
     fit = TRAINERS[settings.procedure](bank, kept, settings, progress, **options)
     peak = peak_memory_mib()
     log(
@@ -1013,6 +1169,8 @@ def learn(
         "dropped": selection.dropped,
         "dropped_min_images": rare,
     }
+    if saved is not None:
+        saved.clear()
     return Basis(
         names=[str(c["name"]) for c in concepts],
         categories=[str(c.get("category", "")) for c in concepts],

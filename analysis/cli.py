@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from analysis import __version__, paths
 from analysis.errors import UserError
+from ibd.errors import run_command
 
 if TYPE_CHECKING:
     from analysis.study import Study
@@ -243,15 +244,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     out = args.out if args.out is not None else paths.ibd_home() / args.default_out
-    try:
+
+    def command() -> int:
         paths.check_output_dir(out)
-        written = RUNNERS[args.command](args, out)
-    except UserError as exc:
-        print(f"analysis {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    for path in written:
-        print(f"wrote {path}")
-    return 0
+        for path in RUNNERS[args.command](args, out):
+            print(f"wrote {path}")
+        return 0
+
+    return run_command(f"analysis {args.command}", command, UserError)
 
 
 if __name__ == "__main__":

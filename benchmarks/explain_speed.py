@@ -9,6 +9,11 @@ Targets (issue 2): CAM within 1.05x of a plain forward; our Grad-CAM faster than
 normalised maps equal to 1e-4.
 
     .venv/bin/python benchmarks/explain_speed.py [--rounds 7] [--batch 16] [--device cpu]
+
+`--families vit_b_16,convnext_tiny` (issue 24) times instead our Grad-CAM against grad-cam's on
+those torchvision models at our default layer of each family (for ViT the package gets its
+`reshape_transform`, the class token dropped and the 14 x 14 grid restored), same model, batch
+and layer: the time ratio and the largest difference of the normalised, upsampled maps.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from collections.abc import Callable
 
@@ -31,6 +37,82 @@ def timed(fn: Callable[[], object]) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
+
+
+def _vit_reshape(tensor: torch.Tensor, height: int = 14, width: int = 14) -> torch.Tensor:
+    """The grad-cam package's ViT `reshape_transform` (its tutorial's): N x (1 + HW) x D tokens,
+    class token first, to N x D x H x W."""
+    result = tensor[:, 1:, :].reshape(tensor.size(0), height, width, tensor.size(2))
+    return result.transpose(2, 3).transpose(1, 2)
+
+
+def family_row(name: str, batch: int, rounds: int, device: str) -> dict[str, float | str]:
+    """Our Grad-CAM against the grad-cam package's on one torchvision model, at our default
+    layer (`architectures.get(name).layer`), random weights; medians of `rounds` interleaved
+    rounds."""
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    from ibd.nets import architectures
+
+    torch.manual_seed(0)
+    spec = architectures.get(name)
+    model = spec.build(1000).eval().to(device)
+    weight, _ = final_linear(model)
+    if not weight.any():  # torchvision zero-initialises ViT's head: every map would be 0
+        torch.nn.init.normal_(weight, std=0.02)
+    x = torch.randn(batch, 3, *spec.input_size, device=device)
+    targets = torch.arange(batch, device=device) % 1000
+
+    def ours() -> torch.Tensor:
+        fwd = hooks.run(model, spec.layer, x, targets, gradients=True)
+        maps = cam.gradcam(fwd.features, fwd.gradients, relu=True)
+        return cam.normalize(cam.upsample(cam.normalize(maps), spec.input_size))
+
+    reshape = _vit_reshape if name.startswith("vit") else None
+    package = GradCAM(model, [model.get_submodule(spec.layer)], reshape_transform=reshape)
+    their_targets = [ClassifierOutputTarget(int(k)) for k in targets]
+
+    def theirs() -> object:
+        return package(input_tensor=x, targets=their_targets)
+
+    variants = {"ours": ours, "package": theirs}
+    for fn in variants.values():  # warm-up
+        fn()
+    times: dict[str, list[float]] = {v: [] for v in variants}
+    for _ in range(rounds):
+        for v, fn in variants.items():
+            times[v].append(timed(fn))
+    median = {v: statistics.median(ts) for v, ts in times.items()}
+    return {
+        "layer": spec.layer,
+        "ours_s": median["ours"],
+        "package_s": median["package"],
+        "ours_over_package": median["ours"] / median["package"],
+        "max_abs_diff": float(abs(ours().detach().cpu().numpy() - theirs()).max()),
+    }
+
+
+def families_main(argv: list[str] | None = None) -> dict[str, dict[str, float | str]]:
+    """`--families vit_b_16,convnext_tiny`: one row per model (module docstring)."""
+    parser = argparse.ArgumentParser(description="Grad-CAM: ours against grad-cam's")
+    parser.add_argument("--families", required=True, help="comma-separated torchvision names")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    rows = {
+        n: family_row(n, args.batch, args.rounds, args.device) for n in args.families.split(",")
+    }
+    print(f"224 px, batch {args.batch}, {args.device}, median of {args.rounds} interleaved rounds")
+    print("| model | layer | ours s / batch | grad-cam s / batch | ours / grad-cam | max diff |")
+    print("|---|---|---|---|---|---|")
+    for name, r in rows.items():
+        print(
+            f"| {name} | `{r['layer']}` | {r['ours_s']:.3f} | {r['package_s']:.3f} | "
+            f"{r['ours_over_package']:.3f}x | {r['max_abs_diff']:.1e} |"
+        )
+    return rows
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -118,4 +200,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    main()
+    if any(arg.startswith("--families") for arg in sys.argv[1:]):
+        families_main()
+    else:
+        main()

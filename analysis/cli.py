@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from analysis import __version__, paths
 from analysis.errors import UserError
-from ibd.errors import run_command
+from ibd.errors import OneLineParser, run_command
 
 if TYPE_CHECKING:
     from analysis.study import Study
@@ -97,7 +97,7 @@ def _add_stats_options(sp: argparse.ArgumentParser) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="analysis")
+    parser = OneLineParser(prog="analysis")
     parser.add_argument("--version", action="version", version=f"analysis {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     defaults = {"plot": "figures", "stats": "stats", "report": "report"}
@@ -189,7 +189,7 @@ def _print_exclusions(s: Study) -> None:
     for _, row in tables.exclusion_table(s).iterrows():
         print(
             f"exclusion: {row['rule']}: removed {row['workers_removed']} worker(s), "
-            f"{row['ratings_removed']} rating(s) ({row['definition']})"
+            f"{row['ratings_removed']} rating(s); {row['definition']}"
         )
 
 

@@ -603,7 +603,7 @@ class FeatureArray:
         return int(self.array.shape[0])
 
     def block(self, start: int, stop: int) -> torch.Tensor:
-        values = torch.from_numpy(np.asarray(self.array[start:stop], dtype=np.float32))
+        values = torch.from_numpy(np.array(self.array[start:stop], dtype=np.float32))
         release_pages(self.array)
         return values if self.layout == "NDHW" else values.permute(0, 3, 1, 2)
 

@@ -66,6 +66,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     train.add_argument("--pool-size", type=int, help="random training positions in the bank")
     train.add_argument(
+        "--bank-memory",
+        type=int,
+        metavar="MIB",
+        help="memory budget of the training bank; the pool and the positives per concept "
+        "shrink to fit it (default 4096)",
+    )
+    train.add_argument(
         "--min-positives",
         type=int,
         help="drop concepts with fewer positive positions in train or held-out images (10)",
@@ -125,6 +132,7 @@ def run(args: argparse.Namespace) -> int:
         l2=args.l2,
         max_positives=args.max_positives,
         pool_size=args.pool_size,
+        bank_memory_mb=args.bank_memory,
         min_positives=args.min_positives,
         seed=args.seed,
     )
@@ -132,7 +140,9 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else paths.basis_path(loaded.name)
     check_output_file(out)
     store = store_from_args(args, loaded, progress=not args.quiet, keep_existing=not args.rebuild)
-    basis = learn(store, settings, progress=not args.quiet)
+    # killed half way (even by SIGKILL), a re-run goes on from the last finished epoch
+    checkpoint = out.with_name(out.name + ".partial.pt")
+    basis = learn(store, settings, progress=not args.quiet, checkpoint=checkpoint)
     save_basis(basis, out)
     order = basis.ap.argsort()
     worst = ", ".join(f"{basis.names[i]} {basis.ap[i]:.2f}" for i in order[:3])

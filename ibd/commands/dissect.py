@@ -19,7 +19,7 @@ ALL_CATEGORIES = ("color", "object", "part", "material", "scene", "texture")
 
 def configure(parser: argparse.ArgumentParser) -> None:
     from ibd.commands.modelargs import add_model_flags
-    from ibd.dissect import CATEGORY_RULES, DEFAULT_IOU_THRESHOLD, DEFAULT_QUANTILE
+    from ibd.dissect import CATEGORY_RULES, DEFAULT_IOU_THRESHOLD, DEFAULT_QUANTILE, PRIMARY_RULES
 
     parser.add_argument(
         "--dataset", metavar="DIR", help="Broden-format directory (default $IBD_HOME/world)"
@@ -51,6 +51,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "(default: the category, or a concept whose primary category it is, is labelled in the "
         "image), overlap (NetDissect-Lite's code: the firing region touches a pixel of the "
         "category), all (every image)",
+    )
+    parser.add_argument(
+        "--primary-category",
+        choices=PRIMARY_RULES,
+        default="images",
+        help="a label listed in several categories counts for: images (default: the category "
+        "where it occurs in the most images), coverage (NetDissect-Lite: the one where its pixel "
+        "coverage in c_<category>.csv is largest, ties to the last; reproduces its tallies)",
+    )
+    parser.add_argument(
+        "--features",
+        metavar="DIR",
+        help="take the activations from this feature store (`ibd features` of the same model, "
+        "layer and dataset) instead of running the network",
     )
     parser.add_argument("--split", choices=("train", "val"), help="only this split (default all)")
     parser.add_argument(
@@ -109,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ibd.commands.modelargs import load_from_args
     from ibd.data.broden import BrodenDataset
-    from ibd.dissect import dissect, write_outputs
+    from ibd.dissect import dissect, dissect_store, write_outputs
 
     dataset_dir = Path(args.dataset) if args.dataset else paths.world_dir()
     if not dataset_dir.is_dir():
@@ -126,16 +140,20 @@ def run(args: argparse.Namespace) -> int:
         mean=loaded.mean,
         std=loaded.std,
     )
-    result = dissect(
-        loaded.model,
-        loaded.layer,
-        dataset,
-        quantile=args.quantile,
-        rule=args.category_rule,
-        batch_size=args.batch_size,
-        workers=args.workers,
-        progress=not args.quiet,
-    )
+    options = {
+        "quantile": args.quantile,
+        "rule": args.category_rule,
+        "primary": args.primary_category,
+        "batch_size": args.batch_size,
+        "workers": args.workers,
+        "progress": not args.quiet,
+    }
+    if args.features:
+        from ibd.data.features import FeatureStore
+
+        result = dissect_store(FeatureStore(args.features), dataset, **options)
+    else:
+        result = dissect(loaded.model, loaded.layer, dataset, **options)
     out = Path(args.out) if args.out else paths.dissect_dir(loaded.name)
     # --arch alone builds the architecture with its initial weights: no file to name
     weights = args.weights or (None if args.arch else paths.model_path())
@@ -157,6 +175,6 @@ def run(args: argparse.Namespace) -> int:
         f"{len(good)} of {len(result.results)} units of {loaded.name}/{loaded.layer} "
         f"interpretable (IoU >= {args.iou_threshold}), {len({r.label for r in good})} concepts; "
         f"{result.num_images} images in {seconds:.0f} s ({result.num_images / seconds:.1f} "
-        f"images/s, both passes) -> {files['tally']}"
+        f"images/s) -> {files['tally']}"
     )
     return 0

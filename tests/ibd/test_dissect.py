@@ -920,3 +920,100 @@ def test_ibd_dissect_command_names_no_weights_file_for_a_bare_architecture(
     # not the concept world's default checkpoint, which this run never read
     assert document["weights"] is None and document["arch"] == "resnet18"
     assert "of 64 units of resnet18_random/layer1 interpretable" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------------------
+# One forward pass: dissection from a feature store; sparse labels; NetDissect-Lite's category rule
+
+
+@pytest.mark.parametrize("rule", nd.CATEGORY_RULES)
+def test_dissection_from_a_float32_feature_store_equals_the_network_path(
+    random_multi_dir: Path, rule: str, tmp_path: Path
+) -> None:
+    from ibd.data import features
+
+    data = multi_dataset(random_multi_dir)
+    model = PooledConv(12, seed=3).eval()
+    spec = features.StoreSpec(model={"name": "pooled"}, layer="features", dataset={"f": "m"})
+    store = features.build(model, data, tmp_path / "store", spec, batch_size=3, progress=False)
+    direct = nd.dissect(model, "features", data, quantile=0.1, rule=rule, progress=False)
+    stored = nd.dissect_store(store, data, quantile=0.1, rule=rule, batch_size=4, progress=False)
+    expected = brute_force(model, data, "features", 0.1, rule)
+    np.testing.assert_array_equal(stored.thresholds.numpy(), direct.thresholds.numpy())
+    for key in ("intersection", "activation", "truth"):
+        got = getattr(stored.tally, key).numpy()
+        np.testing.assert_array_equal(got, getattr(direct.tally, key).numpy(), err_msg=key)
+        np.testing.assert_array_equal(got, expected[key], err_msg=key)
+    assert stored.tally.intersection.sum() > 0
+    assert [r.label for r in stored.results] == [r.label for r in direct.results]
+
+
+def test_a_store_of_other_images_is_refused(random_multi_dir: Path, tmp_path: Path) -> None:
+    from ibd.data import features
+
+    data = multi_dataset(random_multi_dir)
+    spec = features.StoreSpec(model={"name": "pooled"}, layer="features", dataset={"f": "m"})
+    store = features.build(
+        PooledConv(12, seed=3).eval(), data, tmp_path / "s", spec, progress=False
+    )
+    fewer = multi_dataset(random_multi_dir)
+    fewer._rows = fewer._rows[1:]  # a dataset of other images
+    with pytest.raises(UserError, match="holds 10 images, the dataset 9"):
+        nd.dissect_store(store, fewer, progress=False)
+
+
+def test_sparse_masks_are_the_non_empty_channels_of_the_dense_mask(random_multi_dir: Path) -> None:
+    data = multi_dataset(random_multi_dir)
+    seen = 0
+    for i in range(len(data)):
+        dense = data.load_mask(i)
+        concepts, masks = data.load_sparse_mask(i)
+        expected = dense.flatten(1).any(1).nonzero().flatten()
+        assert torch.equal(concepts, expected)
+        assert torch.equal(masks, dense[expected])
+        seen += len(concepts)
+    assert seen > len(data)  # several concepts per image, the scene among them
+
+
+def _with_coverage(root: Path, out: Path, number: int, category: str, coverage: float) -> Path:
+    import shutil
+
+    shutil.copytree(root, out)
+    path = out / f"c_{category}.csv"
+    with path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    for row in rows:
+        if int(row["number"]) == number:
+            row["coverage"] = str(coverage)
+    _csv(path, list(rows[0]), [list(r.values()) for r in rows])
+    return out
+
+
+def test_the_coverage_rule_takes_the_largest_coverage_ties_to_the_last_category(
+    known_multi_dir: Path, tmp_path: Path
+) -> None:
+    data = multi_dataset(known_multi_dir)
+    # glass: object in 2 images, material in 1; every coverage is 1.0 in these files
+    assert nd.primary_categories(data) == ["object", "object", "material", "scene"]
+    tie = nd.primary_categories(data, "coverage")
+    assert tie == ["object", "material", "material", "scene"]  # the tie goes to the last
+    more = multi_dataset(_with_coverage(known_multi_dir, tmp_path / "more", 2, "object", 1.5))
+    assert nd.primary_categories(more, "coverage")[1] == "object"
+    less = multi_dataset(_with_coverage(known_multi_dir, tmp_path / "less", 2, "material", 0.5))
+    assert nd.primary_categories(less, "coverage")[1] == "object"
+    result = nd.dissect(
+        PooledColourUnits().eval(),
+        "features",
+        data,
+        quantile=0.2,
+        rule="overlap",
+        primary="coverage",
+        progress=False,
+    )
+    tally = result.tally
+    assert [tally.categories[g] for g in tally.concept_category.tolist()] == tie
+    # glass's pixels now count for material: unit G (glass) touches material in images 0, 1, 3
+    assert tally.activation[1].tolist() == [0, 48, 32]
+    assert result.settings["primary_category"] == "coverage"
+    with pytest.raises(UserError, match="primary-category"):
+        nd.dissect(PooledColourUnits(), "features", data, primary="pixels", progress=False)

@@ -9,6 +9,7 @@ images given as a tensor, a PIL image, a path or a list of them turned into a ba
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,7 +117,9 @@ def class_index(model: LoadedModel, target: Target) -> int:
     count = len(model.classes)
     if isinstance(target, bool):
         raise UserError(f"a class is an index or a name, not {target!r}")
-    if isinstance(target, int) or (isinstance(target, torch.Tensor) and target.numel() == 1):
+    if isinstance(target, numbers.Integral) or (
+        isinstance(target, torch.Tensor) and target.numel() == 1
+    ):
         index = int(target)
         if not 0 <= index < count:
             raise UserError(f"class {index} is out of range for {model.name} (0..{count - 1})")

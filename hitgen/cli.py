@@ -7,23 +7,16 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from hitgen import __version__
 from hitgen.errors import UserError
 from hitgen.paths import ibd_home
-from ibd.errors import run_command
+from ibd.errors import OneLineParser, run_command
 
 SUBCOMMANDS: dict[str, str] = {
     "build": "build a task batch: --pair ibd,cam (Fig. 8) or --models A,B --method ibd (Fig. 9)",
 }
-
-
-class _Parser(argparse.ArgumentParser):
-    """Reports a usage mistake in one line, like every other user error."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def _configure_build(parser: argparse.ArgumentParser) -> None:
@@ -152,7 +145,7 @@ def _run_build(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = OneLineParser(
         prog="hitgen",
         description="Render 'Which Robot Do You Trust?' task batches (paper 3.4, Fig. 5). "
         "Defaults to the concept world under $IBD_HOME (default ./ibd-data).",

@@ -9,10 +9,9 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
 
 from ibd import __version__
-from ibd.errors import run_command
+from ibd.errors import OneLineParser, run_command
 
 # name -> (module under ibd.commands, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -28,14 +27,6 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-class _Parser(argparse.ArgumentParser):
-    """Reports a usage mistake in one line (docs/contracts.md 1), like every other user error;
-    sub-parsers are made of the same class."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def _load(name: str):
     module_name, _ = SUBCOMMANDS[name]
     try:
@@ -47,7 +38,7 @@ def _load(name: str):
 
 
 def _parser(selected: str | None) -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = OneLineParser(
         prog="ibd",
         description="Interpretable Basis Decomposition and its baselines. "
         "Every command defaults to the concept world under $IBD_HOME (default ./ibd-data).",

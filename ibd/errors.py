@@ -1,14 +1,18 @@
 """The one exception type that the command line turns into a one-line message, and the one way
-the four console scripts (`ibd`, `hitgen`, `hitserver`, `analysis`) do it (`run_command`).
+the four console scripts (`ibd`, `hitgen`, `hitserver`, `analysis`) report a user's mistake
+(docs/contracts.md 1): `run_command` for an error found while running, `OneLineParser` for a
+usage mistake.
 
 The other three packages import only this module of `ibd`: it needs nothing but the standard
 library, and `import ibd` loads nothing else until a public name is used."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from collections.abc import Callable
+from typing import NoReturn
 
 
 class UserError(Exception):
@@ -53,3 +57,11 @@ def run_command(
         # stdout points at /dev/null so that Python's exit-time flush does not fail again
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Reports a usage mistake in one line, "<prog>: error: <message>", and exit status 2, like
+    every other user error (no usage block); sub-parsers are made of the same class."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")

@@ -50,3 +50,20 @@ def test_ibd_output_into_a_closed_pipe_ends_quietly() -> None:
     child.stdout.close()  # before the child has printed anything (it is still importing)
     err = child.stderr.read().decode()
     assert child.wait() == 1 and err == ""
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["hitgen", "build", "--n", "many"], "hitgen build: error: argument --n: invalid int"),
+        (["hitserver", "load", "--nonsense"], "hitserver load: error: "),
+        (["analysis", "stats", "--nonsense"], "analysis: error: unrecognized arguments"),
+    ],
+)
+def test_every_script_reports_a_usage_mistake_in_one_line(argv: list[str], message: str) -> None:
+    """docs/contracts.md 1, for the other three scripts too (ibd.errors.OneLineParser)."""
+    done = subprocess.run(
+        [sys.executable, "-m", f"{argv[0]}.cli", *argv[1:]], capture_output=True, text=True
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(message) and done.stderr.count("\n") == 1, done.stderr

@@ -11,7 +11,7 @@ from typing import Any
 
 from hitserver import __version__
 from hitserver.errors import UserError
-from ibd.errors import run_command
+from ibd.errors import OneLineParser, run_command
 
 SUBCOMMANDS: dict[str, str] = {
     "load": "import a task batch into the database",
@@ -691,7 +691,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[..
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hitserver")
+    parser = OneLineParser(prog="hitserver")
     parser.add_argument("--version", action="version", version=f"hitserver {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, help_text in SUBCOMMANDS.items():

@@ -142,6 +142,7 @@ def run(args: argparse.Namespace) -> int:
     store = store_from_args(args, loaded, progress=not args.quiet, keep_existing=not args.rebuild)
     # killed half way (even by SIGKILL), a re-run goes on from the last finished epoch
     checkpoint = out.with_name(out.name + ".partial.pt")
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)  # a fresh $IBD_HOME has no basis/
     basis = learn(store, settings, progress=not args.quiet, checkpoint=checkpoint)
     save_basis(basis, out)
     order = basis.ap.argsort()

@@ -209,7 +209,7 @@ def report(results: Results) -> list[str]:
     return lines
 
 
-def _reliance_section(reliance: Reliance, summary: Sequence[Summary], k: int) -> list[str]:
+def _effects_section(reliance: Reliance, summary: Sequence[Summary]) -> list[str]:
     how = (
         "left out (what it covered shows through)" if reliance.fill == "remove" else "painted grey"
     )
@@ -223,17 +223,9 @@ def _reliance_section(reliance: Reliance, summary: Sequence[Summary], k: int) ->
         "effect / the mean largest effect. Chance: a concept the image shows, drawn at random.",
         "",
     ]
+    header = ["model", "method", "measured", "effect", "effect (chance)", "largest"]
     lines += _table(
-        [
-            "model",
-            "method",
-            "measured",
-            "effect",
-            "effect (chance)",
-            "largest",
-            "largest (chance)",
-            "share",
-        ],
+        [*header, "largest (chance)", "share"],
         [
             (
                 s.model,
@@ -250,54 +242,58 @@ def _reliance_section(reliance: Reliance, summary: Sequence[Summary], k: int) ->
         ],
     )
     lines.append("")
+    return lines
+
+
+def _own_ranking_section(reliance: Reliance, k: int) -> list[str]:
+    """The decomposed model's own top k per class against the rules and IBD's top k."""
+    means = rule_means(reliance.rows)
+    ranked = reliance.ranked[reliance.model or ""]
+    lines = [
+        f"### {reliance.model}'s own top {k} against the rules",
+        "",
+        f"Per class, concepts by mean effect over the images explained as the class; "
+        f"shared: how many of IBD's top {k} (by mean contribution / by coefficient) are "
+        f"among the model's top {k}.",
+        "",
+    ]
+    header = ["class", "defining", f"model's top {k} (mean effect)", f"P@{k} lenient"]
+    lines += _table(
+        [*header, f"R@{k} lenient", "shared (contribution)", "shared (coefficient)"],
+        [
+            (
+                cls.name,
+                ", ".join(cls.defining),
+                ", ".join(f"{c} {v:.2f}" for c, v in ranked[cls.name][:k]),
+                match.precision_lenient,
+                match.recall_lenient,
+                *reliance.shared[cls.name],
+            )
+            for cls, match in reliance.rows
+        ],
+    )
+    shared = [reliance.shared[c.name] for c, _ in reliance.rows]
+    return [
+        *lines,
+        f"| **mean** | | | {_fmt(means['precision_lenient'])} | "
+        f"{_fmt(means['recall_lenient'])} | {_fmt(mean(s[0] for s in shared))} | "
+        f"{_fmt(mean(s[1] for s in shared))} |",
+        "",
+        f"Ranking its concepts exactly as it relies on them, an explanation of "
+        f"{reliance.model} would score precision@{k} {_fmt(means['precision_lenient'])} "
+        "(lenient) against the rules.",
+        "",
+    ]
+
+
+def _reliance_section(reliance: Reliance, summary: Sequence[Summary], k: int) -> list[str]:
+    lines = _effects_section(reliance, summary)
     if reliance.rows:
-        means = rule_means(reliance.rows)
-        ranked = reliance.ranked[reliance.model or ""]
-        lines += [
-            f"### {reliance.model}'s own top {k} against the rules",
-            "",
-            f"Per class, concepts by mean effect over the images explained as the class; "
-            f"shared: how many of IBD's top {k} (by mean contribution / by coefficient) are "
-            f"among the model's top {k}.",
-            "",
-        ]
-        lines += _table(
-            [
-                "class",
-                "defining",
-                f"model's top {k} (mean effect)",
-                f"P@{k} lenient",
-                f"R@{k} lenient",
-                "shared (contribution)",
-                "shared (coefficient)",
-            ],
-            [
-                (
-                    cls.name,
-                    ", ".join(cls.defining),
-                    ", ".join(f"{c} {v:.2f}" for c, v in ranked[cls.name][:k]),
-                    match.precision_lenient,
-                    match.recall_lenient,
-                    *reliance.shared[cls.name],
-                )
-                for cls, match in reliance.rows
-            ],
-        )
-        shared = [reliance.shared[c.name] for c, _ in reliance.rows]
-        lines += [
-            f"| **mean** | | | {_fmt(means['precision_lenient'])} | "
-            f"{_fmt(means['recall_lenient'])} | {_fmt(mean(s[0] for s in shared))} | "
-            f"{_fmt(mean(s[1] for s in shared))} |",
-            "",
-            f"Ranking its concepts exactly as it relies on them, an explanation of "
-            f"{reliance.model} would score precision@{k} {_fmt(means['precision_lenient'])} "
-            "(lenient) against the rules.",
-            "",
-        ]
-    lines += [
+        lines += _own_ranking_section(reliance, k)
+    return [
+        *lines,
         f"The model's own precision@{k} (lenient) against the rules, per model: "
         + ", ".join(f"{m} {_fmt(p)}" for m, p in reliance.precision.items())
         + ".",
         "",
     ]
-    return lines

@@ -49,11 +49,7 @@ def true_classes(world: Path) -> dict[Path, str]:
     """Each world image's true class from scenes.csv (empty when the world has none)."""
     if not scenes.exists(world):
         return {}
-    return {
-        s.path.resolve(): s.class_name
-        for s in scenes.read(world)
-        if s.image and s.class_name
-    }
+    return {s.path.resolve(): s.class_name for s in scenes.read(world) if s.image and s.class_name}
 
 
 def _resolve(image: str, directory: Path) -> Path:

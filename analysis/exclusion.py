@@ -55,6 +55,7 @@ from analysis.errors import UserError
 from analysis.ratings import WORKER
 
 SHINGLE = 4
+CHUNK = 100_000  # candidate pairs compared at once (bounds the memory)
 RULES: tuple[tuple[str, str], ...] = (
     ("catch", "catch trials"),
     ("time", "minimum time per task"),
@@ -82,6 +83,8 @@ class Rules:
                 raise UserError(f"exclusion.{name} {value}: must be between 0 and 1")
         if self.min_seconds is not None and self.min_seconds < 0:
             raise UserError(f"exclusion.min_seconds {self.min_seconds}: must be 0 or more")
+        if self.similarity <= 0:
+            raise UserError(f"exclusion.similarity {self.similarity}: must be above 0")
         if self.min_chars < 1:
             raise UserError(f"exclusion.min_chars {self.min_chars}: must be 1 or more")
 
@@ -127,31 +130,58 @@ def normalise(text: str) -> str:
     return " ".join(re.findall(r"[^\W_]+", unicodedata.normalize("NFKC", text).casefold()))
 
 
+def _shingles(texts: list[str]) -> sparse.csr_matrix:
+    """One row per text, one column per character 4-gram: 1 where the text has it."""
+    vocabulary: dict[str, int] = {}
+    rows: list[int] = []
+    cols: list[int] = []
+    for row, text in enumerate(texts):
+        for gram in {text[k : k + SHINGLE] for k in range(len(text) - SHINGLE + 1)}:
+            rows.append(row)
+            cols.append(vocabulary.setdefault(gram, len(vocabulary)))
+    ones = np.ones(len(rows), dtype=np.int32)
+    return sparse.csr_matrix((ones, (rows, cols)), shape=(len(texts), len(vocabulary)))
+
+
+def _prefixes(x: sparse.csr_matrix, threshold: float) -> sparse.csr_matrix:
+    """Each row's |s| - ceil(t |s|) + 1 rarest 4-grams (ties by column): two sets whose
+    Jaccard similarity reaches t share one of them (prefix filtering)."""
+    sizes = np.diff(x.indptr)
+    row_of = np.repeat(np.arange(x.shape[0]), sizes)
+    frequency = np.asarray(x.sum(axis=0)).ravel()
+    order = np.lexsort((x.indices, frequency[x.indices], row_of))
+    rank = np.arange(len(order)) - np.repeat(x.indptr[:-1], sizes)
+    keep = rank < (sizes - np.ceil(threshold * sizes).astype(int) + 1)[row_of]
+    ones = np.ones(int(keep.sum()), dtype=np.int32)
+    return sparse.csr_matrix((ones, (row_of[keep], x.indices[order[keep]])), shape=x.shape)
+
+
 def near_identical(
-    reasons: Sequence[str], owners: Sequence[object], similarity: float, min_chars: int
+    reasons: Sequence[str],
+    owners: Sequence[object],
+    similarity: float,
+    min_chars: int,
 ) -> set[int]:
-    """Positions of the reasons near-identical to a reason of another owner (worker)."""
+    """Positions of the reasons that are near-identical to a reason of another owner
+    (worker). Exact; only pairs that share a prefix 4-gram (`_prefixes`) are compared."""
+    threshold = similarity - 1e-12
     texts = [normalise(r) for r in reasons]
     kept = [i for i, t in enumerate(texts) if len(t) >= min_chars]
     if not kept:
         return set()
-    vocabulary: dict[str, int] = {}
-    rows, cols = [], []
-    for row, i in enumerate(kept):
-        for gram in {texts[i][k : k + SHINGLE] for k in range(len(texts[i]) - SHINGLE + 1)}:
-            rows.append(row)
-            cols.append(vocabulary.setdefault(gram, len(vocabulary)))
-    matrix = sparse.csr_matrix(
-        (np.ones(len(rows), dtype=np.int32), (rows, cols)), shape=(len(kept), len(vocabulary))
-    )
-    sizes = np.asarray(matrix.sum(axis=1)).ravel()
-    shared = sparse.triu(matrix @ matrix.T, k=1).tocoo()
-    jaccard = shared.data / (sizes[shared.row] + sizes[shared.col] - shared.data)
+    x = _shingles([texts[i] for i in kept])
+    sizes = np.diff(x.indptr)
+    prefixes = _prefixes(x, threshold)
+    candidates = sparse.triu(prefixes @ prefixes.T, k=1).tocoo()
     found: set[int] = set()
-    for a, b, value in zip(shared.row, shared.col, jaccard, strict=True):
-        i, j = kept[a], kept[b]
-        if value >= similarity - 1e-12 and owners[i] != owners[j]:
-            found.update((i, j))
+    for start in range(0, candidates.nnz, CHUNK):
+        a = candidates.row[start : start + CHUNK]
+        b = candidates.col[start : start + CHUNK]
+        shared = np.asarray(x[a].multiply(x[b]).sum(axis=1)).ravel()
+        close = shared >= threshold * (sizes[a] + sizes[b] - shared)
+        for i, j in zip(a[close], b[close], strict=True):
+            if owners[kept[i]] != owners[kept[j]]:
+                found.update((kept[i], kept[j]))
     return found
 
 

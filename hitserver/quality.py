@@ -54,6 +54,7 @@ SHINGLE = 4
 """Two reasons are *near-identical* when both normalised texts (NFKC, case-folded, every run
 of characters other than letters and digits one space) have at least MIN_CHARS characters and
 the Jaccard similarity of their sets of character SHINGLE-grams is at least SIMILARITY."""
+CHUNK = 100_000  # candidate pairs compared at once (bounds the memory)
 
 
 @dataclass(frozen=True)
@@ -126,36 +127,58 @@ def normalise(text: str) -> str:
     return " ".join(re.findall(r"[^\W_]+", unicodedata.normalize("NFKC", text).casefold()))
 
 
+def _shingles(texts: list[str]) -> sparse.csr_matrix:
+    """One row per text, one column per character 4-gram: 1 where the text has it."""
+    vocabulary: dict[str, int] = {}
+    rows: list[int] = []
+    cols: list[int] = []
+    for row, text in enumerate(texts):
+        for gram in {text[k : k + SHINGLE] for k in range(len(text) - SHINGLE + 1)}:
+            rows.append(row)
+            cols.append(vocabulary.setdefault(gram, len(vocabulary)))
+    ones = np.ones(len(rows), dtype=np.int32)
+    return sparse.csr_matrix((ones, (rows, cols)), shape=(len(texts), len(vocabulary)))
+
+
+def _prefixes(x: sparse.csr_matrix, threshold: float) -> sparse.csr_matrix:
+    """Each row's |s| - ceil(t |s|) + 1 rarest 4-grams (ties by column): two sets whose
+    Jaccard similarity reaches t share one of them (prefix filtering)."""
+    sizes = np.diff(x.indptr)
+    row_of = np.repeat(np.arange(x.shape[0]), sizes)
+    frequency = np.asarray(x.sum(axis=0)).ravel()
+    order = np.lexsort((x.indices, frequency[x.indices], row_of))
+    rank = np.arange(len(order)) - np.repeat(x.indptr[:-1], sizes)
+    keep = rank < (sizes - np.ceil(threshold * sizes).astype(int) + 1)[row_of]
+    ones = np.ones(int(keep.sum()), dtype=np.int32)
+    return sparse.csr_matrix((ones, (row_of[keep], x.indices[order[keep]])), shape=x.shape)
+
+
 def near_identical(
     reasons: Sequence[str],
     owners: Sequence[object],
     similarity: float = SIMILARITY,
     min_chars: int = MIN_CHARS,
 ) -> set[int]:
-    """Positions of the reasons that are near-identical (see SIMILARITY) to a reason of
-    another owner (worker)."""
+    """Positions of the reasons that are near-identical to a reason of another owner
+    (worker). Exact; only pairs that share a prefix 4-gram (`_prefixes`) are compared."""
+    threshold = similarity - 1e-12
     texts = [normalise(r) for r in reasons]
     kept = [i for i, t in enumerate(texts) if len(t) >= min_chars]
-    vocabulary: dict[str, int] = {}
-    rows, cols = [], []
-    for row, i in enumerate(kept):
-        grams = {texts[i][k : k + SHINGLE] for k in range(len(texts[i]) - SHINGLE + 1)}
-        for gram in grams:
-            rows.append(row)
-            cols.append(vocabulary.setdefault(gram, len(vocabulary)))
     if not kept:
         return set()
-    matrix = sparse.csr_matrix(
-        (np.ones(len(rows), dtype=np.int32), (rows, cols)), shape=(len(kept), len(vocabulary))
-    )
-    sizes = np.asarray(matrix.sum(axis=1)).ravel()
-    shared = sparse.triu(matrix @ matrix.T, k=1).tocoo()
-    jaccard = shared.data / (sizes[shared.row] + sizes[shared.col] - shared.data)
+    x = _shingles([texts[i] for i in kept])
+    sizes = np.diff(x.indptr)
+    prefixes = _prefixes(x, threshold)
+    candidates = sparse.triu(prefixes @ prefixes.T, k=1).tocoo()
     found: set[int] = set()
-    for a, b, value in zip(shared.row, shared.col, jaccard, strict=True):
-        i, j = kept[a], kept[b]
-        if value >= similarity - 1e-12 and owners[i] != owners[j]:
-            found.update((i, j))
+    for start in range(0, candidates.nnz, CHUNK):
+        a = candidates.row[start : start + CHUNK]
+        b = candidates.col[start : start + CHUNK]
+        shared = np.asarray(x[a].multiply(x[b]).sum(axis=1)).ravel()
+        close = shared >= threshold * (sizes[a] + sizes[b] - shared)
+        for i, j in zip(a[close], b[close], strict=True):
+            if owners[kept[i]] != owners[kept[j]]:
+                found.update((kept[i], kept[j]))
     return found
 
 

@@ -257,3 +257,34 @@ def test_cli_reports_the_rules_beside_the_figures(files, make_item, make_row, tm
     assert main([*run, "--max-catch-fail", "1"]) == 0
     by_rule = pd.read_csv(stats / "exclusions.csv").set_index("rule")
     assert by_rule.loc["catch trials", "workers_flagged"] == 0
+
+
+def _jaccard(a: str, b: str) -> float:
+    x = {a[k : k + 4] for k in range(len(a) - 3)}
+    y = {b[k : k + 4] for k in range(len(b) - 3)}
+    return len(x & y) / len(x | y)
+
+
+@pytest.mark.parametrize("similarity", [0.3, 0.6, 0.8, 0.95, 1.0])
+def test_near_identical_finds_exactly_the_pairs_every_pair_comparison_finds(similarity) -> None:
+    """The prefix filter skips pairs; it must never skip one that reaches the threshold."""
+    rng = random.Random(similarity)
+    templates = ["robot {} shows the {} better", "the {} of robot {} is wrong", "{} and {}"]
+    reasons = [
+        rng.choice(templates).format(*rng.sample(VOCAB, 2)) + " " * rng.randint(0, 1)
+        + " ".join(rng.sample(VOCAB, rng.randint(0, 3)))
+        for _ in range(150)
+    ]  # fmt: skip
+    # copies: exact up to case, and one letter more
+    reasons += [r.upper() for r in reasons[:10]] + [r + "s" for r in reasons[10:20]]
+    owners = [rng.randint(0, 20) for _ in reasons]
+    texts = [exclusion.normalise(r) for r in reasons]
+    expected = set()
+    for i in range(len(texts)):
+        for j in range(i + 1, len(texts)):
+            comparable = min(len(texts[i]), len(texts[j])) >= 20 and owners[i] != owners[j]
+            if comparable and _jaccard(texts[i], texts[j]) >= similarity:
+                expected |= {i, j}
+    assert 0 < len(expected) < len(reasons)  # the sample has both kinds
+    assert exclusion.near_identical(reasons, owners, similarity, 20) == expected
+    assert quality.near_identical(reasons, owners, similarity, 20) == expected

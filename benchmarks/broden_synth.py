@@ -250,14 +250,16 @@ def _write_metadata(root: Path, vocab: Vocabulary, seen: np.ndarray, pixels: np.
     labels = []
     for number in range(1, vocab.size + 1):
         cats = [(c, int(seen[g, number])) for g, c in enumerate(CATEGORIES) if seen[g, number]]
-        cell = ";".join(f"{c}({k})" for c, k in cats)
+        # a label never drawn (small N) is listed under its own category with no images
+        home = next(c for c in CATEGORIES if number in vocab.numbers[c])
+        cell = ";".join(f"{c}({k})" for c, k in cats) or f"{home}(0)"
         total = int(seen[:, number].sum())
         coverage = float(pixels[:, number].sum()) / max(1, total) / SEG_SIZE**2
         labels.append([number, vocab.names[number], cell, total, f"{coverage:.4f}", ""])
     _csv(
         root / "label.csv",
         ("number", "name", "category", "frequency", "coverage", "syns"),
-        [[0, "-", "", 0, 0, ""], *labels],
+        labels,
     )
     categories = []
     for g, cat in enumerate(CATEGORIES):
@@ -270,7 +272,7 @@ def _write_metadata(root: Path, vocab: Vocabulary, seen: np.ndarray, pixels: np.
         _csv(
             root / f"c_{cat}.csv",
             ("code", "number", "name", "frequency", "coverage"),
-            [[0, 0, "-", 0, 0], *rows],
+            rows,
         )
         categories.append([cat, 1, len(numbers), len(numbers), int(seen[g].sum())])
     _csv(root / "category.csv", ("name", "first", "last", "count", "frequency"), categories)

@@ -157,7 +157,8 @@ def test_gradcam_is_cam_over_hw_on_a_gap_model() -> None:
             torch.testing.assert_close(gc.heatmap, cc.heatmap / 64, rtol=1e-4, atol=1e-6)
             assert gc.contribution == pytest.approx(cc.contribution / 64, rel=1e-4)
             # CAM's contribution is w_k . GAP(A): the logit less the bias
-            assert cc.contribution + float(net.fc.bias[target].detach()) == pytest.approx(c.score, abs=1e-5)
+            bias = float(net.fc.bias[target].detach())
+            assert cc.contribution + bias == pytest.approx(c.score, abs=1e-5)
 
 
 @pytest.mark.parametrize("method", ["cam", "gradcam", "ibd", "netdissect"])

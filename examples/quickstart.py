@@ -13,7 +13,6 @@ top-20% mask version (the style of the paper's human study) to OUT/<method>-mask
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 from pathlib import Path
 
@@ -44,9 +43,9 @@ def ensure_world(home: Path, images: int, epochs: int) -> None:
 
 def first_explain_image(home: Path) -> Path:
     """The first image of the world's held-out `explain` split."""
-    with (home / "world" / "scenes.csv").open(newline="") as handle:
-        row = next(r for r in csv.DictReader(handle) if r["split"] == "explain")
-    return home / "world" / row["image"]
+    from ibd.data import scenes
+
+    return next(s.path for s in scenes.read(home / "world") if s.split == "explain")
 
 
 def main() -> None:

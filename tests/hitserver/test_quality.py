@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -308,3 +309,47 @@ def test_migration_0003_keeps_the_answers_both_ways(setup, clock) -> None:
         assert columns == (CONTRACT if target == "0002" else TIDY_COLUMNS)
         assert [tuple(r) for r in kept] == [("w1", 2, 9.0)]
     assert stored(app, new["assignment_id"]) == (9.0, None, None, None, None, None)
+
+
+def test_fuzzed_telemetry_is_stored_or_refused_never_a_500(make_app, write_batch, tmp_path) -> None:
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    app = make_app()
+    batch = write_batch(tmp_path, "tz", 4)
+    # every example may store an answer: slots for all of them
+    load_batch(app.extensions["hitserver"].engine, batch, assignments_per_item=150)
+    client = app.test_client()
+    values = (
+        st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5)
+        | st.lists(st.integers(), max_size=2)
+    )  # fmt: skip
+    keys = st.sampled_from(["visible_s", "blur_count", "paste_count", "pasted_chars",
+                            "reason_chars", "pasted_text", ""])  # fmt: skip
+    telemetry = values | st.dictionaries(keys, values, max_size=5)
+
+    @settings(
+        max_examples=150,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+    @given(telemetry)
+    def one(sent: Any) -> None:
+        new = claim(client, f"f{uuid.uuid4().hex[:12]}")
+        response = post(client, new, telemetry=sent)
+        assert response.status_code in (201, 400, 422), (sent, response.status_code)
+        if response.status_code != 201:
+            assert str(response.json["field"]).startswith("telemetry")
+            # the refused answer left the assignment open: give it back for the next example
+            url = f"/api/assignments/{new['assignment_id']}/return"
+            assert client.post(url, json={"token": new["token"]}).status_code == 200
+            return
+        with app.extensions["hitserver"].engine.connect() as conn:
+            row = conn.execute(
+                text("SELECT visible_s, blur_count FROM responses WHERE assignment_id = :a"),
+                {"a": new["assignment_id"]},
+            ).one()
+        expected = sent.get("visible_s") if isinstance(sent, dict) else None
+        assert row.visible_s == expected
+
+    one()

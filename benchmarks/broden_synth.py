@@ -5,7 +5,7 @@ docs/dissect.md): `index.csv` (image, split, ih, iw, sh, sw, color, object, part
 scene, texture), `label.csv`, `category.csv`, `c_<category>.csv`, and under `images/` one
 224 x 224 JPEG name per image with 112 x 112 segmentation PNGs holding label numbers as
 R + 256 * G. The label vocabulary has 1,198 labels over Broden's six categories (11 colors,
-584 objects, 234 parts, 32 materials of which 8 are also objects, 296 scenes, 47 textures) and a
+584 objects, 234 parts, 32 materials of which 8 are also objects, 298 scenes, 47 textures) and a
 long-tailed (Zipf) frequency. Each image comes from one of four "sources" in Broden's mix
 (ADE-like: object + up to three part planes + scene; Pascal-like: object + up to two part planes;
 OpenSurfaces-like: material; DTD-like: a whole-image texture) and has a color plane.
@@ -44,7 +44,7 @@ from PIL import Image
 from tqdm import tqdm
 
 CATEGORIES = ("color", "object", "part", "material", "scene", "texture")
-SIZES = {"color": 11, "object": 584, "part": 234, "material": 32, "scene": 296, "texture": 47}
+SIZES = {"color": 11, "object": 584, "part": 234, "material": 32, "scene": 298, "texture": 47}
 SHARED_MATERIAL = 8  # material labels that are also object labels (listed in both categories)
 IMAGE_SIZE = 224
 SEG_SIZE = 112
@@ -405,6 +405,111 @@ def write_store(
     feats.flush()
     packed.flush()
     del feats, packed
+    (out / "header.json").write_text(json.dumps(header, indent=1) + "\n", encoding="utf-8")
+    (out / "progress.json").write_text(json.dumps({"images_done": n, "complete": True}))
+    return out
+
+
+def _direct_labels(job: tuple[int, int, int, int, Vocabulary]) -> tuple[np.ndarray, np.ndarray]:
+    """Images start..stop-1 drawn as `write_broden` draws them, without any file: their object
+    and part labels at the centre pixel of each grid cell (bool k x grid x grid x labels, in
+    the order object labels then part labels) and which labels each image has (k x labels)."""
+    start, stop, seed, grid, vocab = job
+    numbers = np.concatenate([vocab.numbers["object"][: SIZES["object"]], vocab.numbers["part"]])
+    lut = np.full(vocab.size + 1, -1)
+    lut[numbers] = np.arange(len(numbers))
+    centre = np.minimum(((np.arange(grid) + 0.5) * SEG_SIZE / grid).astype(int), SEG_SIZE - 1)
+    cells = np.zeros((stop - start, grid, grid, len(numbers)), dtype=bool)
+    for k, i in enumerate(range(start, stop)):
+        planes, _ = _draw(i, seed, vocab)
+        for plane in (*planes.get("object", []), *planes.get("part", [])):
+            index = lut[plane[np.ix_(centre, centre)]]
+            yy, xx = np.nonzero(index >= 0)
+            cells[k, yy, xx, index[yy, xx]] = True
+    return cells, cells.any(axis=(1, 2))
+
+
+def write_store_direct(
+    out: str | Path,
+    n: int,
+    *,
+    dim: int = 2048,
+    grid: int = 7,
+    dtype: str = "float16",
+    seed: int = 0,
+    chunk: int = 256,
+    progress: bool = True,
+) -> Path:
+    """A complete feature store of `n` images without writing the dataset: labels drawn as
+    `write_broden` would draw them (object and part planes, centre-pixel rule), every object
+    and part label a concept, features as in `write_store`. Memory: one chunk of images."""
+    import torch
+
+    from ibd.data import features as store_format
+
+    vocab = vocabulary(seed)
+    names = [vocab.names[int(x)] for x in vocab.numbers["object"][: SIZES["object"]]]
+    names += [vocab.names[int(x)] for x in vocab.numbers["part"]]
+    c = len(names)
+    out = store_format.make_store_dir(out)
+    store_format._remove_store_files(out)
+    shape = (n, grid, grid, dim)
+    feats = np.lib.format.open_memmap(out / "features.npy", "w+", dtype=dtype, shape=shape)
+    packed = np.lib.format.open_memmap(
+        out / "labels.npy", "w+", dtype=np.uint8, shape=(n, grid, grid, (c + 7) // 8)
+    )
+    rng = np.random.default_rng([seed, 5])
+    directions = rng.random((c, dim), dtype=np.float32) * (rng.random((c, dim)) < 0.05)
+    directions_t = torch.from_numpy((directions * 4.0).astype(np.float32))
+    noise = torch.Generator().manual_seed(seed)
+    counts = np.zeros(c, dtype=np.int64)
+    jobs = [(s, min(s + chunk, n), seed, grid, vocab) for s in range(0, n, chunk)]
+    bar = tqdm(total=n, desc="store", unit="img", disable=not progress)
+    with multiprocessing.get_context("fork").Pool(os.cpu_count() or 1) as pool:
+        for (start, stop, *_), (cells, present) in zip(
+            jobs, pool.imap(_direct_labels, jobs), strict=True
+        ):
+            x = torch.from_numpy(cells.reshape(-1, c).astype(np.float32)) @ directions_t
+            x += 0.5 * torch.randn(x.shape, generator=noise)
+            feats[start:stop] = x.clamp_(min=0).numpy().reshape(stop - start, grid, grid, dim)
+            packed[start:stop] = np.packbits(cells, axis=-1, bitorder="little")
+            counts += present.sum(0)
+            store_format.release_pages(feats)
+            bar.update(stop - start)
+    bar.close()
+    feats.flush()
+    packed.flush()
+    del feats, packed
+    with (out / "images.csv").open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["index", "path", "split"])
+        for i in range(n):
+            name = f"synth/{i:06d}.jpg"
+            writer.writerow([i, name, split_of(name)])
+    concepts = [
+        {"index": k, "number": k + 1, "name": name, "category": "object", "image_count": int(m)}
+        for k, (name, m) in enumerate(zip(names, counts, strict=True))
+    ]
+    for record in concepts[SIZES["object"] :]:
+        record["category"] = "part"
+    (out / "concepts.json").write_text(json.dumps({"concepts": concepts, "dropped": []}))
+    spec = store_format.StoreSpec(
+        model={"name": f"synthetic_{dim}", "arch": "synthetic", "seed": seed},
+        layer="synthetic",
+        dataset={"direct": n, "seed": seed},
+        dtype=dtype,
+    )
+    header = {
+        "format": store_format.FORMAT,
+        "key": spec.key(),
+        **spec.__dict__,
+        "layout": "NHWD",
+        "num_images": n,
+        "height": grid,
+        "width": grid,
+        "dim": dim,
+        "num_concepts": c,
+    }
     (out / "header.json").write_text(json.dumps(header, indent=1) + "\n", encoding="utf-8")
     (out / "progress.json").write_text(json.dumps({"images_done": n, "complete": True}))
     return out

@@ -7,7 +7,8 @@ store's format, then runs each stage in its own child process and records its wa
 per second, peak RSS (`os.wait4`'s resource usage of that child alone) and the disk it wrote:
 
 - `broden`: writing the dataset (segmentations only; image files are hard links);
-- `store`: writing the synthetic store (labels through the real reader);
+- `store`: writing the synthetic store (labels through the real reader; with
+  `--direct-store`, drawn as the generator draws them, without the Broden files);
 - `extract`: the real feature extraction (`ibd.data.features.build`, torchvision ResNet50,
   random weights, 224 px) on the first `--extract-images` images only, reported per image (CPU
   forward passes over 63,305 images would take hours);
@@ -38,6 +39,7 @@ import shutil
 import subprocess
 import sys
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -84,6 +86,15 @@ def stage_broden(config: dict[str, Any]) -> dict[str, Any]:
 def stage_store(config: dict[str, Any]) -> dict[str, Any]:
     import broden_synth
 
+    if config["direct"]:
+        broden_synth.write_store_direct(
+            config["store"],
+            config["n"],
+            dim=config["dim"],
+            grid=config["grid"],
+            progress=config["progress"],
+        )
+        return {"items": config["n"], "unit": "img", "disk": config["store"], "note": "direct"}
     broden_synth.write_store(
         config["root"],
         config["store"],
@@ -183,6 +194,15 @@ def stage_decompose(config: dict[str, Any]) -> dict[str, Any]:
     return {"items": 365, "unit": "class", "disk": str(out), "note": f"{len(q)} concepts"}
 
 
+def _concept_parts() -> Any:
+    """`concept_parts` (the IBD explanation of one image), wherever this version keeps it."""
+    try:
+        from ibd.explain.basis_decomposition import concept_parts
+    except ImportError:
+        from ibd.explain.concepts import concept_parts  # type: ignore[no-redef]
+    return concept_parts
+
+
 def stage_explain(config: dict[str, Any]) -> dict[str, Any]:
     import torch
     import torchvision
@@ -244,21 +264,56 @@ def disk_bytes(path: str | None) -> int:
     return total
 
 
-def run_stage(name: str, config: dict[str, Any], log: Path) -> dict[str, Any]:
-    """Run one stage in a child; its wall time and its own peak RSS (os.wait4)."""
-    reply = Path(config["work"]) / f"{name}.json"
-    reply.unlink(missing_ok=True)
+def _spawned(name: str, config: dict[str, Any], log: Path) -> tuple[int, Any]:
+    """The stage in a fresh interpreter: (exit status, its resource usage)."""
     command = [sys.executable, str(Path(__file__).resolve()), "_stage", name, json.dumps(config)]
-    started = time.perf_counter()
     with log.open("a") as out:
         child = subprocess.Popen(command, stdout=out, stderr=out)
         _, status, usage = os.wait4(child.pid, 0)
+    return os.waitstatus_to_exitcode(status), usage
+
+
+def _forked(name: str, config: dict[str, Any], log: Path) -> tuple[int, Any]:
+    """The stage in a forked child of this process, which has imported torch and ibd already
+    (`--quick`: no interpreter start per stage; the imports' pages count in its RSS as they
+    do in a fresh interpreter's)."""
+    pid = os.fork()
+    if pid == 0:  # the child
+        code = 1
+        try:
+            with log.open("a") as out:
+                os.dup2(out.fileno(), 1)
+                os.dup2(out.fileno(), 2)
+                _stage_main(name, config)
+                code = 0
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    _, status, usage = os.wait4(pid, 0)
+    return os.waitstatus_to_exitcode(status), usage
+
+
+def _stage_main(name: str, config: dict[str, Any]) -> None:
+    result = RUNNERS[name](config)
+    (Path(config["work"]) / f"{name}.json").write_text(json.dumps(result))
+
+
+def run_stage(
+    name: str, config: dict[str, Any], log: Path, *, fork: bool = False
+) -> dict[str, Any]:
+    """Run one stage in a child; its wall time and its own peak RSS (os.wait4)."""
+    reply = Path(config["work"]) / f"{name}.json"
+    reply.unlink(missing_ok=True)
+    started = time.perf_counter()
+    code, usage = (_forked if fork else _spawned)(name, config, log)
     wall = time.perf_counter() - started
-    child.returncode = os.waitstatus_to_exitcode(status)
     record: dict[str, Any] = {"stage": name, "n": config["n"], "wall_s": wall}
     record["peak_rss_gb"] = usage.ru_maxrss * (1 if sys.platform == "darwin" else 1024) / 1e9
-    if child.returncode != 0 or not reply.is_file():
-        record["error"] = f"exit {child.returncode} (see {log})"
+    if code != 0 or not reply.is_file():
+        record["error"] = f"exit {code} (see {log})"
         return record
     result = json.loads(reply.read_text())
     seconds = result.pop("seconds_inner", wall)
@@ -266,6 +321,16 @@ def run_stage(name: str, config: dict[str, Any], log: Path) -> dict[str, Any]:
     record["per_s"] = result["items"] / seconds if seconds > 0 else math.inf
     record["disk_gb"] = disk_bytes(result.get("disk")) / 1e9
     return record
+
+
+def _preload() -> None:
+    """Import what the stages import, once, before forking them (`--quick`)."""
+    import broden_synth  # noqa: F401
+    import torchvision  # noqa: F401
+
+    from ibd import basis, decompose, dissect  # noqa: F401
+
+    _concept_parts()
 
 
 def exponent(sizes: Sequence[int], times: Sequence[float]) -> float | None:
@@ -330,11 +395,12 @@ def configure(args: argparse.Namespace, n: int) -> dict[str, Any]:
             for p, v in epochs.items()
         },
         "progress": not args.quiet,
+        "direct": args.direct_store,
     }
 
 
 QUICK = {
-    "sizes": "120,240",
+    "sizes": "60,120",
     "dim": 512,
     "arch": "resnet18",
     "image_size": 64,
@@ -368,6 +434,12 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-positives", type=int, default=4000)
     parser.add_argument("--bank-memory", type=int, default=4096, help="basis bank budget, MiB")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per stage")
+    parser.add_argument(
+        "--direct-store",
+        action="store_true",
+        help="write the store's labels as the generator draws them, without the Broden files "
+        "(for the stages that need only the store: basis, decompose, explain)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep each N's data")
     parser.add_argument("--quick", action="store_true", help="small smoke run")
     parser.add_argument("--quiet", action="store_true")
@@ -380,17 +452,19 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     if argv is None and len(sys.argv) > 1 and sys.argv[1] == "_stage":
-        name, config = sys.argv[2], json.loads(sys.argv[3])
-        result = RUNNERS[name](config)
-        (Path(config["work"]) / f"{name}.json").write_text(json.dumps(result))
+        _stage_main(sys.argv[2], json.loads(sys.argv[3]))
         return []
     args = parse(argv)
     stages = [s for s in args.stages.split(",") if s]
     unknown = set(stages) - set(STAGES)
     if unknown:
         raise SystemExit(f"unknown stage(s): {', '.join(sorted(unknown))}")
+    if args.direct_store and {"broden", "extract", "dissect"} & set(stages):
+        raise SystemExit("--direct-store writes no Broden files: drop broden, extract, dissect")
     args.work.mkdir(parents=True, exist_ok=True)
     log = args.work / "stages.log"
+    if args.quick:
+        _preload()
     records: list[dict[str, Any]] = []
     first = int(args.sizes.split(",")[0])
     for n in (int(s) for s in args.sizes.split(",")):
@@ -399,7 +473,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         for name in stages:
             if name in ONCE and n != first:
                 continue
-            record = run_stage(name, config, log)
+            record = run_stage(name, config, log, fork=args.quick)
             records.append(record)
             with (args.work / "results.jsonl").open("a") as handle:
                 handle.write(json.dumps(record) + "\n")

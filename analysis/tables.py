@@ -184,9 +184,10 @@ def _catch_lines(study: Study) -> list[str]:
         f"{len(w)} worker(s); {with_catch} saw catch trials; "
         f"{int(w['n_catch_passed'].sum())} of {int(w['n_catch'].sum())} catch answers passed"
         f"{rejected}.",
-        f"Exclusion rule: {study.rule.describe()}. Excluded: {len(excluded)} worker(s)"
+        f"Exclusion rule: {study.rule.describe()}. "
+        + ("Excluded by any rule (see Exclusions): " if _beyond_catch(study) else "Excluded: ")
+        + f"{len(excluded)} worker(s)"
         + (": " + ", ".join(f"`{x}`" for x in excluded) if excluded else "")
-        + (" (all rules, see Exclusions)" if _beyond_catch(study) else "")
         + ".",
     ]
     return lines

@@ -51,7 +51,7 @@ _FAMILY_LAYERS = (
     ("googlenet", "inception5b"),
     ("inception", "Mixed_7c"),
     ("swin", "norm"),  # the last stage after its norm, channels last: it feeds GAP -> linear
-    ("maxvit", "blocks"),
+    ("maxvit", "blocks.3"),  # the last stage (`blocks` is a ModuleList, never called)
 )
 # Vision transformers: the output of the second-to-last encoder block, i.e. the patch tokens
 # that enter the last block. The last block's own patch tokens never reach the class score

@@ -44,6 +44,15 @@ class Head:
         )
 
 
+def route_note(layer: str) -> str:
+    """What IBD and NetDissect do on a head that is not GAP -> linear, said once per run."""
+    return (
+        f"the logits are not W GAP('{layer}') + b, so the explanation decomposes each image's "
+        "pooled gradient w_k(A) = mean_ij dh_k/dA (paper eq. 12); the residual holds the "
+        "head's nonlinearity"
+    )
+
+
 def classifier_linear(model: nn.Module) -> nn.Linear | None:
     """The network's last `nn.Linear` (the classifier of a pooled head), or None."""
     found = [m for m in model.modules() if isinstance(m, nn.Linear)]

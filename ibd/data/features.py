@@ -473,6 +473,97 @@ def _to_store_dtype(
     return array
 
 
+def _check_build_input(dataset: ConceptDataset, spec: StoreSpec, batch_size: int) -> None:
+    if spec.dtype not in DTYPES:
+        raise UserError(f"feature dtype must be one of {', '.join(DTYPES)}, not {spec.dtype}")
+    if batch_size < 1:
+        raise UserError(f"batch size must be at least 1, got {batch_size}")
+    if len(dataset) == 0:
+        raise UserError("the concept dataset has no images")
+    if len(dataset.concepts) == 0:
+        raise UserError("the concept dataset keeps no concepts (lower --min-images?)")
+
+
+def _resume_point(
+    out: Path, key: str, n: int, num_concepts: int
+) -> tuple[bool, int, tuple[np.ndarray, np.ndarray] | None]:
+    """(complete, first image to extract, the arrays opened for writing when resuming)."""
+    header = existing_header(out)
+    state = _progress(out) if header and header.get("key") == key else None
+    if state is not None and state["complete"]:
+        return True, n, None
+    if state is not None and 0 < state["images_done"] < n:
+        opened = _open_for_resume(out, header or {}, n, num_concepts)
+        if opened is not None:
+            _reserve(out / "features.npy")
+            _reserve(out / "labels.npy")
+            return False, state["images_done"], opened
+    return False, 0, None
+
+
+def _create_store(
+    out: Path,
+    dataset: ConceptDataset,
+    spec: StoreSpec,
+    key: str,
+    shape: tuple[int, int, int, int],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Replace whatever is at `out` by a new store's metadata and preallocated arrays of
+    N x H x W x D features; called once the first batch has gone through."""
+    n, h, w, d = shape
+    num_concepts = len(dataset.concepts)
+    itemsize = np.dtype(spec.dtype).itemsize
+    _check_space(out, n * h * w * (d * itemsize + (num_concepts + 7) // 8))
+    _remove_store_files(out)
+    header = {
+        "format": FORMAT,
+        "key": key,
+        **dataclasses.asdict(spec),
+        "layout": "NHWD",
+        "num_images": n,
+        "height": h,
+        "width": w,
+        "dim": d,
+        "num_concepts": num_concepts,
+    }
+    _write_metadata(out, dataset)
+    try:
+        features = np.lib.format.open_memmap(
+            out / "features.npy", mode="w+", dtype=spec.dtype, shape=(n, h, w, d)
+        )
+        labels = np.lib.format.open_memmap(
+            out / "labels.npy", mode="w+", dtype=np.uint8, shape=(n, h, w, (num_concepts + 7) // 8)
+        )
+        _reserve(out / "features.npy")
+        _reserve(out / "labels.npy")
+    except UserError:
+        _remove_store_files(out)  # give the room back
+        raise
+    except OSError as exc:
+        _remove_store_files(out)
+        raise UserError(
+            f"cannot create the feature store at {out}: {exc.strerror or exc}"
+        ) from None
+    _atomic_write(out / "header.json", json.dumps(header, indent=1) + "\n")
+    return features, labels
+
+
+def _batch_arrays(
+    batch: dict[str, Any], features: torch.Tensor, spec: StoreSpec, done: int, num_concepts: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """One batch's store blocks: (features N x H x W x D, packed labels at H x W)."""
+    mask = batch["mask"]
+    if mask.ndim != 4 or mask.shape[1] != num_concepts:
+        raise UserError(
+            f"dataset masks are {tuple(mask.shape)}, expected N x {num_concepts} x h x w"
+        )
+    k, _, h, w = features.shape
+    paths = batch.get("path") or [f"image {done + i}" for i in range(k)]
+    block = _to_store_dtype(features, spec.dtype, spec.layer, paths)
+    packed = pack_labels(downsample_labels(mask.bool(), (h, w)).numpy())
+    return block, packed
+
+
 def build(
     model: nn.Module,
     dataset: ConceptDataset,
@@ -489,34 +580,18 @@ def build(
     Complete store with the same `spec.key()`: nothing to do. Incomplete one with the same key:
     continue after its last flushed batch. Anything else there: rebuild from scratch. The input
     is checked first, and an old store is only removed once the first batch of the new one has
-    been extracted, so a bad invocation leaves it as it was.
+    been extracted, so a bad invocation leaves it as it was. After every batch the arrays are
+    flushed and `progress.json` rewritten atomically, so a run killed at any point (SIGKILL
+    included) loses at most the batch in flight.
     """
-    if spec.dtype not in DTYPES:
-        raise UserError(f"feature dtype must be one of {', '.join(DTYPES)}, not {spec.dtype}")
-    if batch_size < 1:
-        raise UserError(f"batch size must be at least 1, got {batch_size}")
-    n = len(dataset)
-    if n == 0:
-        raise UserError("the concept dataset has no images")
-    num_concepts = len(dataset.concepts)
-    if num_concepts == 0:
-        raise UserError("the concept dataset keeps no concepts (lower --min-images?)")
+    _check_build_input(dataset, spec, batch_size)
+    n, num_concepts = len(dataset), len(dataset.concepts)
     out = make_store_dir(out)
     key = spec.key()
-    header = existing_header(out)
-    state = _progress(out) if header and header.get("key") == key else None
-    if state is not None and state["complete"]:
+    complete, start, opened = _resume_point(out, key, n, num_concepts)
+    if complete:
         return FeatureStore(out)
-    features = labels = None
-    start = 0
-    if state is not None and 0 < state["images_done"] < n:
-        opened = _open_for_resume(out, header or {}, n, num_concepts)
-        if opened is not None:
-            features, labels = opened
-            start = state["images_done"]
-            _reserve(out / "features.npy")
-            _reserve(out / "labels.npy")
-
+    features, labels = opened if opened is not None else (None, None)
     loader = DataLoader(
         Subset(dataset, range(start, n)), batch_size=batch_size, num_workers=workers
     )
@@ -528,64 +603,22 @@ def build(
             with torch.no_grad():
                 forward = hooks.run(model, spec.layer, batch["image"].to(device))
             _, d, h, w = forward.features.shape
-            mask = batch["mask"]
-            if mask.ndim != 4 or mask.shape[1] != num_concepts:
-                raise UserError(
-                    f"dataset masks are {tuple(mask.shape)}, expected N x {num_concepts} x h x w"
-                )
-            k = forward.features.shape[0]
-            paths = batch.get("path") or [f"image {done + i}" for i in range(k)]
-            block = _to_store_dtype(forward.features, spec.dtype, spec.layer, paths)
-            packed = pack_labels(downsample_labels(mask.bool(), (h, w)).numpy())
+            block, packed = _batch_arrays(batch, forward.features, spec, done, num_concepts)
             if features is None or labels is None:
                 # The first batch went through: only now does an old store make way.
-                itemsize = np.dtype(spec.dtype).itemsize
-                _check_space(out, n * h * w * (d * itemsize + (num_concepts + 7) // 8))
-                _remove_store_files(out)
-                header = {
-                    "format": FORMAT,
-                    "key": key,
-                    **dataclasses.asdict(spec),
-                    "layout": "NHWD",
-                    "num_images": n,
-                    "height": h,
-                    "width": w,
-                    "dim": d,
-                    "num_concepts": num_concepts,
-                }
-                _write_metadata(out, dataset)
-                try:
-                    features = np.lib.format.open_memmap(
-                        out / "features.npy", mode="w+", dtype=spec.dtype, shape=(n, h, w, d)
-                    )
-                    labels = np.lib.format.open_memmap(
-                        out / "labels.npy",
-                        mode="w+",
-                        dtype=np.uint8,
-                        shape=(n, h, w, (num_concepts + 7) // 8),
-                    )
-                    _reserve(out / "features.npy")
-                    _reserve(out / "labels.npy")
-                except UserError:
-                    features = labels = None
-                    _remove_store_files(out)  # give the room back
-                    raise
-                except OSError as exc:
-                    features = labels = None
-                    _remove_store_files(out)
-                    raise UserError(
-                        f"cannot create the feature store at {out}: {exc.strerror or exc}"
-                    ) from None
-                _atomic_write(out / "header.json", json.dumps(header, indent=1) + "\n")
+                features, labels = _create_store(out, dataset, spec, key, (n, h, w, d))
             if features.shape[1:] != (h, w, d):
                 raise UserError(
                     f"layer {spec.layer} gives {d} x {h} x {w} features, the store at {out} "
                     f"holds {features.shape[3]} x {features.shape[1]} x {features.shape[2]}"
                 )
+            k = len(block)
             features[done : done + k] = block
             labels[done : done + k] = packed
             features.flush()
             labels.flush()
+            release_pages(features)
+            release_pages(labels)
             done += k
             _atomic_write(
                 out / "progress.json", json.dumps({"images_done": done, "complete": done == n})

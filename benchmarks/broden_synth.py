@@ -19,7 +19,7 @@ on all cores (`multiprocessing`).
 format directly (header.json, features.npy, labels.npy, images.csv, concepts.json,
 progress.json) for the dataset at `root`: labels are read by the real reader
 (`ibd.data.broden.BrodenDataset` at feature resolution), features are
-relu(noise + labels @ V) with a random non-negative direction V_c per concept, so that concept
+relu(labels @ V + noise) with a random non-negative direction V_c per concept, so that concept
 classifiers and dissection have something to find. Chunked: memory is independent of N.
 
     .venv/bin/python benchmarks/broden_synth.py broden DIR --images 63305
@@ -333,6 +333,36 @@ def _packed_chunks(dataset: Any, batch: int, workers: int) -> Iterator[np.ndarra
     yield from loader
 
 
+NOISE_ROWS = 4099  # rows of the noise table (prime: row r of the store takes r mod 4099)
+
+
+class _Features:
+    """relu(labels @ V + 0.5 * noise) for blocks of positions: V (C x D) a random sparse
+    non-negative direction per concept, the noise a fixed random table whose row r % 4099 goes
+    to store row r. Sparse in the labels (a position has a few concepts), so a block costs its
+    labels' rows of V, not a C x D product."""
+
+    def __init__(self, concepts: int, dim: int, seed: int) -> None:
+        import torch
+
+        rng = np.random.default_rng([seed, 5])
+        directions = rng.random((concepts, dim), dtype=np.float32)
+        directions *= rng.random((concepts, dim)) < 0.05
+        self.directions = torch.from_numpy(4.0 * directions)
+        table = rng.standard_normal((NOISE_ROWS, dim), dtype=np.float32)
+        self.noise = torch.from_numpy(0.5 * table)
+
+    def block(self, labels: np.ndarray, first_row: int) -> np.ndarray:
+        """float32 rows for bool labels (rows x C) of store rows first_row, first_row + 1, ..."""
+        import torch
+
+        rows, concepts = np.nonzero(labels)
+        index = torch.from_numpy((np.arange(len(labels)) + first_row) % NOISE_ROWS)
+        x = self.noise[index]
+        x.index_add_(0, torch.from_numpy(rows), self.directions[torch.from_numpy(concepts)])
+        return x.clamp_(min=0).numpy()
+
+
 def write_store(
     root: str | Path,
     out: str | Path,
@@ -348,8 +378,7 @@ def write_store(
     progress: bool = True,
 ) -> Path:
     """A complete feature store at `out` for the Broden directory `root`, in the real format,
-    without a network: features relu(0.5 * noise + labels @ V) (see the module docstring)."""
-    import torch
+    without a network: features relu(labels @ V + 0.5 * noise) (`_Features`)."""
 
     from ibd.data import features as store_format
     from ibd.data.broden import BrodenDataset
@@ -386,18 +415,15 @@ def write_store(
     packed = np.lib.format.open_memmap(
         out / "labels.npy", "w+", dtype=np.uint8, shape=(n, grid, grid, (c + 7) // 8)
     )
-    rng = np.random.default_rng([seed, 5])
-    directions = rng.random((c, dim), dtype=np.float32) * (rng.random((c, dim)) < 0.05)
-    directions = torch.from_numpy((directions * 4.0).astype(np.float32))
-    noise = torch.Generator().manual_seed(seed)
+    synthetic = _Features(c, dim, seed)
     done = 0
     bar = tqdm(total=n, desc="store", unit="img", disable=not progress)
     for chunk in _packed_chunks(dataset, batch, workers):
         k = len(chunk)
         bits = np.unpackbits(chunk, axis=-1, count=c, bitorder="little").reshape(-1, c)
-        x = torch.from_numpy(bits.astype(np.float32)) @ directions
-        x += 0.5 * torch.randn(x.shape, generator=noise)
-        feats[done : done + k] = x.clamp_(min=0).numpy().reshape(k, grid, grid, dim)
+        block = synthetic.block(bits.astype(bool), done * grid * grid)
+        feats[done : done + k] = block.reshape(k, grid, grid, dim)
+        store_format.release_pages(feats)
         packed[done : done + k] = chunk
         done += k
         bar.update(k)
@@ -443,7 +469,6 @@ def write_store_direct(
     """A complete feature store of `n` images without writing the dataset: labels drawn as
     `write_broden` would draw them (object and part planes, centre-pixel rule), every object
     and part label a concept, features as in `write_store`. Memory: one chunk of images."""
-    import torch
 
     from ibd.data import features as store_format
 
@@ -458,10 +483,7 @@ def write_store_direct(
     packed = np.lib.format.open_memmap(
         out / "labels.npy", "w+", dtype=np.uint8, shape=(n, grid, grid, (c + 7) // 8)
     )
-    rng = np.random.default_rng([seed, 5])
-    directions = rng.random((c, dim), dtype=np.float32) * (rng.random((c, dim)) < 0.05)
-    directions_t = torch.from_numpy((directions * 4.0).astype(np.float32))
-    noise = torch.Generator().manual_seed(seed)
+    synthetic = _Features(c, dim, seed)
     counts = np.zeros(c, dtype=np.int64)
     jobs = [(s, min(s + chunk, n), seed, grid, vocab) for s in range(0, n, chunk)]
     bar = tqdm(total=n, desc="store", unit="img", disable=not progress)
@@ -469,9 +491,8 @@ def write_store_direct(
         for (start, stop, *_), (cells, present) in zip(
             jobs, pool.imap(_direct_labels, jobs), strict=True
         ):
-            x = torch.from_numpy(cells.reshape(-1, c).astype(np.float32)) @ directions_t
-            x += 0.5 * torch.randn(x.shape, generator=noise)
-            feats[start:stop] = x.clamp_(min=0).numpy().reshape(stop - start, grid, grid, dim)
+            block = synthetic.block(cells.reshape(-1, c), start * grid * grid)
+            feats[start:stop] = block.reshape(stop - start, grid, grid, dim)
             packed[start:stop] = np.packbits(cells, axis=-1, bitorder="little")
             counts += present.sum(0)
             store_format.release_pages(feats)

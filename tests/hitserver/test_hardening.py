@@ -103,6 +103,7 @@ class Locker:
         self.thread.join(20)
 
 
+@pytest.mark.slow  # a live server
 def test_a_locked_database_answers_503_with_retry_after(
     db_url: str, write_batch, tmp_path: Path, live
 ) -> None:
@@ -328,6 +329,7 @@ def admin_server(db_url: str, write_batch, tmp_path: Path, live):
         yield server
 
 
+@pytest.mark.slow  # a live server
 def test_admin_logout_revokes_a_copied_cookie(admin_server) -> None:
     browser = Browser(admin_server.port)
     assert browser.login(PASSWORD).status == 302
@@ -341,6 +343,7 @@ def test_admin_logout_revokes_a_copied_cookie(admin_server) -> None:
     assert thief.send("GET", "/admin/export.csv").status == 401
 
 
+@pytest.mark.slow  # a live server
 def test_admin_login_is_throttled_per_address(admin_server) -> None:
     browser = Browser(admin_server.port)
     for _ in range(5):

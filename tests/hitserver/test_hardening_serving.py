@@ -15,6 +15,8 @@ import pytest
 from hitserver.database import make_engine, upgrade
 from hitserver.loading import load_batch
 
+pytestmark = pytest.mark.slow  # a live server
+
 SLOW_CLIENTS = 32  # twice the server's 2 x 8 threads
 
 

@@ -12,11 +12,13 @@ import sqlite3
 import subprocess
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 import pytest
+from alembic import command
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import create_engine, text
@@ -26,9 +28,11 @@ from werkzeug.security import generate_password_hash
 from analysis.ratings import read_csv
 from hitserver.app import create_app
 from hitserver.config import load_settings
-from hitserver.database import make_engine, upgrade
+from hitserver.database import _alembic_config, in_transaction, make_engine, upgrade
 from hitserver.errors import UserError
 from hitserver.loading import load_batch
+from hitserver.policy import claim as take
+from hitserver.policy import submit
 
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN = {"Authorization": "Bearer admin-token-for-tests-0123456789abcdef"}
@@ -509,3 +513,76 @@ def test_bidi_controls_in_reasons_are_shown_inert_on_the_admin_page(loaded) -> N
     assert "good[U+202E]reversed[U+2066]isolated[U+2069] text" in page
     # Stored as sent: only the display is made inert.
     assert rows(app, "SELECT reason FROM ratings")[0][0] == tricky
+
+
+# Migration 0002 on a database that already holds answers (SQLite rebuilds `assignments`).
+
+
+def test_migration_0002_keeps_every_row_of_a_database_in_use(
+    db_url: str, write_batch, tmp_path: Path
+) -> None:
+    now = datetime(2026, 3, 1, tzinfo=UTC)
+    engine = make_engine(db_url)
+    with engine.begin() as conn:
+        config = _alembic_config()
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0001")
+    batch = write_batch(tmp_path, "tb", 3)
+    with engine.begin() as conn:  # a batch loaded at 0001 (the columns it had then)
+        conn.execute(
+            text(
+                "INSERT INTO batches (id, name, experiment, path, manifest_sha256, manifest,"
+                " item_count, assignments_per_item, is_open, loaded_at) VALUES (1, 'tb',"
+                " 'method-vs-method', :path, 'x', '{}', 3, 2, :yes, :now)"
+            ),
+            {"path": str(batch), "yes": True, "now": now},
+        )
+        for i in range(1, 4):
+            conn.execute(
+                text(
+                    "INSERT INTO items (id, batch_id, key, position, kind, page, image,"
+                    " class_name, robot_a, spec) VALUES (:i, 1, :key, :i, 'method-vs-method',"
+                    " 'pages/x.html', 'images/x.png', 'boat', 'first', '{}')"
+                ),
+                {"i": i, "key": f"tb-{i:04d}"},
+            )
+            for slot in range(2):
+                conn.execute(
+                    text("INSERT INTO item_slots (item_id, slot, batch_id) VALUES (:i, :s, 1)"),
+                    {"i": i, "s": slot},
+                )
+    answered = []
+    for worker in ("w1", "w2", "w3"):
+        new = in_transaction(
+            engine,
+            lambda c, w=worker: take(c, platform="prolific", worker_key=w, now=now, timeout_s=60,
+                                     platform_assignment_id=f"S-{w}"),
+        )  # fmt: skip
+        if worker != "w3":  # w3 keeps an open assignment across the upgrade
+            in_transaction(
+                engine, lambda c, n=new: submit(c, n.assignment_id, n.token, 4, "r", now)
+            )
+            answered.append(new.assignment_id)
+
+    def snapshot() -> tuple[list[Any], list[Any]]:
+        with engine.connect() as conn:
+            assignments = conn.execute(
+                text("SELECT id, item_id, worker_id, slot, status, platform_assignment_id,"
+                     " token_sha256 FROM assignments ORDER BY id")
+            ).all()  # fmt: skip
+            responses = conn.execute(
+                text("SELECT assignment_id, choice, reason FROM responses ORDER BY id")
+            ).all()
+        return assignments, responses
+
+    before = snapshot()
+    upgrade(engine)
+    assert snapshot() == before
+    with engine.connect() as conn:
+        assert sorted(conn.execute(text("SELECT assignment_id FROM ratings")).scalars()) == sorted(
+            answered
+        )
+        if engine.dialect.name == "sqlite":
+            assert conn.exec_driver_sql("PRAGMA foreign_key_check").all() == []
+            assert conn.exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"
+    engine.dispose()

@@ -375,3 +375,23 @@ def test_import_ibd_is_light() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "ibd.IBD" not in dir(ibd) and {"IBD", "decompose", "Basis"} <= set(dir(ibd))
+
+
+def test_basis_learn_trains_on_a_feature_store_and_round_trips(tmp_path: Path) -> None:
+    from test_basis import planted_store, quiet
+
+    from ibd import basis as basis_module
+
+    store, _ = planted_store(tmp_path)
+    options = {"epochs": 2, "rounds": 1, "pool_size": 300}
+    learned = ibd.Basis.learn(store.path, log=lambda _: None, **options)
+    settings = basis_module.Settings.for_procedure("paper", **options)
+    direct = basis_module.learn(store, settings, **quiet())
+    assert learned.names == direct.names and learned.meta["settings"] == direct.meta["settings"]
+    np.testing.assert_array_equal(learned.weight, direct.weight)
+    learned.save(tmp_path / "basis.npz")
+    again = ibd.Basis.load(tmp_path / "basis.npz")
+    np.testing.assert_array_equal(again.q, learned.q)
+    assert again.names == learned.names and again.categories == learned.categories
+    with pytest.raises(ibd.UserError, match="basis file not found"):
+        ibd.Basis.load(tmp_path / "none.npz")

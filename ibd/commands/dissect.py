@@ -151,7 +151,13 @@ def run(args: argparse.Namespace) -> int:
     if args.features:
         from ibd.data.features import FeatureStore
 
-        result = dissect_store(FeatureStore(args.features), dataset, **options)
+        store = FeatureStore(args.features)
+        if store.header.get("layer") != loaded.layer:
+            raise UserError(
+                f"feature store {args.features} holds layer {store.header.get('layer')}, "
+                f"not {loaded.layer}: pass --layer or build the store for this layer"
+            )
+        result = dissect_store(store, dataset, **options)
     else:
         result = dissect(loaded.model, loaded.layer, dataset, **options)
     out = Path(args.out) if args.out else paths.dissect_dir(loaded.name)

@@ -883,6 +883,36 @@ def test_ibd_dissect_command_matches_a_brute_force_count(
     assert f"{good} of 256 units" in said
 
 
+def test_ibd_dissect_command_from_a_feature_store_gives_the_same_tally(
+    broden_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import torchvision
+
+    from ibd.cli import main
+    from ibd.nets.load import save_checkpoint
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=2).eval()
+    weights = save_checkpoint(
+        tmp_path / "r18.pt", model, arch="resnet18", classes=["a", "b"], layer="layer3",
+        input_size=(64, 64), mean=(0.4,) * 3, std=(0.3,) * 3,
+    )  # fmt: skip
+    common = ["--weights", str(weights), "--dataset", str(broden_dir)]
+    store = tmp_path / "store"
+    features = ["features", *common, "--out", str(store), "--categories", "object,part"]
+    assert main([*features, "--min-images", "1"]) == 0
+    dissect = ["dissect", *common, "--quiet", "--quantile", "0.05"]
+    assert main([*dissect, "--out", str(tmp_path / "a")]) == 0
+    argv = [*dissect, "--out", str(tmp_path / "b")]
+    assert main([*argv, "--features", str(store)]) == 0
+    capsys.readouterr()
+    with np.load(tmp_path / "a" / "tally.npz") as a, np.load(tmp_path / "b" / "tally.npz") as b:
+        for key in ("thresholds", "intersection", "activation", "truth", "iou"):
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+        assert a["intersection"].sum() > 0
+    assert (tmp_path / "a" / "tally.csv").read_text() == (tmp_path / "b" / "tally.csv").read_text()
+
+
 def test_ibd_dissect_command_errors_are_one_line(
     broden_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

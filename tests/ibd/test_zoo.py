@@ -254,6 +254,7 @@ def test_the_fast_subset_covers_every_layout() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # ~4 min of CPU; a shared machine stretches the wall time
 def test_every_torchvision_classifier(capsys: pytest.CaptureFixture[str]) -> None:
     """The whole list; prints one line per network (layer, grid, CAM or not, seconds)."""
     assert len(ALL) >= 80

@@ -3,8 +3,9 @@
 A photo is decoded exactly as `ibd explain` decodes it (ibd/data/images.py `load_rgb`), because the
 heatmaps an explanation carries are in the coordinates of that decoded picture: EXIF orientation
 is applied, transparency is composited on white, and 16-bit images are rescaled by their peak.
-Decoding it any other way would put every mask in the wrong place (hitgen may not import ibd, so
-the steps are repeated here; tests/hitgen/test_images.py compares the two pixel for pixel).
+Decoding it any other way would put every mask in the wrong place (hitgen may import nothing of
+ibd but its command-line errors, tests/test_boundaries.py, so the steps are repeated here;
+tests/hitgen/test_images.py compares the two pixel for pixel).
 """
 
 from __future__ import annotations

@@ -157,6 +157,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         "cam": our_cam,
         "gradcam": our_gradcam,
         "grad-cam package": their_gradcam,
+        **_optional_peers(model, x, targets),
     }
     for fn in variants.values():  # warm-up
         fn()
@@ -173,7 +174,16 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     package = their_gradcam()
     max_diff = float(abs(ours - package).max())
 
+    peers = {name: median[name] / median["forward"] for name in variants if name in PEERS}
+    captum = variants.get("captum LayerGradCam")
+    captum_diff = (
+        float((cam.gradcam(*_features_and_gradients(model, x, targets)) - captum()).abs().max())
+        if captum is not None
+        else float("nan")
+    )
     result = {
+        **{f"{name}_over_forward": ratio for name, ratio in peers.items()},
+        "captum_max_abs_diff": captum_diff,
         "cam_over_forward": median["cam"] / median["forward"],
         "gradcam_over_forward": median["gradcam"] / median["forward"],
         "ours_over_package": median["gradcam"] / median["grad-cam package"],
@@ -196,7 +206,54 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         f"our Grad-CAM / grad-cam's = {result['ours_over_package']:.3f} (target < 1); "
         f"max |difference| of normalised maps = {max_diff:.2e} (target <= 1e-4)"
     )
+    print(
+        f"our Grad-CAM / forward = {result['gradcam_over_forward']:.3f} (target <= 1.02); "
+        f"max |difference| of raw maps, ours vs Captum's = {captum_diff:.2e}"
+    )
     return result
+
+
+# Peers timed when installed (`pip install captum torchcam`), each on the same model and batch.
+PEERS = ("captum LayerGradCam", "torch-cam GradCAM")
+
+
+def _features_and_gradients(
+    model: torch.nn.Module, x: torch.Tensor, targets: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    fwd = hooks.run(model, "layer4", x, targets, gradients=True)
+    assert fwd.gradients is not None
+    return fwd.features, fwd.gradients
+
+
+def _optional_peers(
+    model: torch.nn.Module, x: torch.Tensor, targets: torch.Tensor
+) -> dict[str, Callable[[], torch.Tensor]]:
+    """Captum's LayerGradCam and torch-cam's GradCAM on layer4, raw maps N x H x W (torch-cam's
+    hooks are registered and removed inside each call, so they do not slow the others)."""
+    found: dict[str, Callable[[], torch.Tensor]] = {}
+    try:
+        from captum.attr import LayerGradCam
+
+        captum = LayerGradCam(model, model.layer4)
+
+        def captum_gradcam() -> torch.Tensor:
+            return captum.attribute(x, target=targets).detach()[:, 0]
+
+        found[PEERS[0]] = captum_gradcam
+    except ImportError:
+        pass
+    try:
+        from torchcam.methods import GradCAM as TorchCamGradCAM
+
+        def torchcam_gradcam() -> torch.Tensor:
+            with TorchCamGradCAM(model, target_layer="layer4") as extractor:
+                scores = model(x)
+                return extractor(targets.tolist(), scores, normalized=False)[0]
+
+        found[PEERS[1]] = torchcam_gradcam
+    except ImportError:
+        pass
+    return found
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+import torchvision
 from tinynets import GapHead, x_1234
 from torch import nn
 
@@ -99,3 +100,60 @@ def test_gradients_of_a_layer_the_scores_do_not_use_is_a_clear_error(frozen: boo
     assert not model.side._forward_hooks
     # its activation alone is still there to be had
     assert hooks.run(model, "side", x_1234()).features.shape == (1, 2, 2, 2)
+
+
+def full_graph(
+    model: nn.Module, layer: str, x: torch.Tensor, targets: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The path before the graph started at the layer: a plain hook, autograd through the whole
+    network, dScore/dA by `torch.autograd.grad`."""
+    kept: list[torch.Tensor] = []
+    handle = model.get_submodule(layer).register_forward_hook(lambda m, i, o: kept.append(o))
+    try:
+        logits = model(x)
+    finally:
+        handle.remove()
+    grads = torch.autograd.grad(logits.gather(1, targets[:, None]).sum(), kept[0])[0]
+    return kept[0].detach(), grads
+
+
+def test_graph_from_the_layer_equals_the_full_graph_and_restores_grad_mode(
+    one_torch_thread: None,
+) -> None:
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=10).eval()
+    x = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    targets = torch.tensor([0, 7, 3])
+    fwd = hooks.run(model, "layer4", x, targets, gradients=True)
+    features, grads = full_graph(model, "layer4", x, targets)
+    assert fwd.gradients is not None
+    torch.testing.assert_close(fwd.features, features, rtol=0, atol=1e-6)
+    torch.testing.assert_close(fwd.gradients, grads, rtol=0, atol=1e-7)
+    assert torch.is_grad_enabled()
+    # no graph before the layer: nothing upstream of layer4 was recorded
+    assert fwd.features.grad_fn is None and all(p.grad is None for p in model.parameters())
+
+
+def test_grad_mode_is_restored_when_the_forward_pass_raises() -> None:
+    model = GapHead().eval()
+    with pytest.raises(RuntimeError):
+        hooks.run(model, "features", torch.ones(1, 3, 2, 2), gradients=True)  # 3 != 1 channel
+    assert torch.is_grad_enabled()
+    with torch.no_grad():
+        with pytest.raises(RuntimeError):
+            hooks.run(model, "features", torch.ones(1, 3, 2, 2))
+        assert not torch.is_grad_enabled()
+
+
+def test_gradcam_equals_captums_layer_gradcam(one_torch_thread: None) -> None:
+    attr = pytest.importorskip("captum.attr")
+    from ibd.explain import cam
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=10).eval()
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    targets = torch.tensor([4, 9])
+    fwd = hooks.run(model, "layer4", x, targets, gradients=True)
+    assert fwd.gradients is not None
+    theirs = attr.LayerGradCam(model, model.layer4).attribute(x, target=targets)[:, 0]
+    torch.testing.assert_close(cam.gradcam(fwd.features, fwd.gradients), theirs, rtol=1e-6, atol=1e-7)

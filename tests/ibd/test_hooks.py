@@ -156,4 +156,6 @@ def test_gradcam_equals_captums_layer_gradcam(one_torch_thread: None) -> None:
     fwd = hooks.run(model, "layer4", x, targets, gradients=True)
     assert fwd.gradients is not None
     theirs = attr.LayerGradCam(model, model.layer4).attribute(x, target=targets)[:, 0]
-    torch.testing.assert_close(cam.gradcam(fwd.features, fwd.gradients), theirs, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(
+        cam.gradcam(fwd.features, fwd.gradients), theirs, rtol=1e-6, atol=1e-7
+    )

@@ -18,9 +18,17 @@ from typing import Any
 from ibd.errors import UserError
 
 
-def _classes(document: Mapping[str, Any], names: Sequence[str] | None, limit: int) -> list[dict]:
+def _strongest(entry: dict, top: int) -> dict:
+    """The class entry with only its `top` largest coefficients (ties kept in file order)."""
+    ranked = sorted(entry["concepts"], key=lambda c: -float(c["coefficient"]))
+    return {**entry, "concepts": ranked[:top]}
+
+
+def _classes(
+    document: Mapping[str, Any], names: Sequence[str] | None, limit: int, top: int
+) -> list[dict]:
     try:
-        entries = [dict(e) for e in document["classes"]]
+        entries = [_strongest(dict(e), top) for e in document["classes"]]
         by_name = {str(e["name"]): e for e in entries}
     except (KeyError, TypeError) as exc:
         raise UserError(f"not a decompose.json document: {type(exc).__name__} {exc}") from None
@@ -50,15 +58,19 @@ def draw_decomposition(
     *,
     classes: Sequence[str] | None = None,
     limit: int = 16,
+    top: int = 4,
     title: str | None = None,
 ) -> Path:
-    """Draw the decompositions of `classes` (default: the first `limit`) to a PNG at `out`."""
+    """Draw the decompositions of `classes` (default: the first `limit`), each with its `top`
+    largest coefficients, to a PNG at `out`."""
+    if top < 1 or limit < 1:
+        raise UserError(f"top and limit must be at least 1, got top={top}, limit={limit}")
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    shown = _classes(document, classes, limit)
+    shown = _classes(document, classes, limit, top)
     if not shown:
         raise UserError("the decomposition has no classes to draw")
     order, heights = _layout(shown)
@@ -90,7 +102,9 @@ def draw_decomposition(
     ax.set_ylim(0, rows)
     ax.axis("off")
     model = document.get("meta", {}).get("model") if isinstance(document, Mapping) else None
-    ax.set_title(title or f"Class decompositions{f' of {model}' if model else ''}", fontsize=11)
+    of = f" of {model}" if model else ""
+    ax.set_title(title or f"Class decompositions{of}: the {top} largest coefficients per class",
+                 fontsize=11)
     fig.subplots_adjust(left=0.3, right=0.8, top=1 - 0.45 / (0.9 + 0.34 * rows), bottom=0.02)
     out = Path(out)
     fig.savefig(out, dpi=110)

@@ -43,6 +43,7 @@ _GAP = 6
 _BACKGROUND = (255, 255, 255)
 _TEXT = (20, 20, 20)
 _MUTED = (110, 110, 110)
+_RESIDUAL = (235, 235, 235)
 
 
 @dataclass(frozen=True)
@@ -298,8 +299,10 @@ def render(
               font=title_font)
     for i, panel in enumerate(panels):
         x, _ = panel_origin(i, size)
-        if panel.image is None:
-            draw.rectangle([x, top_y, x + size - 1, top_y + size - 1], fill=(235, 235, 235))
+        if panel.image is None:  # the residual: its share written large in a grey box
+            draw.rectangle([x, top_y, x + size - 1, top_y + size - 1], fill=_RESIDUAL)
+            draw.text((x + size // 2, top_y + size // 2), panel.detail, _MUTED,
+                      font=_font(max(14, size // 6)), anchor="mm")
         else:
             canvas.paste(panel.image, (x, top_y))
         y = top_y + size + 3

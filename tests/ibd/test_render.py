@@ -72,8 +72,10 @@ def test_ibd_picture_has_input_class_map_top_terms_and_residual() -> None:
     image = render(ibd_picture(blob(0, 0)), photo(), top=3, size=SIZE)
     panels = 1 + 1 + 3 + 1  # input, class map, 3 terms, residual
     assert image.width == 2 * _MARGIN + panels * SIZE + (panels - 1) * _GAP
-    # the residual panel is text only (flat grey), the input panel is the photo resized
-    assert (panel(image, 5) == 235).all()
+    # the residual panel is its share in grey on a flat box; the input panel is the photo resized
+    residual = panel(image, 5)
+    assert (residual[:8] == 235).all() and (residual[:8, :8] == 235).all()
+    assert (residual[SIZE // 2 - 6 : SIZE // 2 + 6] < 200).any()  # the "33%" in its middle
     expected = np.asarray(photo().resize((SIZE, SIZE), Image.Resampling.BILINEAR))
     np.testing.assert_array_equal(panel(image, 0), expected)
 
@@ -185,6 +187,10 @@ def test_decomposition_figure(tmp_path: Path) -> None:
     out = draw_decomposition(json.loads(json.dumps(document)), tmp_path / "fig3.png")
     drawn = np.asarray(Image.open(out).convert("RGB"))
     assert drawn.shape[1] > 600 and (drawn < 128).any()
+    from ibd.decomposition_figure import _classes
+
+    strongest = _classes(document, None, 16, 1)
+    assert [[c["name"] for c in e["concepts"]] for e in strongest] == [["boat"], ["water"]]
     with pytest.raises(UserError, match="not in the decomposition: kitchen"):
         draw_decomposition(document, tmp_path / "x.png", classes=["kitchen"])
 

@@ -6,7 +6,8 @@ NetDissect-Lite is not part of this repository: pass the path of a checkout with
 provide is supplied before it is imported (`scipy.misc.imresize` / `imread`, removed from SciPy:
 Pillow's bilinear resize in mode 'F' and Pillow's reader, which is what they called;
 `numpy.NaN`, removed from NumPy 2; generators that end by `raise StopIteration`, an error since
-Python 3.7, end quietly as they did in Python 2), and its
+Python 3.7, end quietly as they did in Python 2; its one-hot matrix indexed by a tuple, as
+NumPy now requires; images read as int32, see `_imread`), and its
 `settings` module is filled in from our flags (CPU, no test mode). Without `--netdissect` only
 our side runs.
 
@@ -30,6 +31,7 @@ import argparse
 import contextlib
 import io
 import json
+import os
 import shutil
 import sys
 import time
@@ -59,6 +61,16 @@ def _imread(path: str) -> np.ndarray:
     NumPy 1 widened from uint8 on its own and NumPy 2 refuses (NEP 50)."""
     with Image.open(path) as image:
         return np.asarray(image.convert("RGB"), dtype=np.int32)
+
+
+def _onehot(self: Any, arr: np.ndarray, minlength: int | None = None) -> np.ndarray:
+    """NetDissect-Lite's `SegmentationData.onehot` with its index written as a tuple."""
+    length = int(np.amax(arr)) + 1
+    if minlength is not None:
+        length = max(minlength, length)
+    result = np.zeros((*arr.shape, length))
+    result[(*np.indices(arr.shape), arr)] = 1
+    return result
 
 
 def _ended_quietly(generator: Any) -> Any:
@@ -118,6 +130,9 @@ def netdissect_side(
 
     # PEP 479 (Python 3.7): a generator that ends with `raise StopIteration` now raises
     # RuntimeError; end the two prefetcher generators quietly instead, as they did in Python 2
+    # NumPy >= 1.23 reads `a[list_of_index_arrays]` as one index array, not as a tuple: its
+    # one-hot label-to-category matrix would come out all ones (every label in every category)
+    data_loader.SegmentationData.onehot = _onehot
     prefetcher = data_loader.SegmentationPrefetcher
     for name in ("batches", "tensor_batches"):
         setattr(prefetcher, name, _ended_quietly(getattr(prefetcher, name)))
@@ -192,7 +207,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--quantile", type=float, default=0.005)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="our data-loading processes (NetDissect-Lite's prefetcher uses cpu_count())",
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="alternate both sides N times")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--work", type=Path, default=Path("/tmp/dissect_speed"))
     args = parser.parse_args(argv)
@@ -207,16 +228,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             broden_synth.write_broden(data, args.images, images="unique", progress=False)
     torch.manual_seed(0)
     model = getattr(torchvision.models, args.arch)(num_classes=365).eval()
-    ours = ibd_side(data, args.work / "ibd", model, args.layer, args)
-    report: dict[str, Any] = {"images": args.images, "arch": args.arch, "ibd_s": ours}
-    if args.netdissect is not None:
-        shutil.rmtree(args.work / "netdissect", ignore_errors=True)
-        theirs = netdissect_side(
-            args.netdissect, data, args.work / "netdissect", model, args.layer, args
-        )
-        report["netdissect_s"] = theirs
-        report["netdissect_over_ibd"] = theirs["total"] / ours["total"]
-        report["same_label"] = same_labels(args.work / "ibd", args.work / "netdissect")
+    report: dict[str, Any] = {"images": args.images, "arch": args.arch, "rounds": []}
+    for _ in range(args.rounds):
+        ours = ibd_side(data, args.work / "ibd", model, args.layer, args)
+        record: dict[str, Any] = {"ibd_s": ours}
+        if args.netdissect is not None:
+            shutil.rmtree(args.work / "netdissect", ignore_errors=True)
+            theirs = netdissect_side(
+                args.netdissect, data, args.work / "netdissect", model, args.layer, args
+            )
+            record["netdissect_s"] = theirs
+            record["netdissect_over_ibd"] = theirs["total"] / ours["total"]
+            record["same_label"] = same_labels(args.work / "ibd", args.work / "netdissect")
+        report["rounds"].append(record)
+    ratios = [r["netdissect_over_ibd"] for r in report["rounds"] if "netdissect_over_ibd" in r]
+    if ratios:
+        report["median_netdissect_over_ibd"] = float(np.median(ratios))
     print(json.dumps(report, indent=1))
     return report
 

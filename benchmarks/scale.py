@@ -432,7 +432,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--authors-epochs", type=int, default=3)
     parser.add_argument("--pool-size", type=int, default=200_000)
     parser.add_argument("--max-positives", type=int, default=4000)
-    parser.add_argument("--bank-memory", type=int, default=4096, help="basis bank budget, MiB")
+    parser.add_argument("--bank-memory", type=int, default=3072, help="basis bank budget, MiB")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per stage")
     parser.add_argument(
         "--direct-store",

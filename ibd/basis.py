@@ -114,7 +114,7 @@ class Settings:
     hard_ratio: int = 2  # negatives per positive in each epoch (authors)
     max_positives: int = 4000  # per concept, subsampled beyond this
     pool_size: int = 200_000  # random training positions in the bank
-    bank_memory_mb: int = 4096  # the bank's budget: pool and positives shrink to fit it
+    bank_memory_mb: int = 3072  # the bank's budget: pool and positives shrink to fit it
     min_positives: int = 10  # positions, in the training and in the held-out images
     seed: int = 0
 

@@ -70,7 +70,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         type=int,
         metavar="MIB",
         help="memory budget of the training bank; the pool and the positives per concept "
-        "shrink to fit it (default 4096)",
+        "shrink to fit it (default 3072)",
     )
     train.add_argument(
         "--min-positives",

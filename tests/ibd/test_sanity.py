@@ -1,0 +1,231 @@
+"""Sanity checks (ibd.evaluation.sanity): SSIM and Spearman on hand-computed cases, and the
+randomisation tests on a hand-built network whose maps are known: a 1x1 convolution that
+copies the red, green and blue planes into three feature channels, ReLU, GAP and a linear head
+(class 0 = red - green, class 1 = green - red)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import ibd
+from ibd.dissect import UnitLabel
+from ibd.errors import UserError
+from ibd.evaluation import sanity as sn
+from ibd.explain.cam import normalize, upsample
+
+from .basisfiles import write_basis
+
+SIZE = 16
+
+
+class Planted(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 3, 1, bias=False), nn.ReLU())
+        self.fc = nn.Linear(3, 2)
+        with torch.no_grad():
+            self.features[0].weight.copy_(torch.eye(3).reshape(3, 3, 1, 1))
+            self.fc.weight.copy_(torch.tensor([[1.0, -1.0, 0.0], [-1.0, 1.0, 0.0]]))
+            self.fc.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x).mean(dim=(2, 3)))
+
+
+def planted_images(count: int = 6, seed: int = 0) -> torch.Tensor:
+    """Green images with a little seeded noise and a red 6 x 6 square at a seeded place."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(count, 3, SIZE, SIZE, generator=g) * 0.2
+    x[:, 1] += 0.6
+    for n in range(count):
+        i, j = torch.randint(0, SIZE - 6, (2,), generator=g).tolist()
+        x[n, 0, i : i + 6, j : j + 6] += 1.0
+        x[n, 1, i : i + 6, j : j + 6] = 0.0
+    return x
+
+
+def planted_model() -> ibd.Model:
+    return ibd.Model.wrap(Planted(), layer="features", labels=["red", "green"], input_size=SIZE)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(one_torch_thread: None) -> None:
+    """Tiny tensors: one torch thread (conftest)."""
+
+
+CAMS = {"cam": ibd.CAM, "gradcam": ibd.GradCAM}
+
+
+def row(result: sn.Sanity, method: str, test: str, step: int = 0) -> sn.Row:
+    found = [r for r in result.rows if (r.method, r.test, r.step) == (method, test, step)]
+    assert len(found) == 1
+    return found[0]
+
+
+# ------------------------------------------------------------------------- the measures
+
+
+def test_ssim_hand_cases() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.random((20, 20))
+    assert sn.ssim(x, x) == pytest.approx(1.0, abs=1e-12)
+    # two constant maps a, b: (2ab + C1) / (a^2 + b^2 + C1), the structure term C2 / C2
+    a, b = np.full((12, 12), 0.5), np.full((12, 12), 0.7)
+    assert sn.ssim(a, b) == pytest.approx((0.7 + 1e-4) / (0.74 + 1e-4), rel=1e-12)
+    assert sn.ssim(np.zeros((12, 12)), np.ones((12, 12))) == pytest.approx(1e-4 / 1.0001)
+    # a constant shift keeps the structure term at 1 and lowers only the luminance term
+    shifted = sn.ssim(x * 0.5, x * 0.5 + 0.3)
+    assert 0.5 < shifted < 1.0
+    # after min-max normalisation (as the sanity checks compare maps) the shift is gone
+    both = normalize(torch.tensor(np.stack([x, x + 0.3])))
+    assert sn.ssim(both[0], both[1]) == pytest.approx(1.0, abs=1e-6)
+    # an inverted map is dissimilar
+    assert sn.ssim(x, 1 - x) < 0.0
+    # the window is the normalised 11 x 11 Gaussian of sigma 1.5
+    w = sn.gaussian_window()
+    assert w.shape == (11, 11) and float(w.sum()) == pytest.approx(1.0)
+    assert float(w[5, 5] / w[5, 6]) == pytest.approx(math.exp(1 / (2 * 1.5**2)))
+    with pytest.raises(ValueError):
+        sn.ssim(np.zeros((4, 4)), np.zeros((4, 5)))
+
+
+def test_spearman_hand_cases() -> None:
+    assert sn.spearman([1.0, 2.0, 3.0, 4.0], [10.0, 20.0, 30.0, 400.0]) == pytest.approx(1.0)
+    assert sn.spearman([1.0, 2.0, 3.0, 4.0], [4.0, 3.0, 2.0, 1.0]) == pytest.approx(-1.0)
+    # 1 - 6 sum d^2 / (n (n^2 - 1)) without ties: ranks (1,2,3,4,5) vs (2,1,4,3,5), sum d^2 = 4
+    assert sn.spearman([1, 2, 3, 4, 5], [2, 1, 4, 3, 5]) == pytest.approx(1 - 6 * 4 / 120)
+    # ties at their average rank: x ranks (1.5, 1.5, 3), y ranks (1, 2, 3): Pearson = sqrt(3)/2
+    assert sn.spearman([0.0, 0.0, 5.0], [1.0, 2.0, 3.0]) == pytest.approx(math.sqrt(3) / 2)
+    assert math.isnan(sn.spearman([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]))
+    # concept rankings over the union, a missing label counting 0
+    a = {"red": 3.0, "green": 1.0, "sky": 2.0}
+    b = {"red": 3.0, "green": 2.0}  # sky 0: red 3, green 2, sky 0 vs 3, 1, 2
+    assert sn.concept_spearman(a, b) == pytest.approx(sn.spearman([1, 3, 2], [2, 3, 0]))
+
+
+def test_blocks_and_reinitialise_are_seeded() -> None:
+    net = Planted()
+    assert sn.blocks(net) == ["fc", "features"]
+    one, two = Planted(), Planted()
+    state = torch.get_rng_state()
+    sn.reinitialise(one, "fc", 7)
+    assert torch.equal(torch.get_rng_state(), state)  # the caller's random state is kept
+    sn.reinitialise(two, "fc", 7)
+    assert torch.equal(one.fc.weight, two.fc.weight)
+    assert not torch.equal(one.fc.weight, Planted().fc.weight)
+    assert torch.equal(one.features[0].weight, Planted().features[0].weight)
+    with pytest.raises(UserError, match="no block named 'head'"):
+        sn.reinitialise(net, "head", 0)
+
+
+# ------------------------------------------------------------------------ the checks
+
+
+def test_cascading_randomisation_of_the_head() -> None:
+    model, images = planted_model(), planted_images()
+    result = sn.run_sanity(model, images, CAMS, sn.SanitySettings(seed=3))
+    assert result.blocks == ["fc", "features"] and result.images == 6
+    for method in CAMS:
+        trained = row(result, method, "cascading", 0)
+        assert trained.values["spearman_abs"] == 1.0 and trained.values["spearman"] == 1.0
+        assert trained.values["ssim"] == pytest.approx(1.0, abs=1e-9)
+        assert math.isnan(trained.values["concept_spearman"])
+        assert result.passed(trained) is False
+    # the head randomised: CAM's map is w'_k . A with the seeded random w' (block 1: seed 3 + 1)
+    net = Planted()
+    sn.reinitialise(net, "fc", 4)
+    features = torch.relu(images)  # the planted layer copies the planes
+    predicted = Planted()(images).argmax(1)
+    assert predicted.tolist() == [1] * 6  # the green background outweighs the red square
+    spearman_abs, ssim = [], []
+    for n in range(6):
+        old = torch.einsum("d,dhw->hw", torch.tensor([-1.0, 1.0, 0.0]), features[n])
+        new = torch.einsum("d,dhw->hw", net.fc.weight[1].detach(), features[n])
+        spearman_abs.append(sn.spearman(old.abs(), new.abs()))
+        up = normalize(upsample(torch.stack([old, new]), (SIZE, SIZE)))
+        ssim.append(sn.ssim(up[0], up[1]))
+    head = row(result, "cam", "cascading", 1)
+    assert head.block == "fc"
+    assert head.values["spearman_abs"] == pytest.approx(np.mean(spearman_abs), abs=1e-6)
+    assert head.values["ssim"] == pytest.approx(np.mean(ssim), abs=1e-5)
+    assert head.values["ssim"] < 0.9 and head.values["spearman_abs"] < 0.9
+    # Grad-CAM on a GAP head is CAM / HW: the same similarities
+    grad = row(result, "gradcam", "cascading", 1)
+    for m in ("spearman_abs", "spearman", "ssim"):
+        assert grad.values[m] == pytest.approx(head.values[m], abs=1e-5)
+    # independent randomisation of the top block is the cascade's first step
+    alone = row(result, "cam", "independent", 1)
+    assert alone.values == pytest.approx(head.values, nan_ok=True)
+
+
+def test_random_logit_and_random_pair() -> None:
+    result = sn.run_sanity(planted_model(), planted_images(), {"cam": ibd.CAM})
+    # class 0's map (red - green) is minus class 1's: signed rank correlation -1, |map| 1
+    logit = row(result, "cam", "random_logit")
+    assert logit.values["spearman"] == pytest.approx(-1.0)
+    assert logit.values["spearman_abs"] == pytest.approx(1.0)
+    assert logit.values["ssim"] < 0.0
+    verdicts = result.passes(logit)
+    assert verdicts["spearman"] is True and verdicts["ssim"] is True
+    assert verdicts["spearman_abs"] is False  # |map| cannot tell the two classes apart
+    pair = row(result, "cam", "random_pair")
+    assert pair.values == result.baseline("cam")
+    assert result.passed(pair) is None  # the baseline is not judged against itself
+    assert -1.0 < pair.values["ssim"] < 0.9
+    partner = sn._derangement(6, 0)
+    assert sorted(partner) == list(range(6)) and all(p != n for n, p in enumerate(partner))
+
+
+def test_deterministic_from_the_seed() -> None:
+    model, images = planted_model(), planted_images()
+    first = sn.run_sanity(model, images, CAMS, sn.SanitySettings(seed=1))
+    again = sn.run_sanity(model, images, CAMS, sn.SanitySettings(seed=1))
+    other = sn.run_sanity(model, images, CAMS, sn.SanitySettings(seed=2))
+    assert sn.table_rows([first]) == sn.table_rows([again])
+    assert row(first, "cam", "cascading", 1).values != row(other, "cam", "cascading", 1).values
+    # the trained network is left as it was
+    assert torch.equal(model.model.fc.weight, Planted().fc.weight)
+
+
+def test_concept_methods_rank_concepts(tmp_path) -> None:
+    basis = tmp_path / "basis.npz"
+    # "notred" and "notgreen" (-e_r, -e_g): each class is two concepts, green + notred (class 1)
+    q = np.concatenate([np.eye(3), -np.eye(3)[:2]])
+    write_basis(basis, q, ["red", "green", "blue", "notred", "notgreen"])
+    tally = [UnitLabel(u, name, "colour", 0.5) for u, name in enumerate(["red", "green", "blue"])]
+    methods = {
+        "ibd": lambda m: ibd.IBD(m, basis),
+        "netdissect": lambda m: ibd.NetDissect(m, tally),
+    }
+    result = sn.run_sanity(planted_model(), planted_images(), methods, sn.SanitySettings(seed=5))
+    for method in methods:
+        trained = row(result, method, "cascading", 0)
+        assert trained.values["concept_spearman"] == pytest.approx(1.0)
+        assert trained.values["ssim"] == pytest.approx(1.0, abs=1e-9)
+        assert not math.isnan(row(result, method, "cascading", 1).values["concept_spearman"])
+    # class 1 = green - red: NetDissect lists green (+), blue (0), red (-); class 0 reverses it
+    logit = row(result, "netdissect", "random_logit")
+    assert logit.values["concept_spearman"] == pytest.approx(-1.0)
+
+
+def test_outputs(tmp_path) -> None:
+    result = sn.run_sanity(planted_model(), planted_images(), CAMS)
+    sn.write_table(tmp_path / "sanity.csv", [result])
+    lines = (tmp_path / "sanity.csv").read_text().splitlines()
+    assert lines[0].split(",") == list(sn.COLUMNS)
+    # per method: trained + 2 cascade steps, 2 independent, random logit, random pair
+    assert len(lines) == 1 + 2 * 7
+    sn.write_figure(tmp_path / "sanity.png", result)
+    assert (tmp_path / "sanity.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bad_input() -> None:
+    with pytest.raises(UserError, match="margin"):
+        sn.run_sanity(planted_model(), planted_images(), CAMS, sn.SanitySettings(margin=-1))
+    with pytest.raises(UserError, match="at least two images"):
+        sn.run_sanity(planted_model(), planted_images(1), CAMS)

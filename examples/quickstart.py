@@ -36,7 +36,6 @@ def ensure_world(home: Path, images: int, epochs: int) -> None:
     for made, argv in steps:
         if not made.exists():
             print(f"building {made.relative_to(home)}: ibd {' '.join(argv)}", flush=True)
-            made.parent.mkdir(parents=True, exist_ok=True)
             if main([*argv, "--quiet"] if argv[0] == "basis" else argv) != 0:
                 raise SystemExit(f"ibd {' '.join(argv)} failed")
 

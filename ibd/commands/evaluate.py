@@ -7,7 +7,8 @@ $IBD_HOME/models/<model>.pt for every model the explanations name.
 
 Writes OUT/report.md (printed too), summary.csv, decomposition.csv,
 decomposition_by_contribution.csv, explanations.csv (one row per explanation), curves.csv (mean
-curves), counterfactual.csv (each model's mean effect per class and concept) and evaluate.json.
+curves), counterfactual.csv (each model's mean effect per class and concept) and evaluate.json;
+with --sanity also sanity.csv and sanity_<model>.png (the model-randomisation sanity checks).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from ibd.evaluation.curves import CurveSettings
 from ibd.evaluation.outputs import write_all
 from ibd.evaluation.pipeline import ModelLoader, Settings, evaluate
 from ibd.evaluation.report import report
+from ibd.evaluation.sanity import MARGIN, SanityInputs, SanitySettings
 from ibd.evaluation.scoring import POINTING_FRACTION
 from ibd.nets.load import LoadedModel, load_model
 
@@ -72,7 +74,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="insertion starts from a blurred copy (default, as RISE) or the mean colour",
     )
     faith.add_argument(
-        "--seed", type=int, default=0, help="seed (>= 0) of the random-heatmap control"
+        "--seed",
+        type=int,
+        default=0,
+        help="seed (>= 0) of the random-heatmap control and of the sanity checks",
     )
     faith.add_argument("--batch-size", type=int, default=64, help="inputs per forward pass")
     faith.add_argument(
@@ -86,7 +91,43 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "when the world can draw its images again; the deletion curves' mean colour) or remove "
         "it (what it covers shows through)",
     )
+    sanity = parser.add_argument_group("sanity checks (model-parameter randomisation)")
+    sanity.add_argument(
+        "--sanity",
+        action="store_true",
+        help="randomise each explained model's weights (cascading from the classifier down, "
+        "and one block at a time) and explain a random other class: sanity.csv, "
+        "sanity_<model>.png and a report section",
+    )
+    sanity.add_argument(
+        "--sanity-images", type=int, default=16, help="images per model (default 16, at least 2)"
+    )
+    sanity.add_argument(
+        "--sanity-margin",
+        type=float,
+        default=MARGIN,
+        help=f"a step passes within this of the random-pair similarity (default {MARGIN})",
+    )
+    sanity.add_argument("--basis", help="IBD's basis.npz (default: $IBD_HOME/basis/MODEL.npz)")
+    sanity.add_argument(
+        "--tally", help="NetDissect's tally.csv (default: $IBD_HOME/dissect/MODEL/tally.csv)"
+    )
     add_model_flags(parser)
+
+
+def _sanity_inputs(args: argparse.Namespace) -> SanityInputs | None:
+    if not args.sanity:
+        return None
+    if args.sanity_images < 2:
+        raise UserError(f"--sanity-images must be at least 2, got {args.sanity_images}")
+    if args.sanity_margin < 0:
+        raise UserError(f"--sanity-margin must be >= 0, got {args.sanity_margin}")
+    return SanityInputs(
+        SanitySettings(seed=args.seed, margin=args.sanity_margin, batch_size=args.batch_size),
+        images=args.sanity_images,
+        basis=Path(args.basis) if args.basis else None,
+        tally=Path(args.tally) if args.tally else None,
+    )
 
 
 def _check(args: argparse.Namespace) -> None:
@@ -119,6 +160,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
             batch_size=args.batch_size,
         ),
         counterfactual=args.counterfactual,
+        sanity=_sanity_inputs(args),
     )
 
 

@@ -1,6 +1,7 @@
 """The files `ibd evaluate` writes into its output directory (docs/evaluate.md, "Outputs"):
 report.md, decomposition.csv, decomposition_by_contribution.csv, explanations.csv, summary.csv,
-curves.csv, counterfactual.csv and evaluate.json. They are the evaluation's end products: no
+curves.csv, counterfactual.csv and evaluate.json, and with the sanity checks sanity.csv and
+sanity_<model>.png (`ibd.evaluation.sanity`). They are the evaluation's end products: no
 stage of the project reads them back (a user's R or pandas does), so each has a writer only.
 
 In the CSV files a value not measured (None, nan) is an empty cell; in evaluate.json, null."""
@@ -20,6 +21,7 @@ from ibd.evaluation.means import isnan
 from ibd.evaluation.pipeline import Results, Settings
 from ibd.evaluation.reliance import Reliance
 from ibd.evaluation.rules import RuleRows, rule_cells, rule_means
+from ibd.evaluation.sanity import Sanity, write_figure, write_table
 from ibd.evaluation.summary import Scored, Summary
 
 RULE_COLUMNS = (
@@ -77,6 +79,10 @@ def write_all(out: Path, results: Results, report: Sequence[str]) -> None:
         write_curves_csv(out / "curves.csv", results)
     if results.reliance is not None:
         write_counterfactual_csv(out / "counterfactual.csv", results.reliance)
+    if results.sanity:
+        write_table(out / "sanity.csv", results.sanity)
+        for sanity in results.sanity:
+            write_figure(out / f"sanity_{sanity.model}.png", sanity)
     write_json(out / "evaluate.json", results)
 
 
@@ -208,6 +214,27 @@ def _reliance_json(reliance: Reliance) -> dict[str, Any]:
     }
 
 
+def _sanity_json(sanity: Sanity) -> dict[str, Any]:
+    return {
+        "model": sanity.model,
+        "blocks": sanity.blocks,
+        "images": sanity.images,
+        "seed": sanity.settings.seed,
+        "margin": sanity.settings.margin,
+        "rows": [
+            {
+                "method": r.method,
+                "test": r.test,
+                "step": r.step,
+                "block": r.block,
+                **{m: _json_safe(v) for m, v in r.values.items()},
+                "passes": sanity.passed(r),
+            }
+            for r in sanity.rows
+        ],
+    }
+
+
 def write_json(path: Path, results: Results) -> None:
     """evaluate.json: the settings, both decomposition rankings against the rules, the
     summaries and the counterfactual reliance (null when not drawn)."""
@@ -221,4 +248,6 @@ def write_json(path: Path, results: Results) -> None:
         "explanations": [{k: _json_safe(v) for k, v in asdict(s).items()} for s in results.summary],
         "counterfactual": None if results.reliance is None else _reliance_json(results.reliance),
     }
+    if results.sanity:  # only with --sanity: the document is otherwise as before
+        document["sanity"] = [_sanity_json(s) for s in results.sanity]
     path.write_text(json.dumps(document, indent=1) + "\n")

@@ -6,7 +6,9 @@
 2. each explanation against its image's masks: presence, pointing and the concept pointing game
    (`ibd.evaluation.truth`), with a seeded random-heatmap control;
 3. counterfactual images, where the world can draw its images again (`ibd.evaluation.reliance`);
-4. deletion / insertion curves with each explanation's own model (`ibd.evaluation.curves`).
+4. deletion / insertion curves with each explanation's own model (`ibd.evaluation.curves`);
+5. with `Settings.sanity`, the model-randomisation sanity checks of each explained model and
+   method (`ibd.evaluation.sanity`).
 
 The networks are loaded before any long work, so a wrong model fails first.
 """
@@ -32,6 +34,7 @@ from ibd.evaluation.rules import (
     read_ranked,
     rule_rows,
 )
+from ibd.evaluation.sanity import Sanity, SanityInputs, method_factories, run_sanity
 from ibd.evaluation.summary import Scored, Summary, summarise
 from ibd.evaluation.truth import score_items
 from ibd.nets.load import LoadedModel
@@ -52,6 +55,7 @@ class Settings:
     curves: CurveSettings = field(default_factory=CurveSettings)
     # "grey" / "remove": required; None: grey when the world can draw its images; "none": never
     counterfactual: str | None = None
+    sanity: SanityInputs | None = None  # None: no sanity checks
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,7 @@ class Results:
     curves: dict[tuple[str, str], MeanCurves]  # (model, method) -> mean curves
     reliance: Reliance | None
     notes: list[str]
+    sanity: list[Sanity] = field(default_factory=list)  # one per model checked
 
 
 def _categories(world: Path) -> list[str]:
@@ -130,6 +135,8 @@ class _Explanations:
     curves: dict[tuple[str, str], MeanCurves]
     drawn: Drawn | None
     fill: str
+    models: Mapping[str, LoadedModel]
+    dataset: BrodenDataset
 
 
 def _score_explanations(
@@ -143,7 +150,7 @@ def _score_explanations(
     cf_settings = settings_of(world_dir, settings.counterfactual, notes)
     items, dataset = _read_items(world_dir, dirs, settings, notes)
     models: Mapping[str, LoadedModel] = {}
-    if settings.faithfulness or cf_settings is not None:
+    if settings.faithfulness or cf_settings is not None or settings.sanity is not None:
         models = load_models(sorted({i.model for i in items}))
         _check_classes(items, models)
     truths = score_items(items, dataset, world, settings.fraction)
@@ -156,7 +163,25 @@ def _score_explanations(
         Scored(item, truth, areas.get(n), None if drawn is None else drawn.top.get(n))
         for n, (item, truth) in enumerate(zip(items, truths, strict=True))
     ]
-    return _Explanations(scored, curves, drawn, fill)
+    return _Explanations(scored, curves, drawn, fill, models, dataset)
+
+
+def _sanity(found: _Explanations, inputs: SanityInputs, notes: list[str]) -> list[Sanity]:
+    """The sanity checks of each loaded model, on the first `inputs.images` images it
+    explained, for the methods it was explained with."""
+    out = []
+    for name, loaded in found.models.items():
+        mine = [s.item for s in found.scored if s.item.model == name]
+        methods = sorted({i.method for i in mine} - {"random"}, key=itemlib.method_rank)
+        indices = sorted({i.dataset_index for i in mine})[: inputs.images]
+        if len(indices) < 2:
+            notes.append(f"sanity checks: {name} explains fewer than two images, none run")
+            continue
+        factories = method_factories(loaded, methods, inputs, notes)
+        if factories:
+            images = [found.dataset.image_path(i) for i in indices]
+            out.append(run_sanity(loaded, images, factories, inputs.settings, progress=True))
+    return out
 
 
 def evaluate(
@@ -194,6 +219,7 @@ def evaluate(
     missing = (
         missing_classes(world, contribution_rows, coefficient_rows) if contribution_rows else []
     )
+    sanity = [] if settings.sanity is None else _sanity(found, settings.sanity, notes)
     return Results(
         settings,
         coefficient_rows,
@@ -204,4 +230,5 @@ def evaluate(
         found.curves,
         relied,
         notes,
+        sanity,
     )

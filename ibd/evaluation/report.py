@@ -10,6 +10,7 @@ from ibd.evaluation.means import isnan, mean
 from ibd.evaluation.pipeline import Results, Settings
 from ibd.evaluation.reliance import Reliance
 from ibd.evaluation.rules import RuleRows, rule_cells, rule_means
+from ibd.evaluation.sanity import Row, Sanity, first_passing
 from ibd.evaluation.summary import Summary
 
 PRECISION_TARGET = 0.8  # precision@k (lenient) the decomposition should reach
@@ -205,8 +206,65 @@ def report(results: Results) -> list[str]:
         lines += _pointing_targets(summary)
     if results.reliance is not None:
         lines += _reliance_section(results.reliance, summary, settings.k)
+    for sanity in results.sanity:
+        lines += _sanity_section(sanity)
     lines += [f"Note: {n}" for n in results.notes]
     return lines
+
+
+def _similarities(row: Row | None) -> str:
+    """Spearman of |map| / SSIM (/ concept-ranking Spearman where there is one)."""
+    if row is None:
+        return "n/a"
+    shown = [row.values["spearman_abs"], row.values["ssim"]]
+    if not isnan(row.values["concept_spearman"]):
+        shown.append(row.values["concept_spearman"])
+    return " / ".join(_fmt(v, 2) for v in shown)
+
+
+def _sanity_section(sanity: Sanity) -> list[str]:
+    margin = sanity.settings.margin
+    lines = [
+        f"## Sanity checks: {sanity.model} with random weights (Adebayo et al. 2018)",
+        "",
+        f"Similarity to the trained model's explanation over {sanity.images} images: Spearman "
+        "of |map| / SSIM (/ Spearman of the concept ranking), 1 = unchanged. A step passes "
+        f"when every measure is at most the method's random-pair level + {margin:g} "
+        "(docs/evaluate.md, Sanity checks). Blocks from the top: " + ", ".join(sanity.blocks),
+        "",
+    ]
+    rows = []
+    for method in sanity.methods():
+        mine = {(r.test, r.step): r for r in sanity.rows if r.method == method}
+        logit = mine.get(("random_logit", 0))
+        passing = first_passing(sanity, method)
+        rows.append(
+            (
+                method,
+                _similarities(mine.get(("random_pair", 0))),
+                _similarities(mine.get(("cascading", 1))),
+                _similarities(mine.get(("cascading", len(sanity.blocks)))),
+                _similarities(logit),
+                None if logit is None else sanity.passed(logit),
+                "none" if passing is None else f"{passing.step} ({passing.block})",
+            )
+        )
+    header = (
+        "method",
+        "random pair",
+        "top block random",
+        "all random",
+        "random logit",
+        "logit passes",
+        "cascade passes from step",
+    )
+    return [
+        *lines,
+        *_table(header, rows),
+        "",
+        f"Table: sanity.csv; figure: sanity_{sanity.model}.png",
+        "",
+    ]
 
 
 def _effects_section(reliance: Reliance, summary: Sequence[Summary]) -> list[str]:

@@ -447,6 +447,62 @@ def _ordered(rows: list[Row]) -> list[Row]:
     return sorted(rows, key=lambda r: (r.method, order[r.test], r.step))
 
 
+# ------------------------------------------------------------------- for `ibd evaluate`
+
+
+@dataclass(frozen=True)
+class SanityInputs:
+    """What `ibd evaluate --sanity` checks: `images` explained images per model (the first, in
+    the order of their world index), the basis of IBD and the tally of NetDissect (None: the
+    model's `$IBD_HOME/basis/<model>.npz` and `$IBD_HOME/dissect/<model>/tally.csv`)."""
+
+    settings: SanitySettings = dataclasses.field(default_factory=SanitySettings)
+    images: int = 16
+    basis: Path | None = None
+    tally: Path | None = None
+
+
+def _concept_input(given: Path | None, default: Path, method: str, notes: list[str]) -> Path | None:
+    path = given or default
+    if path.is_file():
+        return path
+    notes.append(f"sanity checks: no {path}, so no {method} checks")
+    return None
+
+
+def method_factories(
+    model: LoadedModel, methods: Sequence[str], inputs: SanityInputs, notes: list[str]
+) -> dict[str, ExplainerFactory]:
+    """The explainer makers of those of `methods` whose inputs exist for `model` (a method
+    left out is named in `notes`): CAM only on a GAP -> linear head, IBD with its basis,
+    NetDissect with its tally."""
+    from ibd import paths
+    from ibd.dissect import read_tally
+    from ibd.explain.basis_decomposition import IBD
+    from ibd.explain.cam import CAM, GradCAM
+    from ibd.explain.netdissect import NetDissect
+
+    found: dict[str, ExplainerFactory] = {}
+    if "cam" in methods:
+        try:
+            CAM(model)
+            found["cam"] = CAM
+        except UserError as exc:
+            notes.append(f"sanity checks: no cam checks ({exc})")
+    if "gradcam" in methods:
+        found["gradcam"] = GradCAM
+    default_basis = paths.basis_path(model.name)
+    if "ibd" in methods and (basis := _concept_input(inputs.basis, default_basis, "ibd", notes)):
+        found["ibd"] = lambda m: IBD(m, basis)
+    default_tally = paths.dissect_dir(model.name) / "tally.csv"
+    if "netdissect" in methods and (
+        tally := _concept_input(inputs.tally, default_tally, "netdissect", notes)
+    ):
+        rows = read_tally(tally)
+        found["netdissect"] = lambda m: NetDissect(m, rows)
+    return found
+
+
 # ------------------------------------------------------------------------------ outputs
 
 COLUMNS = (

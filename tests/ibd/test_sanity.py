@@ -5,20 +5,27 @@ copies the red, green and blue planes into three feature channels, ReLU, GAP and
 
 from __future__ import annotations
 
+import csv
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import torchvision
 from torch import nn
 
 import ibd
+from ibd.cli import main
 from ibd.dissect import UnitLabel
 from ibd.errors import UserError
 from ibd.evaluation import sanity as sn
 from ibd.explain.cam import normalize, upsample
+from ibd.nets.load import save_checkpoint
 
 from .basisfiles import write_basis
+from .test_evaluate import write_explanations, write_world
 
 SIZE = 16
 
@@ -229,3 +236,67 @@ def test_bad_input() -> None:
         sn.run_sanity(planted_model(), planted_images(), CAMS, sn.SanitySettings(margin=-1))
     with pytest.raises(UserError, match="at least two images"):
         sn.run_sanity(planted_model(), planted_images(1), CAMS)
+
+
+# ------------------------------------------------------------------ `ibd evaluate --sanity`
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """test_evaluate's two-image world and explanations, a resnet18 'tiny' and a basis."""
+    root = tmp_path_factory.mktemp("sanity")
+    world = write_world(root)
+    write_explanations(root, world)
+    torch.manual_seed(0)
+    save_checkpoint(
+        root / "models" / "tiny.pt",
+        torchvision.models.resnet18(num_classes=2),
+        arch="resnet18",
+        classes=["harbor", "street"],
+        layer="layer4",
+        input_size=(64, 64),  # 2 x 2 maps at layer4
+        mean=(0.5, 0.5, 0.5),
+        std=(0.25, 0.25, 0.25),
+    )
+    (root / "basis").mkdir()
+    q = np.random.default_rng(0).standard_normal((4, 512))
+    write_basis(root / "basis" / "tiny.npz", q, ["sky", "water", "boat", "road"], "layer4")
+    return root
+
+
+def test_evaluate_sanity_writes_table_figure_and_report(
+    home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("IBD_HOME", str(home))
+    out = home / "with"
+    args = ["evaluate", "--no-faithfulness", "--counterfactual", "none", "--out", str(out)]
+    assert main([*args, "--sanity", "--sanity-images", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "## Sanity checks: tiny with random weights" in printed
+    assert "no netdissect checks" in printed  # no tally for tiny
+    with (out / "sanity.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    # resnet18's stages are Sequentials of two BasicBlocks: each block is a step
+    stages = [f"layer{s}.{b}" for s in (4, 3, 2, 1) for b in (1, 0)]
+    blocks = ["fc", *stages, "bn1", "conv1"]
+    # per method (cam, ibd): trained + 11 cascade steps, 11 single blocks, random logit and pair
+    assert len(rows) == 2 * 25 and {r["method"] for r in rows} == {"cam", "ibd"}
+    cascade = [r for r in rows if r["method"] == "cam" and r["test"] == "cascading"]
+    assert [r["block"] for r in cascade] == ["", *blocks]
+    assert float(cascade[0]["spearman_abs"]) == 1.0 and float(cascade[0]["ssim"]) == 1.0
+    assert (out / "sanity_tiny.png").read_bytes()[:4] == b"\x89PNG"
+    document = json.loads((out / "evaluate.json").read_text())
+    assert document["sanity"][0]["blocks"] == blocks
+    assert len(document["sanity"][0]["rows"]) == 50
+    # without --sanity: no sanity file, no sanity key
+    plain = home / "without"
+    assert main([*args[:-1], str(plain)]) == 0
+    assert not (plain / "sanity.csv").exists()
+    assert "sanity" not in json.loads((plain / "evaluate.json").read_text())
+
+
+def test_evaluate_sanity_bad_flags(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IBD_HOME", str(home))
+    out = str(home / "bad")
+    assert main(["evaluate", "--sanity", "--sanity-images", "1", "--out", out]) == 2
+    assert main(["evaluate", "--sanity", "--sanity-margin", "-0.5", "--out", out]) == 2

@@ -23,7 +23,11 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--num-classes", type=int, help="class count (default: from the weights)")
     group.add_argument("--labels", help="class names: categories_places365.txt or one per line")
-    group.add_argument("--layer", help="feature layer (default: layer4 / features / checkpoint's)")
+    group.add_argument(
+        "--layer",
+        help="feature layer, any submodule name (default: the checkpoint's, else the family's: "
+        "layer4, DenseNet's post-ReLU map, ViT's second-to-last block, ...; `ibd info` shows it)",
+    )
     group.add_argument("--mirror", action="store_true", help="flip every conv kernel (resnet50*)")
     group.add_argument("--name", help="model name written to outputs (default: file stem)")
     group.add_argument(

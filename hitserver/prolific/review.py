@@ -179,9 +179,11 @@ def plan(engine: Engine, batch_name: str, rules: Rules) -> list[Decision]:
             )
             .order_by(ProlificSubmission.completed_at, ProlificSubmission.submission_id)
         ).all()
-    return [
-        decide(w.submission_id, w.participant_id, held.get(w.submission_id), rules) for w in waiting
-    ]
+    decisions = []
+    for w in waiting:
+        own = held.get((w.submission_id, w.participant_id))
+        decisions.append(decide(w.submission_id, w.participant_id, own, rules))
+    return decisions
 
 
 def send(
@@ -215,7 +217,8 @@ def send(
                     decided_at=now,
                 )
             )
-            held = held_sessions(conn, row.batch_id).get(decision.submission_id)
+            key = (decision.submission_id, decision.participant_id)
+            held = held_sessions(conn, row.batch_id).get(key)
             carry_review(conn, held, status, now)
         report.sent.append(decision)
     return report

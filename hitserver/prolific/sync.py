@@ -30,7 +30,9 @@ HELD = ("submitted", "approved")
 
 @dataclass
 class Held:
-    """What we hold for one Prolific session (= submission id)."""
+    """What we hold for one participant in one Prolific session (= submission id). Prolific
+    gives each submission its own session id, but a participant can enter our server with a
+    copied one, so answers are kept apart by (session, participant)."""
 
     session_id: str
     participant_id: str
@@ -58,8 +60,11 @@ class SyncReport:
     problems: list[str] = field(default_factory=list)
 
 
-def held_sessions(conn: Connection, batch_id: int) -> dict[str, Held]:
-    """Every Prolific session with answers in the batch (any answered status)."""
+Key = tuple[str, str]  # (session id, participant id)
+
+
+def held_sessions(conn: Connection, batch_id: int) -> dict[Key, Held]:
+    """Every (Prolific session, participant) with answers in the batch (any answered status)."""
     columns = [
         Assignment.id,
         Assignment.platform_assignment_id,
@@ -80,10 +85,10 @@ def held_sessions(conn: Connection, batch_id: int) -> dict[str, Held]:
         .where(Assignment.batch_id == batch_id, Worker.platform == "prolific")
         .order_by(Assignment.submitted_at)
     ).all()
-    held: dict[str, Held] = {}
+    held: dict[Key, Held] = {}
     for row in rows:
-        session = row.platform_assignment_id or ""
-        entry = held.setdefault(session, Held(session, row.platform_worker_id))
+        key = (row.platform_assignment_id or "", row.platform_worker_id)
+        entry = held.setdefault(key, Held(*key))
         entry.assignment_ids.append(row.id)
         entry.statuses.append(row.status)
         entry.durations.append(row.duration_s)
@@ -161,31 +166,31 @@ def carry_review(conn: Connection, held: Held | None, status: str, now: datetime
     return None
 
 
-def mismatches(submissions: dict[str, dict[str, Any]], held: dict[str, Held]) -> list[str]:
-    """Both ways: finished on Prolific without answers here; answers here not submitted there."""
+def mismatches(submissions: dict[str, dict[str, Any]], held: dict[Key, Held]) -> list[str]:
+    """Both ways: finished on Prolific without answers here; answers here not submitted there
+    (including answers under a session Prolific gave to another participant)."""
     problems = []
     for sid, values in sorted(submissions.items()):
-        ours = held.get(sid)
+        ours = held.get((sid, values["participant_id"]))
         if values["status"] in FINISHED and (ours is None or ours.answers == 0):
             problems.append(
                 f"Prolific submission {sid} (participant {values['participant_id']}, "
                 f"{values['status']}) has no answers here"
             )
-        elif ours is not None and ours.participant_id != values["participant_id"]:
-            problems.append(
-                f"session {sid}: participant {ours.participant_id} here but "
-                f"{values['participant_id']} on Prolific"
-            )
-    for sid, ours in sorted(held.items()):
+    for (sid, pid), ours in sorted(held.items()):
         if not any(s in HELD for s in ours.statuses):
             continue
-        status = submissions.get(sid, {}).get("status")
-        if status not in FINISHED:
-            shown = f"shows it as {status}" if status else "does not list it"
-            problems.append(
-                f"participant {ours.participant_id} (session {sid or '(none)'}): {ours.answers} "
-                f"answers here, but Prolific {shown}"
-            )
+        theirs = submissions.get(sid, {})
+        if theirs and theirs["participant_id"] != pid:
+            shown = f"lists that session for participant {theirs['participant_id']}"
+        elif theirs.get("status") not in FINISHED:
+            shown = f"shows it as {theirs['status']}" if theirs else "does not list it"
+        else:
+            continue
+        problems.append(
+            f"participant {pid} (session {sid or '(none)'}): {ours.answers} answers here, "
+            f"but Prolific {shown}"
+        )
     return problems
 
 
@@ -214,7 +219,8 @@ def sync(
             setattr(report, outcome, getattr(report, outcome) + 1)
             values = _fields(raw)
             submissions[str(raw["id"])] = values
-            changed = carry_review(conn, held.get(str(raw["id"])), values["status"], now)
+            own = held.get((str(raw["id"]), values["participant_id"]))
+            changed = carry_review(conn, own, values["status"], now)
             if changed == "approved":
                 report.approved_here += 1
             elif changed == "rejected":

@@ -557,3 +557,37 @@ def test_lost_answers_to_transitions_are_harmless(
     assert (len(sent.sent), sent.failed) == (1, [])
     assert standin.calls("POST", r"/api/v1/submissions/\w+/transition/") == 2
     assert standin.state.submissions[study["good1"]]["status"] == "APPROVED"
+
+
+def test_a_borrowed_session_id_is_not_merged_with_its_owner(
+    app: Any, engine: Engine, client: ProlificClient, standin: Any, study: dict[str, str]
+) -> None:
+    """Prolific gives each submission its own SESSION_ID, but our server lets a second PID enter
+    with a copied one (a shared SESSION_ID locks nobody out). Prolific's review of the owner's
+    submission must reach the owner's answers only, and the copy's answers are reported."""
+    standin.state.submissions[study["bad"]]["status"] = "REJECTED"
+    assert sync(engine, client, "pb", show_progress=False).rejected_here == 1  # slots freed
+    sid = study["good1"]
+    template = standin.state.studies[study["study"]]["external_study_url"]
+    url = template.replace("{{%PROLIFIC_PID%}}", "copycat").replace(
+        "{{%STUDY_ID%}}", study["study"]).replace("{{%SESSION_ID%}}", sid)
+    participant.answer_all(participant.flask_transport(app), url, 1, "copycat reads it too")
+    standin.state.submissions[sid]["status"] = "APPROVED"
+    report = sync(engine, client, "pb", show_progress=False)
+    assert report.approved_here == 1
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT w.platform_worker_id, a.status FROM assignments a "
+                "JOIN workers w ON w.id = a.worker_id WHERE a.platform_assignment_id = :sid"
+            ),
+            {"sid": sid},
+        ).all()
+    by_worker: dict[str, list[str]] = {}
+    for worker, status in rows:
+        by_worker.setdefault(worker, []).append(status)
+    assert by_worker == {"good1": ["approved"] * 3, "copycat": ["submitted"] * 3}
+    assert (
+        f"participant copycat (session {sid}): 3 answers here, but Prolific lists that session "
+        "for participant good1" in report.problems
+    )

@@ -229,8 +229,10 @@ def _sanity_section(sanity: Sanity) -> list[str]:
         "",
         f"Similarity to the trained model's explanation over {sanity.images} images: Spearman "
         "of |map| / SSIM (/ Spearman of the concept ranking), 1 = unchanged. A step passes "
-        f"when every measure is at most the method's random-pair level + {margin:g} "
-        "(docs/evaluate.md, Sanity checks). Blocks from the top: " + ", ".join(sanity.blocks),
+        "when its map measures (Spearman of |map| and of the signed map, SSIM) are at most the "
+        f"method's random-pair level + {margin:g}; the concept ranking has its own verdict in "
+        "sanity.csv (docs/evaluate.md, Sanity checks). Blocks from the top: "
+        + ", ".join(sanity.blocks),
         "",
     ]
     rows = []

@@ -218,6 +218,11 @@ def test_concept_methods_rank_concepts(tmp_path) -> None:
     # class 1 = green - red: NetDissect lists green (+), blue (0), red (-); class 0 reverses it
     logit = row(result, "netdissect", "random_logit")
     assert logit.values["concept_spearman"] == pytest.approx(-1.0)
+    # a row's verdict is its map measures'; the concept ranking is judged on its own
+    for r in result.rows:
+        verdicts = result.passes(r)
+        maps = [verdicts[m] for m in sn.MAP_MEASURES if verdicts[m] is not None]
+        assert result.passed(r) == (all(maps) if maps else None)
 
 
 def test_outputs(tmp_path) -> None:

@@ -438,8 +438,9 @@ def write_store(
 
 def _direct_labels(job: tuple[int, int, int, int, Vocabulary]) -> tuple[np.ndarray, np.ndarray]:
     """Images start..stop-1 drawn as `write_broden` draws them, without any file: their object
-    and part labels at the centre pixel of each grid cell (bool k x grid x grid x labels, in
-    the order object labels then part labels) and which labels each image has (k x labels)."""
+    and part labels at the centre pixel of each grid cell (k x grid x grid x labels, bit-packed
+    along the labels as the store packs them; object labels then part labels) and which labels
+    each image has (bool k x labels)."""
     start, stop, seed, grid, vocab = job
     numbers = np.concatenate([vocab.numbers["object"][: SIZES["object"]], vocab.numbers["part"]])
     lut = np.full(vocab.size + 1, -1)
@@ -452,7 +453,8 @@ def _direct_labels(job: tuple[int, int, int, int, Vocabulary]) -> tuple[np.ndarr
             index = lut[plane[np.ix_(centre, centre)]]
             yy, xx = np.nonzero(index >= 0)
             cells[k, yy, xx, index[yy, xx]] = True
-    return cells, cells.any(axis=(1, 2))
+    # bit-packed: Pool.imap runs ahead of a slower consumer, and what waits is kept small
+    return np.packbits(cells, axis=-1, bitorder="little"), cells.any(axis=(1, 2))
 
 
 def write_store_direct(
@@ -488,12 +490,13 @@ def write_store_direct(
     jobs = [(s, min(s + chunk, n), seed, grid, vocab) for s in range(0, n, chunk)]
     bar = tqdm(total=n, desc="store", unit="img", disable=not progress)
     with multiprocessing.get_context("fork").Pool(os.cpu_count() or 1) as pool:
-        for (start, stop, *_), (cells, present) in zip(
+        for (start, stop, *_), (bits, present) in zip(
             jobs, pool.imap(_direct_labels, jobs), strict=True
         ):
+            cells = np.unpackbits(bits, axis=-1, count=c, bitorder="little").astype(bool)
             block = synthetic.block(cells.reshape(-1, c), start * grid * grid)
             feats[start:stop] = block.reshape(stop - start, grid, grid, dim)
-            packed[start:stop] = np.packbits(cells, axis=-1, bitorder="little")
+            packed[start:stop] = bits
             counts += present.sum(0)
             store_format.release_pages(feats)
             bar.update(stop - start)

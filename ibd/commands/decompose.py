@@ -48,6 +48,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=1e-6,
         help="nnls: stop when a step lowers ||r||^2/||w||^2 by less than this (default 1e-6)",
     )
+    parser.add_argument(
+        "--render",
+        action="store_true",
+        help="also draw the classes' decompositions as the paper's Fig. 3 (OUT with .png)",
+    )
     add_model_flags(parser)
 
 
@@ -131,4 +136,8 @@ def run(args: argparse.Namespace) -> int:
         f"({args.solver}): mean residual fraction {dec.mean_residual_fraction:.3f}, "
         f"{dec.to_dict()['meta']['concepts_used']} concepts used -> {out}"
     )
+    if args.render:
+        from ibd.decomposition_figure import draw_decomposition
+
+        print(f"Fig. 3 -> {draw_decomposition(dec.to_dict(), out.with_suffix('.png'))}")
     return 0

@@ -1,7 +1,9 @@
 """`ibd explain --method ibd|netdissect|cam|gradcam [model flags] [--out DIR] [IMAGE ...]`.
 
-Writes DIR/explanations.json and DIR/heatmaps.npz (docs/contracts.md 4). With no images, explains
-the concept world's held-out `explain` split; with no model flags, its reference model."""
+Writes DIR/explanations.json and DIR/heatmaps.npz (docs/contracts.md 4), and with --render a
+picture of each explanation (DIR/render/*.png, paper Fig. 1/4 style) and DIR/index.html. With no
+images, explains the concept world's held-out `explain` split; with no model flags, its reference
+model."""
 
 from __future__ import annotations
 
@@ -28,6 +30,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--relu", action="store_true", help="cam/gradcam: keep positive evidence")
     parser.add_argument("--limit", type=int, help="explain only the first N images")
+    parser.add_argument(
+        "--render",
+        action="store_true",
+        help="also draw each explanation (DIR/render/*.png) and a gallery page (DIR/index.html)",
+    )
+    parser.add_argument(
+        "--render-style",
+        choices=("overlay", "mask"),
+        default="overlay",
+        help="--render: heatmaps as a JET overlay (default) or the study's top-20%% mask",
+    )
     concept = parser.add_argument_group("ibd / netdissect")
     concept.add_argument("--basis", help="basis.npz (default: $IBD_HOME/basis/MODEL.npz)")
     concept.add_argument(
@@ -147,4 +160,8 @@ def run(args: argparse.Namespace) -> int:
     records = explainer(images, target, batch_size=args.batch_size, progress=True)
     write(out, records)
     print(f"{len(records)} {args.method} explanations of {model.name} -> {out}")
+    if args.render:
+        from ibd.explain.gallery import write_gallery
+
+        print(f"pictures -> {write_gallery(out, style=args.render_style)}")
     return 0

@@ -209,3 +209,47 @@ def test_render_accepts_torch_heatmaps() -> None:
     picture = picture_of(Explanation())
     np.testing.assert_array_equal(picture.terms[0].heatmap, blob(0, 0))
     assert picture.probability is None
+
+
+def test_ibd_explain_render_writes_a_picture_per_image_and_a_gallery(tmp_path: Path) -> None:
+    import torchvision
+
+    from ibd.cli import main
+
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet18(num_classes=3).state_dict(), tmp_path / "r18.pth")
+    (tmp_path / "labels.txt").write_text("beach\nharbor\nforest\n")
+    images = []
+    for i in range(2):
+        photo(i).save(tmp_path / f"img{i}.png")
+        images.append(str(tmp_path / f"img{i}.png"))
+    out = tmp_path / "out"
+    flags = ["--arch", "resnet18", "--weights", str(tmp_path / "r18.pth"), "--labels"]
+    flags += [str(tmp_path / "labels.txt"), "--out", str(out), "--render", "--render-style", "mask"]
+    assert main(["explain", "--method", "cam", *flags, *images]) == 0
+    pngs = sorted(p.name for p in (out / "render").iterdir())
+    assert pngs == ["00000-img0.png", "00001-img1.png"]
+    page = (out / "index.html").read_text()
+    assert all(f"render/{name}" in page for name in pngs)
+    found, heatmaps = records.read(out)
+    expected = render(picture_of_record(found[1], heatmaps), photo(1), style="mask")
+    np.testing.assert_array_equal(np.asarray(Image.open(out / "render" / pngs[1])),
+                                  np.asarray(expected))
+
+
+def test_ibd_decompose_render_draws_fig3_beside_the_json(tmp_path: Path) -> None:
+    from basisfiles import write_basis
+
+    from ibd.cli import main
+
+    rng = np.random.default_rng(1)
+    q = rng.normal(size=(12, 16))
+    q -= q.mean(axis=1, keepdims=True)
+    write_basis(tmp_path / "basis.npz", q / np.linalg.norm(q, axis=1, keepdims=True))
+    np.save(tmp_path / "W.npy", rng.normal(size=(3, 16)))
+    (tmp_path / "labels.txt").write_text("harbor\nbeach\nforest\n")
+    argv = ["decompose", "--basis", str(tmp_path / "basis.npz"), "--class-weights"]
+    argv += [str(tmp_path / "W.npy"), "--labels", str(tmp_path / "labels.txt"), "--render"]
+    assert main([*argv, "--out", str(tmp_path / "dec.json")]) == 0
+    drawn = np.asarray(Image.open(tmp_path / "dec.png").convert("RGB"))
+    assert drawn.shape[0] > 200 and (drawn < 128).any()

@@ -593,9 +593,11 @@ def write_figure(path: Path, sanity: Sanity) -> None:
             values = [r.values[measure] for r in steps]
             if all(math.isnan(v) for v in values):
                 continue
-            # markers and line styles differ, so coinciding lines (Grad-CAM = CAM / HW on a
-            # GAP head) stay visible
-            ax.plot([r.step for r in steps], values, style, color=colour, label=method, ms=4)
+            # markers, line styles and widths differ, so coinciding lines (Grad-CAM = CAM / HW
+            # on a GAP head) stay visible: the earlier line is the wider
+            width, size = max(3.0 - 0.6 * n, 1.0), max(8 - 1.5 * n, 3)
+            steps_x = [r.step for r in steps]
+            ax.plot(steps_x, values, style, color=colour, label=method, lw=width, ms=size)
             base = sanity.baseline(method)[measure]
             if not math.isnan(base):
                 ax.axhspan(base, base + sanity.settings.margin, color=colour, alpha=0.12)

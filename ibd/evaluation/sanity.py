@@ -171,9 +171,13 @@ class Explained:
 
 
 def explained(e: Explanation) -> Explained:
-    """The map (module docstring) and concept contributions of a computed explanation."""
+    """The map (module docstring) and concept contributions of a computed explanation; one
+    with no component (IBD where the class decomposes into no concept) has an all-zero map."""
     maps = [c.heatmap for c in e.components]
-    if not maps or any(m is None for m in maps):
+    if not maps:  # a decomposition with no concept (nnls found none): an empty explanation
+        empty = None if e.method not in CONCEPT_METHODS else {}
+        return Explained(torch.zeros(e.heatmap_shape, dtype=torch.float64), empty)
+    if any(m is None for m in maps):
         raise UserError(f"{e.method} explanation of {e.image} has no computed heatmaps")
     if e.method not in CONCEPT_METHODS:
         return Explained(maps[0].detach().double().cpu(), None)  # type: ignore[union-attr]

@@ -22,6 +22,7 @@ from ibd.dissect import UnitLabel
 from ibd.errors import UserError
 from ibd.evaluation import sanity as sn
 from ibd.explain.cam import normalize, upsample
+from ibd.explain.records import Component, Explanation
 from ibd.nets.load import save_checkpoint
 
 from .basisfiles import write_basis
@@ -113,6 +114,20 @@ def test_spearman_hand_cases() -> None:
     a = {"red": 3.0, "green": 1.0, "sky": 2.0}
     b = {"red": 3.0, "green": 2.0}  # sky 0: red 3, green 2, sky 0 vs 3, 1, 2
     assert sn.concept_spearman(a, b) == pytest.approx(sn.spearman([1, 3, 2], [2, 3, 0]))
+
+
+def test_explained_maps() -> None:
+    a, b = torch.tensor([[1.0, 0.0], [0.0, 0.0]]), torch.tensor([[0.0, 0.0], [0.0, 3.0]])
+    parts = [Component("sky", 2.0, "0-0", heatmap=a), Component("sea", 1.0, "0-1", heatmap=b)]
+    e = Explanation("x", "m", "ibd", 0, "c", 3.5, parts, 0.5, (2, 2))
+    got = sn.explained(e)
+    # contribution-weighted min-max normalised maps: 2 a / 1 + 1 b / 3
+    assert got.heatmap.tolist() == [[2.0, 0.0], [0.0, 1.0]]
+    assert got.concepts == {"sky": 2.0, "sea": 1.0}
+    none = sn.explained(Explanation("x", "m", "ibd", 0, "c", 3.5, [], 3.5, (2, 2)))
+    assert none.heatmap.tolist() == [[0.0, 0.0], [0.0, 0.0]] and none.concepts == {}
+    cam = sn.explained(Explanation("x", "m", "cam", 0, "c", 1.0, parts[:1], None, (2, 2)))
+    assert torch.equal(cam.heatmap, a.double()) and cam.concepts is None
 
 
 def test_blocks_and_reinitialise_are_seeded() -> None:

@@ -48,6 +48,7 @@ from typing import Any
 
 import torch
 
+from ibd.decomposition import Decomposition
 from ibd.errors import UserError
 from ibd.explain.cam import upsample
 
@@ -123,26 +124,20 @@ def read_world(path: str | Path) -> World:
 
 def read_decomposition(path: str | Path) -> dict[str, list[tuple[str, float]]]:
     """Per class name, its concepts ranked by coefficient, largest first, from a
-    `decompose.json` (docs/contracts.md 6; the file lists them in the order chosen)."""
-    path = Path(path)
-    try:
-        document = json.loads(path.read_text())
-        ranked = {}
-        for entry in document["classes"]:
-            pairs = [(str(c["name"]), float(c["coefficient"])) for c in entry["concepts"]]
-            ranked[str(entry["name"])] = sorted(pairs, key=lambda p: -p[1])
-    except FileNotFoundError:
-        raise UserError(f"decomposition not found: {path} (run `ibd decompose`)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise UserError(f"{path} is not a decompose.json ({type(exc).__name__}: {exc})") from None
-    return ranked
+    `decompose.json` read by its one reader (`Decomposition.load`, docs/contracts.md 6)."""
+    dec = Decomposition.load(path)
+    return {
+        name: sorted(((dec.concept_names[c], s) for c, s in dec.terms(k)), key=lambda p: -p[1])
+        for k, name in enumerate(dec.class_names)
+    }
 
 
 def read_decomposition_model(path: str | Path) -> str | None:
-    """The model a `decompose.json` decomposes (`meta.model`), None when it does not say."""
+    """The model a `decompose.json` decomposes (`meta.model`), None when it does not say or the
+    file cannot be read (the caller then takes the model from elsewhere)."""
     try:
-        model = json.loads(Path(path).read_text()).get("meta", {}).get("model")
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        model = Decomposition.load(path).meta.get("model")
+    except UserError:
         return None
     return model if isinstance(model, str) else None
 

@@ -402,10 +402,14 @@ class _Run:
         self.add("cascading", 0, "", self.explain(cascade, self.targets))
         for b, name in enumerate(names, start=1):
             reinitialise(cascade.model, name, seed + b)
-            self.add("cascading", b, name, self.explain(cascade, self.targets))
-            alone = _copy(self.model)
-            reinitialise(alone.model, name, seed + b)
-            self.add("independent", b, name, self.explain(alone, self.targets))
+            stepped = self.explain(cascade, self.targets)
+            self.add("cascading", b, name, stepped)
+            if b > 1:
+                alone = _copy(self.model)
+                reinitialise(alone.model, name, seed + b)
+                stepped = self.explain(alone, self.targets)
+            # (the top block alone is the cascade's first step: the same seeded weights)
+            self.add("independent", b, name, stepped)
             bar.update(1)
 
     def controls(self) -> None:

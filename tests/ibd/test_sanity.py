@@ -183,6 +183,19 @@ def test_cascading_randomisation_of_the_head() -> None:
     # independent randomisation of the top block is the cascade's first step
     alone = row(result, "cam", "independent", 1)
     assert alone.values == pytest.approx(head.values, nan_ok=True)
+    # the feature block alone (seed 3 + 2), the trained head kept: w_1 . relu(conv'(x))
+    net = Planted()
+    sn.reinitialise(net, "features", 5)
+    w = torch.tensor([-1.0, 1.0, 0.0])
+    expected = []
+    with torch.no_grad():
+        for n in range(6):
+            old = torch.einsum("d,dhw->hw", w, features[n])
+            new = torch.einsum("d,dhw->hw", w, net.features(images[n : n + 1])[0])
+            expected.append(sn.spearman(old.abs(), new.abs()))
+    features_alone = row(result, "cam", "independent", 2)
+    assert features_alone.block == "features"
+    assert features_alone.values["spearman_abs"] == pytest.approx(np.mean(expected), abs=1e-6)
 
 
 def test_random_logit_and_random_pair() -> None:

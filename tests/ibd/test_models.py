@@ -10,7 +10,7 @@ import torch
 import torchvision
 
 from ibd.errors import UserError
-from ibd.nets import architectures
+from ibd.nets import architectures, hooks
 from ibd.nets.gapnets import head_parameters, load_trunk
 from ibd.nets.labels import read_labels
 from ibd.nets.load import final_linear, load_model, save_checkpoint
@@ -134,3 +134,24 @@ def test_default_layers() -> None:
     assert architectures.get("swin_t").layer == "norm"
     squeeze = torchvision.models.squeezenet1_0(num_classes=4)
     assert architectures.default_layer(squeeze) == "features"
+
+
+@pytest.mark.parametrize("aux", [True, False])
+def test_inception_v3_state_dicts_with_and_without_aux_logits_load(
+    tmp_path: Path, aux: bool
+) -> None:
+    torch.manual_seed(0)
+    source = torchvision.models.inception_v3(
+        num_classes=3, aux_logits=aux, init_weights=False
+    ).eval()
+    torch.save(source.state_dict(), tmp_path / "inc.pth")
+    loaded = load_model("inception_v3", tmp_path / "inc.pth")
+    assert loaded.layer == "Mixed_7c" and loaded.input_size == (299, 299)
+    assert (loaded.model.AuxLogits is not None) == aux
+    x = torch.randn(1, 3, 96, 96)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model(x), source(x))
+    # training mode returns (logits, aux_logits) with aux: the hook reads the main logits
+    loaded.model.train()
+    fwd = hooks.run(loaded.model, "Mixed_7c", torch.randn(2, 3, 299, 299))
+    assert fwd.logits.shape == (2, 3)

@@ -8,19 +8,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tinyhome
 import torch
 from basisfiles import write_basis
-from PIL import Image
+from tinyhome import CLASSES, CONCEPTS, IMAGES, standardised
 
 from ibd.cli import main
 from ibd.data.images import load_batch
 from ibd.decomposition import greedy_nnls
-from ibd.nets import architectures, hooks
-from ibd.nets.load import load_model, save_checkpoint
+from ibd.nets import hooks
+from ibd.nets.load import load_model
 
-CLASSES = ["harbor", "beach", "forest"]
-CONCEPTS = [f"concept{c}" for c in range(12)]
-IMAGES = [f"imgs/{i}.png" for i in range(3)]
 RECORD_KEYS = {
     "image",
     "model",
@@ -35,44 +33,10 @@ RECORD_KEYS = {
 }
 
 
-def standardised(rows: np.ndarray) -> np.ndarray:
-    rows = rows - rows.mean(axis=1, keepdims=True)
-    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
-
-
 @pytest.fixture(scope="module")
 def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """IBD_HOME-style tree: a ResNet18 (3 classes, 96 px: 3 x 3 layer4) whose class weights are
-    positive mixtures of a 12-concept basis plus noise, its decomposition, a tally, 3 images."""
-    home = tmp_path_factory.mktemp("contract")
-    rng = np.random.default_rng(0)
-    q = standardised(rng.normal(size=(12, 512))).astype(np.float32).astype(np.float64)
-    torch.manual_seed(0)
-    net = architectures.get("resnet18").build(3)
-    mix = np.where(rng.random((3, 12)) < 0.4, rng.random((3, 12)), 0.0)
-    with torch.no_grad():
-        net.fc.weight.copy_(torch.tensor(mix @ q + 0.01 * rng.normal(size=(3, 512))))
-        net.fc.bias.copy_(torch.tensor([0.1, -0.2, 0.3]))
-    save_checkpoint(
-        home / "models" / "tiny.pt",
-        net,
-        arch="resnet18",
-        classes=CLASSES,
-        layer="layer4",
-        input_size=(96, 96),
-        mean=(0.5, 0.5, 0.5),
-        std=(0.25, 0.25, 0.25),
-    )
-    (home / "basis").mkdir()
-    write_basis(home / "basis" / "tiny.npz", q, layer="layer4")
-    units = "".join(f"{u},object,{CONCEPTS[u % 12]},{u / 1000}\n" for u in range(1, 513))
-    (home / "dissect" / "tiny").mkdir(parents=True)
-    (home / "dissect" / "tiny" / "tally.csv").write_text("unit,category,label,score\n" + units)
-    (home / "imgs").mkdir()
-    for i in range(3):
-        array = (rng.random((70 + 10 * i, 90, 3)) * 255).astype(np.uint8)
-        Image.fromarray(array).save(home / IMAGES[i])
-    return home
+    """The tiny home of tinyhome.py: a ResNet18 whose class weights mix a 12-concept basis."""
+    return tinyhome.build(tmp_path_factory.mktemp("contract"))
 
 
 @pytest.fixture()

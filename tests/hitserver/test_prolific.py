@@ -5,13 +5,12 @@ participants answer through the app's real `/prolific` entry (Flask test client)
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
+import prolific_participant as participant
+import prolific_standin as standin_module
 import pytest
 from sqlalchemy import Engine, select, text
 
@@ -36,20 +35,8 @@ SETTINGS = studies.StudySettings(
 )
 
 
-def _load(name: str) -> ModuleType:
-    module_name = f"hitserver_tests_{name}"
-    if module_name in sys.modules:
-        return sys.modules[module_name]
-    spec = importlib.util.spec_from_file_location(module_name, HERE / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
-standin_module = _load("prolific_standin")
-participant = _load("prolific_participant")
 
 
 class Sleeps(list[float]):

@@ -4,14 +4,13 @@ completion URL with the code the stand-in then records; `sync` and `approve` agr
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import prolific_standin as standin_module
 import pytest
 from chromium_flags import CHROMIUM_ARGS
 
@@ -23,19 +22,8 @@ HERE = Path(__file__).resolve().parent
 OK, FAIL = "BROWSER-OK-3", "BROWSER-FAIL-3"
 
 
-def _load(name: str) -> ModuleType:
-    module_name = f"hitserver_tests_{name}"
-    if module_name in sys.modules:
-        return sys.modules[module_name]
-    spec = importlib.util.spec_from_file_location(module_name, HERE / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
-standin_module = _load("prolific_standin")
 
 
 def test_a_prolific_participant_in_chromium(

@@ -71,11 +71,12 @@ step "$H/evaluate/report.md" "$H/decompose/$REF.json" "$H"/explanations/*/*/expl
   evaluate
 grep '^Target' "$H/evaluate/report.md" || true
 
-# The transformer's class decomposition against the rules (its explanations are in the report
-# above, beside the CNNs'): the same checks as the reference's, in $H/evaluate-vit.
+# The transformer's class decomposition against the rules (its explanations, counterfactuals
+# and own ranking are in the report above, beside the CNNs'), in $H/evaluate-vit.
 evaluate_vit() {
-  "$BIN/ibd" evaluate --no-faithfulness --decomposition "$H/decompose/$VIT.json" \
-    --explanations "$H/explanations/$VIT/ibd" --out "$H/evaluate-vit" > /dev/null
+  "$BIN/ibd" evaluate --no-faithfulness --counterfactual none \
+    --decomposition "$H/decompose/$VIT.json" --explanations "$H/explanations/$VIT/ibd" \
+    --out "$H/evaluate-vit" > /dev/null
 }
 step "$H/evaluate-vit/report.md" "$H/decompose/$VIT.json" \
   "$H/explanations/$VIT/ibd/explanations.json" -- evaluate_vit

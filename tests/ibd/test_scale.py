@@ -106,7 +106,7 @@ def test_scale_quick_runs_every_stage(tmp_path: Path) -> None:
     assert all("error" not in r for r in records), [r for r in records if "error" in r]
     assert all(0 < r["peak_rss_gb"] < 6 for r in records)
     assert {r["n"] for r in records if r["stage"] == "dissect"} == {60, 120}
-    assert "growth exponent" in run.stdout
+    assert "exponent b, CPU" in run.stdout
     assert not (tmp_path / "n60").exists()  # each N's data removed after its stages
 
 

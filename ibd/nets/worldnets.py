@@ -13,13 +13,14 @@ The mirrored reference (`world_resnet_mirror`, the paper's resnet50*) is `world_
 every kernel flipped (`ibd.nets.mirror`), saved as its own checkpoint.
 
 - `world_vit` (a vision transformer, a family the paper predates): torchvision's
-  `VisionTransformer` with a convolutional stem (four stride-2 3x3 convs, Xiao et al. 2021,
-  "Early convolutions help transformers see better": a patchify stem does not learn from a few
-  thousand images) giving 7 x 7 patch tokens and a class token, then transformer blocks and the
-  final layer norm. Its head reads the mean of the *patch* tokens after that norm (the class token
-  stays in the sequence, where it only serves as a register that attention can use), so its
-  logits are `w_k . GAP(A) + b_k` with A the final norm's output `encoder.ln` seen as a
-  D x 7 x 7 map once the class token is dropped: CAM and IBD apply exactly.
+  `VisionTransformer` with a convolutional stem (four stride-2 3x3 convs; Xiao et al. 2021,
+  "Early convolutions help transformers see better", found that such a stem trains more stably
+  and to a higher accuracy than a patchify one, which matters with a few thousand images)
+  giving 7 x 7 patch tokens and a class token, then transformer blocks and the final layer norm.
+  Its head reads the mean of the *patch* tokens after that norm (the class token stays in the
+  sequence, where it only serves as a register that attention can use), so its logits are
+  `w_k . GAP(A) + b_k` with A the final norm's output `encoder.ln` seen as a D x 7 x 7 map once
+  the class token is dropped: CAM and IBD apply exactly.
 """
 
 from __future__ import annotations

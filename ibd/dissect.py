@@ -65,7 +65,7 @@ DEFAULT_QUANTILE = 0.005
 DEFAULT_IOU_THRESHOLD = 0.04
 UPSAMPLING = "bilinear, align_corners=False"
 TALLY_FIELDS_PER_CATEGORY = ("label", "truth", "activation", "intersect", "iou")
-# Elements of one float32 (images x units x pixels) block in pass 2: 64 MB.
+# Elements of one float32 (images x units x pixels) block in the counting pass: 64 MB.
 _BLOCK_ELEMENTS = 1 << 24
 
 
@@ -77,8 +77,9 @@ class ConceptLike(Protocol):
 
 class ConceptDataset(Protocol):
     """What dissection needs of a dataset (ibd.data.broden.BrodenDataset provides it): items
-    `{"image": 3 x H x W, "mask": bool C x h x w, "index": i, ...}`, the image alone (pass 1
-    needs no masks), the C concepts in mask order, and the categories labelled in image i."""
+    `{"image": 3 x H x W, "mask": bool C x h x w, "index": i, ...}`, the image alone (the
+    forward pass needs no masks), the C concepts in mask order, and the categories labelled in
+    image i; optionally `load_sparse_mask(i)` (the labelled concepts and their masks only)."""
 
     concepts: Sequence[ConceptLike]
 
@@ -92,7 +93,7 @@ class ConceptDataset(Protocol):
 
 
 # ----------------------------------------------------------------------------------------------
-# Pass 1: per-unit thresholds
+# Per-unit thresholds
 
 
 def top_count(quantile: float, n: int) -> int:
@@ -164,7 +165,7 @@ class TopQuantile:
 
 
 # ----------------------------------------------------------------------------------------------
-# Pass 2: intersections and unions
+# The counting pass: intersections and unions
 
 
 def float32_below(thresholds: torch.Tensor) -> torch.Tensor:
@@ -489,7 +490,7 @@ def read_tally(path: str | Path) -> list[UnitLabel]:
 
 
 # ----------------------------------------------------------------------------------------------
-# The two passes over a dataset
+# One forward pass over a dataset, then the counting pass
 
 
 @dataclass

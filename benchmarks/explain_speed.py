@@ -122,7 +122,8 @@ def families_main(argv: list[str] | None = None) -> dict[str, dict[str, float | 
     return rows
 
 
-def main(argv: list[str] | None = None) -> dict[str, float]:
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
+    """The flags of the resnet18 run; sets the clock and the torch thread count they name."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--batch", type=int, default=16)
@@ -135,6 +136,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     clock = CLOCKS[args.clock]
     if args.threads:
         torch.set_num_threads(args.threads)
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    args = _arguments(argv)
 
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget

@@ -22,6 +22,7 @@ from torch import nn
 from ibd import paths
 from ibd.data.images import load_rgb, to_tensor
 from ibd.errors import UserError
+from ibd.nets import architectures
 from ibd.nets.hooks import eval_mode, layer_module
 from ibd.nets.labels import read_labels
 from ibd.nets.load import NORMALIZATIONS, LoadedModel
@@ -64,7 +65,12 @@ class Model(LoadedModel):
         (a list, or a file as `--labels` takes), default `class_<k>`. `normalization`: the input
         normalisation of PIL and path inputs, 'imagenet' (default) or 'authors', or a
         (mean, std) pair on 0..1 RGB; tensors are taken as already normalised. `input_size`:
-        (H, W) or one side for square inputs, default 224."""
+        (H, W) or one side for square inputs, default 224.
+
+        A torchvision DenseNet applies its final ReLU in forward(), after `features`; wrapping
+        gives it a `relu` module for that map (its class becomes `PostReluDenseNet` in place,
+        same parameters and logits), so `layer="relu"` is the map CAM and IBD decompose."""
+        architectures.adapt(module)
         layer_module(module, layer)  # a UserError naming the layers when there is none
         mean, std = _normalization(normalization)
         size = _size(input_size)

@@ -359,3 +359,23 @@ def test_basis_learn_trains_on_a_feature_store_and_round_trips(tmp_path: Path) -
     assert again.names == learned.names and again.categories == learned.categories
     with pytest.raises(ibd.UserError, match="basis file not found"):
         ibd.Basis.load(tmp_path / "none.npz")
+
+
+def test_wrap_gives_a_users_densenet_its_post_relu_map() -> None:
+    """torchvision's DenseNet applies ReLU after `features` in forward(); wrapping it exposes
+    that map as layer `relu`, so CAM applies (Grad-CAM == CAM / HW), with the logits unchanged."""
+    import torchvision
+
+    torch.manual_seed(0)
+    net = torchvision.models.densenet121(num_classes=3).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        before = net(x)
+    model = ibd.Model.wrap(net, layer="relu", input_size=64)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), before, rtol=0, atol=0)
+    cams, grads = ibd.CAM(model)(x, targets=[0, 2]), ibd.GradCAM(model)(x, targets=[0, 2])
+    for c, g in zip(cams, grads, strict=True):
+        heat = c.components[0].heatmap
+        assert heat.shape == (2, 2)
+        torch.testing.assert_close(g.components[0].heatmap, heat / 4, rtol=1e-4, atol=1e-6)

@@ -29,7 +29,7 @@ from collections.abc import Callable
 import torch
 import torchvision
 
-from ibd.explain import cam
+from ibd.explain import cam, maps
 from ibd.nets import hooks
 from ibd.nets.load import final_linear
 
@@ -73,8 +73,8 @@ def family_row(name: str, batch: int, rounds: int, device: str) -> dict[str, flo
 
     def ours() -> torch.Tensor:
         fwd = hooks.run(model, spec.layer, x, targets, gradients=True)
-        maps = cam.gradcam(fwd.features, fwd.gradients, relu=True)
-        return cam.normalize(cam.upsample(cam.normalize(maps), spec.input_size))
+        heat = cam.gradcam(fwd.features, fwd.gradients, relu=True)
+        return maps.normalize(maps.upsample(maps.normalize(heat), spec.input_size))
 
     reshape = _vit_reshape if name.startswith("vit") else None
     package = GradCAM(model, [model.get_submodule(spec.layer)], reshape_transform=reshape)
@@ -188,8 +188,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     # Agreement: the package ReLUs, min-max normalises at feature resolution, resizes bilinearly
     # (OpenCV, half-pixel centres) to the input size and min-max normalises again; same with ours.
-    upsampled = cam.upsample(cam.normalize(our_gradcam()), (224, 224))
-    ours = cam.normalize(upsampled).detach().cpu().numpy()
+    upsampled = maps.upsample(maps.normalize(our_gradcam()), (224, 224))
+    ours = maps.normalize(upsampled).detach().cpu().numpy()
     package = their_gradcam()
     max_diff = float(abs(ours - package).max())
 

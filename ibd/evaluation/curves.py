@@ -14,7 +14,7 @@ from tqdm import tqdm
 from ibd.data.images import load_batch
 from ibd.evaluation import faithfulness as fa
 from ibd.evaluation.items import Item, method_rank
-from ibd.explain.cam import upsample
+from ibd.explain.maps import upsample
 from ibd.nets.load import LoadedModel
 
 

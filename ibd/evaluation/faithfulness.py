@@ -31,7 +31,7 @@ import torchvision.transforms.functional as TF
 from torch import nn
 from tqdm import tqdm
 
-from ibd.explain.cam import normalize
+from ibd.explain.maps import normalize
 from ibd.nets.hooks import eval_mode
 
 # (images B x 3 x H x W, target classes B) -> the score of each image's target, B

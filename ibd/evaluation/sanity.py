@@ -63,8 +63,8 @@ from tqdm import tqdm
 
 from ibd.errors import UserError
 from ibd.evaluation.faithfulness import combine
-from ibd.explain.cam import normalize, upsample
 from ibd.explain.loop import Explainer
+from ibd.explain.maps import normalize, upsample
 from ibd.explain.records import Explanation
 from ibd.nets.load import LoadedModel
 from ibd.nets.model import Images, Model

@@ -50,7 +50,7 @@ import torch
 
 from ibd.decomposition import Decomposition
 from ibd.errors import UserError
-from ibd.explain.cam import upsample
+from ibd.explain.maps import upsample
 
 WORLD_FORMAT = "concept-world-1"
 POINTING_FRACTION = 0.2

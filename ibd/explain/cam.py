@@ -4,7 +4,8 @@
 per image, labelled with the class, whose heatmap is the map and whose contribution is the map's
 spatial mean (w_k . GAP(A) for CAM: the logit less b_k). The functions below compute the maps.
 They return raw maps at feature resolution (N x H x W), in torch, on the features' device.
-ReLU, normalisation and upsampling are explicit, separate steps (`relu=`, `normalize`, `upsample`).
+ReLU, normalisation and upsampling are explicit, separate steps (`relu=`, and `normalize`,
+`upsample` in `ibd.explain.maps`).
 
 - CAM (Zhou et al. 2016; paper eq. 13): CAM_k(A) = w_k^T A, i.e. M[i, j] = sum_d w_kd A[d, i, j],
   for a network whose feature layer feeds global average pooling and a linear classifier
@@ -19,7 +20,6 @@ ReLU, normalisation and upsampling are explicit, separate steps (`relu=`, `norma
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from ibd.errors import UserError
 from ibd.explain.loop import Explainer, Part, Split
@@ -59,19 +59,6 @@ def gradcam(features: torch.Tensor, gradients: torch.Tensor, *, relu: bool = Fal
     """Grad-CAM_k(A) = w_k(A)^T A with the pooled-gradient weights: N x H x W."""
     maps = torch.einsum("nd,ndhw->nhw", gradcam_weights(gradients), features)
     return maps.clamp_min(0) if relu else maps
-
-
-def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """N x H x W maps resized bilinearly (align_corners=False) to `size` = (H', W')."""
-    return F.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
-
-
-def normalize(maps: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """Each map min-max scaled to [0, 1] (a constant map becomes all zeros)."""
-    flat = maps.reshape(maps.shape[0], -1)
-    low = flat.min(dim=1).values[:, None, None]
-    high = flat.max(dim=1).values[:, None, None]
-    return (maps - low) / (high - low).clamp_min(eps)
 
 
 def is_gap_linear(

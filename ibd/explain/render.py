@@ -34,7 +34,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from ibd.errors import UserError
-from ibd.explain.cam import upsample
+from ibd.explain.maps import upsample
 
 STYLES = ("overlay", "mask")
 CLASS_MAP_LABELS = {"cam": "CAM", "gradcam": "Grad-CAM"}

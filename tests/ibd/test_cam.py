@@ -7,7 +7,7 @@ import torch
 import torchvision
 from tinynets import GapHead, ProductHead, x_1234
 
-from ibd.explain import cam
+from ibd.explain import cam, maps
 from ibd.nets import hooks
 from ibd.nets.load import final_linear
 
@@ -82,12 +82,12 @@ def test_batch_with_per_sample_targets_equals_single_runs() -> None:
 
 
 def test_upsample_and_normalize() -> None:
-    maps = torch.tensor([[[0.0, 2.0], [4.0, 6.0]]])
-    up = cam.upsample(maps, (4, 4))
+    heat = torch.tensor([[[0.0, 2.0], [4.0, 6.0]]])
+    up = maps.upsample(heat, (4, 4))
     assert up.shape == (1, 4, 4)
     # bilinear, align_corners=False: corners replicate, the centre 2x2 mixes
     assert up[0, 0, 0] == 0.0 and up[0, 3, 3] == 6.0
     assert up[0, 1, 1].item() == pytest.approx(0.75 * 0.75 * 0 + 0.75 * 0.25 * (2 + 4) + 0.0625 * 6)
-    norm = cam.normalize(maps)
+    norm = maps.normalize(heat)
     close(norm[0], [[0, 1 / 3], [2 / 3, 1]])
-    assert cam.normalize(torch.ones(1, 2, 2)).abs().sum() == 0
+    assert maps.normalize(torch.ones(1, 2, 2)).abs().sum() == 0

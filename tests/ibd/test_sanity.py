@@ -21,7 +21,7 @@ from ibd.cli import main
 from ibd.dissect import UnitLabel
 from ibd.errors import UserError
 from ibd.evaluation import sanity as sn
-from ibd.explain.cam import normalize, upsample
+from ibd.explain.maps import normalize, upsample
 from ibd.explain.records import Component, Explanation
 from ibd.nets.load import save_checkpoint
 

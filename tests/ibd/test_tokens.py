@@ -8,7 +8,7 @@ import torchvision
 from torch import nn
 
 from ibd.errors import UserError
-from ibd.explain import cam
+from ibd.explain import cam, maps
 from ibd.nets import hooks, tokens
 from ibd.nets.tokens import CHANNELS_LAST, MAP, TOKENS, Layout
 
@@ -133,8 +133,8 @@ def test_gradcam_on_a_vit_equals_the_grad_cam_package() -> None:
     package = theirs(input_tensor=x, targets=[ClassifierOutputTarget(1), ClassifierOutputTarget(2)])
     fwd = hooks.run(model, layer, x, torch.tensor([1, 2]), gradients=True)
     assert fwd.gradients is not None
-    ours = cam.normalize(
-        cam.upsample(cam.normalize(cam.gradcam(fwd.features, fwd.gradients, relu=True)), (32, 32))
+    ours = maps.normalize(
+        maps.upsample(maps.normalize(cam.gradcam(fwd.features, fwd.gradients, relu=True)), (32, 32))
     )
     assert float(abs(ours.numpy() - package).max()) < 1e-4
 

@@ -321,7 +321,6 @@ def test_decompose_and_basis_round_trip_the_command_files(home: Path, model: ibd
 
 
 def test_an_explanation_renders_its_own_input(model: ibd.Model, root: Path) -> None:
-    pytest.importorskip("ibd.explain.render")
     (e,) = ibd.IBD(model, root / "basis" / "tiny.npz")(image_paths(root)[0])
     picture = e.render()
     assert isinstance(picture, Image.Image) and picture.width > picture.height > 0

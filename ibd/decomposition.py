@@ -58,6 +58,10 @@ class Decomposition:
         when the solver was called on bare arrays; a file's class without a name is "").
     meta: what was decomposed (model, basis, settings), written to `decompose.json`.
     source: the file it was loaded from ("" when made here); errors name it.
+    p_values, p_errors, p_adjusted, significant: K x n, each term's Monte-Carlo p-value against
+        random directions, its standard error, Holm's adjustment within the class and whether
+        that is <= alpha (`ibd.significance.test_decomposition`); None when untested, NaN /
+        False in padded slots and for terms a file gives no p-value.
     A decomposition read from a file has no `residuals` (None): the file does not hold them.
     """
 
@@ -72,6 +76,10 @@ class Decomposition:
     concept_names: list[str] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
     source: str = ""
+    p_values: np.ndarray | None = None
+    p_errors: np.ndarray | None = None
+    p_adjusted: np.ndarray | None = None
+    significant: np.ndarray | None = None
 
     @property
     def counts(self) -> np.ndarray:
@@ -98,6 +106,20 @@ class Decomposition:
         pairs = zip(self.concepts[k, :n], self.coefficients[k, :n], strict=True)
         return [(int(c), float(s)) for c, s in pairs]
 
+    def term_significance(self, k: int, i: int) -> dict[str, Any]:
+        """The optional significance fields of term i of class k in `decompose.json`
+        (docs/contracts.md 6): `p_value`, `p_error`, `p_adjusted`, `significant`; {} when the
+        term has no p-value."""
+        if self.p_values is None or not math.isfinite(float(self.p_values[k, i])):
+            return {}
+        fields: dict[str, Any] = {"p_value": float(self.p_values[k, i])}
+        for name, values in (("p_error", self.p_errors), ("p_adjusted", self.p_adjusted)):
+            if values is not None and math.isfinite(float(values[k, i])):
+                fields[name] = float(values[k, i])
+        if self.significant is not None:
+            fields["significant"] = bool(self.significant[k, i])
+        return fields
+
     def to_dict(self) -> dict[str, Any]:
         """The `decompose.json` document (docs/contracts.md 6), concepts in the order chosen."""
         classes = []
@@ -108,8 +130,13 @@ class Decomposition:
                     "index": k,
                     "name": name,
                     "concepts": [
-                        {"name": self.concept_names[c], "index": c, "coefficient": s}
-                        for c, s in self.terms(k)
+                        {
+                            "name": self.concept_names[c],
+                            "index": c,
+                            "coefficient": s,
+                            **self.term_significance(k, i),
+                        }
+                        for i, (c, s) in enumerate(self.terms(k))
                     ],
                     "residual_fraction": float(self.residual_fraction[k]),
                     "residual_fraction_steps": [float(x) for x in self.fraction_steps[k, :n]],
@@ -174,6 +201,7 @@ class Decomposition:
             concept_names=_concept_names(path, classes),
             meta=meta,
             source=str(path),
+            **_significance_arrays(path, classes, width),
         )
 
     def check_fits(
@@ -262,6 +290,48 @@ def _parse_classes(path: Path, document: dict[str, Any]) -> list[_ClassEntry]:
         if any(c < 0 for c, _, _ in terms):
             raise UserError(f"{path}: class {name or k!r} has a negative concept index")
     return [parsed[k] for k in range(len(parsed))]
+
+
+_SIGNIFICANCE_FIELDS = ("p_value", "p_error", "p_adjusted")
+
+
+def _significance_arrays(
+    path: Path, classes: list[_ClassEntry], width: int
+) -> dict[str, np.ndarray | None]:
+    """The optional per-term p-value fields of a decompose.json as K x n arrays (NaN, False
+    where a term has none); all None when no term has a `p_value` (a file from before them)."""
+    shape = (len(classes), width)
+    arrays = {name: np.full(shape, np.nan) for name in _SIGNIFICANCE_FIELDS}
+    significant = np.zeros(shape, dtype=bool)
+    found = False
+    for k, (name, _, _, entry) in enumerate(classes):
+        for i, concept in enumerate(entry["concepts"]):
+            for key in _SIGNIFICANCE_FIELDS:
+                value = concept.get(key) if isinstance(concept, dict) else None
+                if value is None:
+                    continue
+                if not isinstance(value, (int, float)) or not 0 <= value <= 1:
+                    raise UserError(
+                        f"{path}: class {name or k!r}, concept {i}: {key} must be a number "
+                        f"in 0..1, got {value!r}"
+                    )
+                arrays[key][k, i] = float(value)
+                found = True
+            flag = concept.get("significant") if isinstance(concept, dict) else None
+            if flag is not None and not isinstance(flag, bool):
+                raise UserError(
+                    f"{path}: class {name or k!r}, concept {i}: significant must be true or "
+                    f"false, got {flag!r}"
+                )
+            significant[k, i] = bool(flag)
+    if not found:
+        return {"p_values": None, "p_errors": None, "p_adjusted": None, "significant": None}
+    return {
+        "p_values": arrays["p_value"],
+        "p_errors": arrays["p_error"],
+        "p_adjusted": arrays["p_adjusted"],
+        "significant": significant,
+    }
 
 
 def _concept_names(path: Path, classes: list[_ClassEntry]) -> list[str]:

@@ -5,6 +5,9 @@ w_k = s_1 q_{c_1} + ... + s_n q_{c_n} + r_k (paper eq. 3-6), its thickness propo
 coefficient s (the largest shown coefficient gets the thickest line). Each class is labelled with
 its residual fraction ||r_k||^2 / ||w_k||^2, the part of the class the concepts leave unexplained.
 Concepts are placed at the mean height of the classes that use them, so links cross little.
+A term whose entry says `"significant": false` (its p-value against random directions, Holm-
+corrected within the class, is above alpha: `ibd.significance`) is drawn as a thin grey dashed
+link, and a note under the title says so; terms without the field are drawn as before.
 
 It reads the decompose.json contract (docs/contracts.md), so any decomposition can be drawn.
 """
@@ -52,6 +55,22 @@ def _layout(classes: list[dict]) -> tuple[list[str], dict[str, float]]:
     return order, {name: (i + 0.5) * height / count for i, name in enumerate(order)}
 
 
+_NOT_SIGNIFICANT = "0.72"  # matplotlib grey level of a link that is not significant
+
+
+def _link_style(concept: Mapping[str, Any], colour: Any, width: float) -> dict[str, Any]:
+    """Line options of one link: the class's colour, as thick as its coefficient; a term that
+    is not significant is thin, grey and dashed."""
+    if concept.get("significant") is False:
+        return {
+            "color": _NOT_SIGNIFICANT,
+            "linewidth": min(width, 1.2),
+            "linestyle": (0, (4, 3)),
+            "alpha": 0.9,
+        }
+    return {"color": colour, "linewidth": width, "alpha": 0.75, "solid_capstyle": "butt"}
+
+
 def draw_decomposition(
     document: Mapping[str, Any],
     out: str | Path,
@@ -81,7 +100,6 @@ def draw_decomposition(
     colours = plt.get_cmap("tab20")
     for row, entry in enumerate(shown):
         y = len(shown) - 0.5 - row  # first class on top
-        colour = colours(row % 20)
         label = f"{entry['name']}  (residual {100 * float(entry['residual_fraction']):.0f}%)"
         ax.text(-0.02, y * rows / len(shown), label, ha="right", va="center", fontsize=9)
         for concept in entry["concepts"]:
@@ -90,10 +108,7 @@ def draw_decomposition(
             ax.plot(
                 [0.0, 1.0],
                 [y * rows / len(shown), target],
-                color=colour,
-                linewidth=0.4 + 7.0 * max(s, 0.0) / peak,
-                alpha=0.75,
-                solid_capstyle="butt",
+                **_link_style(concept, colours(row % 20), 0.4 + 7.0 * max(s, 0.0) / peak),
             )
     for name in order:
         ax.text(1.02, (len(shown) - heights[name]) * rows / len(shown), name, ha="left",
@@ -105,6 +120,10 @@ def draw_decomposition(
     of = f" of {model}" if model else ""
     ax.set_title(title or f"Class decompositions{of}: the {top} largest coefficients per class",
                  fontsize=11)
+    if any(c.get("significant") is False for e in shown for c in e["concepts"]):
+        alpha = document.get("meta", {}).get("significance", {}).get("alpha", 0.05)
+        note = f"grey dashed: not significant (n.s.; Holm within the class, alpha {alpha})"
+        ax.text(0.5, rows, note, ha="center", va="bottom", fontsize=8, color="0.45")
     fig.subplots_adjust(left=0.3, right=0.8, top=1 - 0.45 / (0.9 + 0.34 * rows), bottom=0.02)
     out = Path(out)
     fig.savefig(out, dpi=110)

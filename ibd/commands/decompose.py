@@ -4,18 +4,29 @@ The class weights come from a model's final linear layer (`--arch/--weights`) or
 `.npy` (`--class-weights`); the concept vectors are the standardised `q` of a `basis.npz`
 (docs/contracts.md 5). Writes `decompose.json` (docs/contracts.md 6). With no flags it reads
 the concept world's reference model and basis under $IBD_HOME.
+
+`--significance` adds a Monte-Carlo p-value to every term (`ibd.significance`,
+docs/significance.md): random directions drawn like the basis' vectors and concept classifiers
+trained on random image sets, saved beside the output as `<stem>.null.npz` for `ibd explain
+--significance` to reuse.
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ibd import paths
 from ibd.decomposition import SOLVERS
 from ibd.errors import UserError
+
+if TYPE_CHECKING:
+    from ibd.basis import Basis
+    from ibd.data.features import FeatureStore
+    from ibd.decomposition import Decomposition
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -53,7 +64,90 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also draw the classes' decompositions as the paper's Fig. 3 (OUT with .png)",
     )
+    add_significance_flags(parser)
     add_model_flags(parser)
+
+
+def add_significance_flags(parser: argparse.ArgumentParser) -> None:
+    from ibd.significance import CLASSIFIER_DRAWS, GAUSSIAN_DRAWS, NULL_KINDS
+
+    group = parser.add_argument_group("significance (docs/significance.md)")
+    group.add_argument(
+        "--significance",
+        action="store_true",
+        help="add a p-value per term against random concept directions (Holm within the "
+        "class) and save the null beside OUT as <stem>.null.npz",
+    )
+    group.add_argument(
+        "--null",
+        metavar="KINDS",
+        help=f"nulls to test against, comma-separated from {', '.join(NULL_KINDS)} "
+        "(default both; a term must beat each)",
+    )
+    group.add_argument(
+        "--null-draws",
+        type=int,
+        metavar="R",
+        help=f"gaussian null: random directions drawn (default {GAUSSIAN_DRAWS})",
+    )
+    group.add_argument(
+        "--classifier-draws",
+        type=int,
+        metavar="R",
+        help=f"classifier null: random-image-set classifiers trained (default {CLASSIFIER_DRAWS})",
+    )
+    group.add_argument(
+        "--features",
+        metavar="DIR",
+        help="classifier null: the basis' feature store (default: the one its meta names, "
+        "else $IBD_HOME/features/<model>)",
+    )
+    group.add_argument("--seed", type=int, metavar="S", help="null draws' seed (default 0)")
+    group.add_argument(
+        "--alpha", type=float, metavar="A", help="significance level after Holm (default 0.05)"
+    )
+
+
+_SIGNIFICANCE_ONLY = ("null", "null_draws", "classifier_draws", "features", "seed", "alpha")
+
+
+def significance_options(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The checked significance settings of the flags (None without --significance)."""
+    from ibd.significance import ALPHA, CLASSIFIER_DRAWS, GAUSSIAN_DRAWS, NULL_KINDS
+
+    if not args.significance:
+        given = [n for n in _SIGNIFICANCE_ONLY if getattr(args, n) is not None]
+        if given:
+            flags = ", ".join("--" + n.replace("_", "-") for n in given)
+            raise UserError(f"{flags}: only with --significance")
+        return None
+    kinds = [k.strip() for k in (args.null or ",".join(NULL_KINDS)).split(",") if k.strip()]
+    unknown = [k for k in kinds if k not in NULL_KINDS]
+    if unknown or not kinds:
+        raise UserError(
+            f"--null: unknown null {', '.join(unknown) or repr(args.null)} "
+            f"(choose from {', '.join(NULL_KINDS)})"
+        )
+    options = {
+        "kinds": list(dict.fromkeys(kinds)),
+        "gaussian_draws": GAUSSIAN_DRAWS if args.null_draws is None else args.null_draws,
+        "classifier_draws": (
+            CLASSIFIER_DRAWS if args.classifier_draws is None else args.classifier_draws
+        ),
+        "seed": 0 if args.seed is None else args.seed,
+    }
+    alpha = ALPHA if args.alpha is None else args.alpha
+    for flag, value in (
+        ("--null-draws", options["gaussian_draws"]),
+        ("--classifier-draws", options["classifier_draws"]),
+    ):
+        if value < 1:
+            raise UserError(f"{flag} must be at least 1, got {value}")
+    if options["seed"] < 0:
+        raise UserError(f"--seed must be >= 0, got {options['seed']}")
+    if not 0 < alpha < 1:
+        raise UserError(f"--alpha must lie in (0, 1), got {alpha}")
+    return {**options, "alpha": alpha}
 
 
 def _from_model(args: argparse.Namespace) -> tuple[np.ndarray, list[str], str, dict]:
@@ -97,7 +191,62 @@ def _from_file(args: argparse.Namespace) -> tuple[np.ndarray, list[str], str, di
     return w, names, args.name or path.stem, {"class_weights": str(path)}
 
 
+def _feature_store(args: argparse.Namespace, basis_meta: dict, model: str) -> FeatureStore:
+    """The feature store of the classifier null: --features, the basis' own, or the default."""
+    from ibd.data.features import FeatureStore
+
+    if args.features:
+        return FeatureStore(args.features)
+    named = basis_meta.get("features")
+    if isinstance(named, str) and Path(named).is_dir():
+        return FeatureStore(named)
+    default = paths.features_dir(model)
+    if not default.is_dir():
+        raise UserError(
+            f"the classifier null needs the basis' feature store: none at {default}; pass "
+            "--features DIR, or --null gaussian"
+        )
+    return FeatureStore(default)
+
+
+def _add_significance(
+    args: argparse.Namespace,
+    options: dict[str, Any],
+    dec: Decomposition,
+    w: np.ndarray,
+    basis: Basis,
+    model: str,
+    out: Path,
+) -> Decomposition:
+    """Draw the null, save it beside `out`, and return the decomposition with p-values."""
+    from ibd.significance import draw_null, null_path, test_decomposition
+
+    store = _feature_store(args, basis.meta, model) if "classifiers" in options["kinds"] else None
+    null = draw_null(
+        basis,
+        kinds=options["kinds"],
+        gaussian_draws=options["gaussian_draws"],
+        classifier_draws=options["classifier_draws"],
+        seed=options["seed"],
+        store=store,
+        progress=True,
+    )
+    saved = null.save(null_path(out))
+    tested = test_decomposition(
+        dec, w, basis.q.astype(np.float64), null, alpha=options["alpha"], progress=True
+    )
+    assert tested.significant is not None
+    used = tested.counts.sum()
+    draws = ", ".join(f"{k} {v}" for k, v in null.draws.items())
+    print(
+        f"significance: {int(tested.significant.sum())} of {int(used)} terms significant "
+        f"(Holm within each class, alpha {options['alpha']}; null draws: {draws}) -> {saved}"
+    )
+    return tested
+
+
 def run(args: argparse.Namespace) -> int:
+    options = significance_options(args)
     if args.max_concepts < 1:
         raise UserError(f"--max-concepts must be at least 1, got {args.max_concepts}")
     if not args.tol >= 0:
@@ -130,6 +279,8 @@ def run(args: argparse.Namespace) -> int:
         class_names=class_names,
         meta=meta,
     )
+    if options is not None:
+        dec = _add_significance(args, options, dec, w, basis, model, out)
     dec.save(out)
     print(
         f"decomposed {len(class_names)} classes over {len(basis.names)} concepts "

@@ -3,7 +3,8 @@
 Writes DIR/explanations.json and DIR/heatmaps.npz (docs/contracts.md 4), and with --render a
 picture of each explanation (DIR/render/*.png, paper Fig. 1/4 style) and DIR/index.html. With no
 images, explains the concept world's held-out `explain` split; with no model flags, its reference
-model."""
+model. `--method ibd --significance` adds a p-value to each component against the random
+directions `ibd decompose --significance` saved (docs/significance.md)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from ibd import paths
 from ibd.commands.modelargs import add_model_flags, load_from_args
@@ -20,6 +22,7 @@ from ibd.explain.loop import Explainer
 from ibd.explain.records import METHODS, write
 from ibd.nets.load import LoadedModel
 from ibd.nets.model import class_index
+from ibd.significance import ALPHA
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -55,6 +58,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="ibd: decompose the per-image pooled gradient (paper 2.3) even for a GAP model",
     )
     concept.add_argument("--top", type=int, default=7, help="ibd/netdissect: components kept")
+    concept.add_argument(
+        "--significance",
+        action="store_true",
+        help="ibd: a p-value per component against random directions (Holm per image); "
+        "needs the null of `ibd decompose --significance`",
+    )
+    concept.add_argument(
+        "--null",
+        metavar="NPZ",
+        help="--significance: the null directions (default: <decomposition stem>.null.npz "
+        "beside the decomposition file)",
+    )
+    concept.add_argument(
+        "--alpha", type=float, help="--significance: level after Holm (default 0.05)"
+    )
     add_model_flags(parser)
 
 
@@ -122,7 +140,10 @@ def ibd_explainer(args: argparse.Namespace, model: LoadedModel) -> Explainer:
     gradient_route = args.gradient_decomposition or not feature_probe(model)[1]
     if decomposition is None and default.exists() and not gradient_route:
         decomposition = default
-    options = {"top": args.top, "gradient": args.gradient_decomposition}
+    options: dict[str, Any] = {"top": args.top, "gradient": args.gradient_decomposition}
+    if args.significance:
+        options["null"] = null_file(args, decomposition or default)
+        options["alpha"] = ALPHA if args.alpha is None else args.alpha
     try:
         return IBD(model, basis, decomposition, **options)
     except UserError:
@@ -136,7 +157,34 @@ def ibd_explainer(args: argparse.Namespace, model: LoadedModel) -> Explainer:
     return IBD(model, basis, None, **options)
 
 
+def null_file(args: argparse.Namespace, decomposition: Path) -> Path:
+    """--null, else the null `ibd decompose --significance` saved beside the decomposition."""
+    from ibd.significance import null_path
+
+    path = Path(args.null) if args.null else null_path(decomposition)
+    if not path.is_file():
+        raise UserError(
+            f"null directions not found: {path} (run `ibd decompose --significance`, or pass "
+            "--null)"
+        )
+    return path
+
+
+def check_significance_flags(args: argparse.Namespace) -> None:
+    """--null and --alpha only with --significance, which only IBD has; alpha in (0, 1)."""
+    if not args.significance:
+        given = [f for f, v in (("--null", args.null), ("--alpha", args.alpha)) if v is not None]
+        if given:
+            raise UserError(f"{', '.join(given)}: only with --significance")
+        return
+    if args.method != "ibd":
+        raise UserError(f"--significance is for --method ibd, not {args.method}")
+    if args.alpha is not None and not 0 < args.alpha < 1:
+        raise UserError(f"--alpha must lie in (0, 1), got {args.alpha}")
+
+
 def run(args: argparse.Namespace) -> int:
+    check_significance_flags(args)
     for flag, value, least in (("batch-size", args.batch_size, 1), ("top", args.top, 1)):
         if value < least:
             raise UserError(f"--{flag} must be at least {least}, got {value}")
@@ -160,6 +208,11 @@ def run(args: argparse.Namespace) -> int:
     records = explainer(images, target, batch_size=args.batch_size, progress=True)
     write(out, records)
     print(f"{len(records)} {args.method} explanations of {model.name} -> {out}")
+    if args.significance:
+        flags = [c.extra.get("significant") for e in records for c in e.components]
+        print(
+            f"significance: {sum(f is True for f in flags)} of {len(flags)} components significant"
+        )
     if args.render:
         from ibd.explain.gallery import write_gallery
 

@@ -18,10 +18,16 @@ sum_ij w_k(A) . A_ij = HW w_k(A) . GAP(A), so concept i contributes s_i q_i . su
 heatmap q_i^T A summed, times s_i). On a GAP network w_k(A) = w_k / HW and these are exactly the
 contributions above. The residual is whatever remains of the logit (it also holds the head's
 nonlinearity).
+
+With a null (`ibd.significance.NullBasis`, `ibd decompose --significance`), each shown
+component also gets a Monte-Carlo p-value: its unique contribution u_i = s_i (q_i' . a) (q_i'
+the part of q_i the class's other concepts do not span) against what random directions put in
+its place get, Holm-corrected over the image's shown components (`ibd.significance`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +40,10 @@ from ibd.explain.cam import gradcam_weights
 from ibd.explain.loop import Explainer, Part, Split, feature_probe
 from ibd.nets.hooks import Forward
 from ibd.nets.load import LoadedModel, final_linear
+from ibd.significance import ALPHA, NullBasis, Tests, image_tester
+
+# (shown positions among the class's terms) -> their tests, for one image
+Tester = Callable[[list[int]], Tests]
 
 
 class IBD(Explainer):
@@ -45,7 +55,10 @@ class IBD(Explainer):
     decomposes the class weights here (nnls, max(7, top) concepts, as `ibd decompose`).
     `top`: components kept per image. `gradient=True` takes the eq. 12 route even on a GAP
     network (where it equals eq. 9); a network without a GAP -> linear head always takes it,
-    and then no class decomposition applies."""
+    and then no class decomposition applies. `null`: random directions drawn for this basis
+    (an `ibd.significance.NullBasis` or its `.null.npz` path); with it each shown component
+    gets `p_value`, `p_error`, `p_adjusted` (Holm over the image's components) and
+    `significant` (p_adjusted <= `alpha`) in its record."""
 
     method = "ibd"
 
@@ -57,6 +70,8 @@ class IBD(Explainer):
         *,
         top: int = 7,
         gradient: bool = False,
+        null: NullBasis | str | Path | None = None,
+        alpha: float = ALPHA,
     ) -> None:
         super().__init__(model)
         if top < 1:
@@ -84,11 +99,20 @@ class IBD(Explainer):
             )
         if not self.needs_gradients:
             self.class_terms = self._class_terms(decomposition)
+        self.tester = None
+        if null is not None:
+            if not 0 < alpha < 1:
+                raise UserError(f"alpha must lie in (0, 1), got {alpha}")
+            loaded = null if isinstance(null, NullBasis) else NullBasis.load(null)
+            where = f"null {null}" if isinstance(null, (str, Path)) else "the null"
+            loaded.check_fits(self.q_np, where)
+            self.tester = image_tester(self.q_np, loaded, alpha)
 
     def _class_terms(
         self, decomposition: Decomposition | str | Path | None
     ) -> list[list[tuple[int, float]]]:
         weight = final_linear(self.model.model)[0].double().cpu().numpy()
+        self.class_weight = weight
         if decomposition is None:
             dec = solve(self.q_np, weight, max_concepts=self.max_concepts)
         else:
@@ -111,9 +135,20 @@ class IBD(Explainer):
                 pooled[n],
                 float(fwd.logits[n, k]),
                 self.top,
+                self._tester(self.class_weight[k], pooled[n], self.class_terms[k]),
             )
             for n, k in enumerate(fwd.targets.tolist())
         ]
+
+    def _tester(
+        self, w: np.ndarray, a: torch.Tensor, terms: list[tuple[int, float]]
+    ) -> Tester | None:
+        """The significance test of one image's shown components (None without a null)."""
+        if self.tester is None:
+            return None
+        test, concepts = self.tester, [c for c, _ in terms]
+        pooled = a.detach().double().cpu().numpy()
+        return lambda shown: test(w, pooled, concepts, shown)
 
     def _split_gradient(self, fwd: Forward) -> list[Split]:
         """Eq. 12: each image's pooled gradient decomposed over the basis."""
@@ -130,6 +165,7 @@ class IBD(Explainer):
                 summed[n],
                 float(fwd.logits[n, k]),
                 self.top,
+                self._tester(pooled_grad[n], summed[n], dec.terms(n)),
             )
             for n, k in enumerate(fwd.targets.tolist())
         ]
@@ -143,13 +179,19 @@ def concept_parts(
     pooled: torch.Tensor,
     score: float,
     top: int,
+    tester: Tester | None = None,
 ) -> tuple[list[Part], float]:
     """One image's concept components s_i q_i . pooled with heatmaps q_i^T A (D x H x W
-    `features`), the `top` largest, and the residual: `score` less their sum."""
+    `features`), the `top` largest, and the residual: `score` less their sum. With `tester`,
+    the shown components' significance fields go into their `extra`."""
     parts = [
         Part(names[c], float(s * (q[c] @ pooled)), torch.einsum("d,dhw->hw", q[c], features))
         for c, s in terms
     ]
-    parts.sort(key=lambda p: p.contribution, reverse=True)
-    parts = parts[:top]
-    return parts, score - sum(p.contribution for p in parts)
+    order = sorted(range(len(parts)), key=lambda i: parts[i].contribution, reverse=True)[:top]
+    shown = [parts[i] for i in order]
+    if tester is not None and order:
+        tests = tester(order)
+        for j, part in enumerate(shown):
+            part.extra = {**(part.extra or {}), **tests.record(j)}
+    return shown, score - sum(p.contribution for p in shown)

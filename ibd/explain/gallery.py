@@ -17,7 +17,7 @@ from tqdm import tqdm
 from ibd.data.images import load_rgb
 from ibd.errors import UserError
 from ibd.explain import records
-from ibd.explain.render import picture_of_record, render, share
+from ibd.explain.render import NOT_SIGNIFICANT_MARK, picture_of_record, render, share
 
 RENDER_DIR = "render"
 INDEX = "index.html"
@@ -31,6 +31,7 @@ def _name(index: int, image: str) -> str:
 def _caption(record: dict[str, Any]) -> str:
     terms = ", ".join(
         f"{c['label']} {share(float(c['contribution']), float(record['score']))}"
+        + (f" {NOT_SIGNIFICANT_MARK}" if c.get("significant") is False else "")
         for c in record["components"][:3]
     )
     because = f" because: {terms}" if record["method"] in ("ibd", "netdissect") else ""

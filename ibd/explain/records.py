@@ -6,6 +6,11 @@ at feature resolution (a torch tensor), and the residual. `to_dict()` is its rec
 `explanations.json`; `write` puts a list of them into a directory as `explanations.json` plus
 `heatmaps.npz` (each component's heatmap, float32, under its key) and `read` reads the two files
 back: their one writer and one reader.
+
+An IBD component may carry its significance (`ibd explain --significance`, docs/significance.md):
+`p_value`, `p_error`, `p_adjusted` (numbers in 0..1) and `significant` (a boolean); records
+without them (every record written before they existed) read as untested
+(`component_significance`).
 """
 
 from __future__ import annotations
@@ -27,6 +32,29 @@ if TYPE_CHECKING:
     from ibd.nets.model import Picture
 
 METHODS = ("ibd", "cam", "gradcam", "netdissect")
+P_FIELDS = ("p_value", "p_error", "p_adjusted")
+
+
+def component_significance(component: Any) -> dict[str, Any]:
+    """The significance fields of one component (a record's dict, or a `Component`'s `extra`):
+    {} for an untested component; ValueError for a p-value outside 0..1 or a `significant`
+    that is not a boolean."""
+    if not isinstance(component, dict):
+        return {}
+    found: dict[str, Any] = {}
+    for key in P_FIELDS:
+        value = component.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            raise ValueError(f"{key} must be a number in 0..1, got {value!r}")
+        found[key] = float(value)
+    flag = component.get("significant")
+    if flag is not None:
+        if not isinstance(flag, bool):
+            raise ValueError(f"significant must be true or false, got {flag!r}")
+        found["significant"] = flag
+    return found
 
 
 @dataclass
@@ -144,6 +172,11 @@ def write(
         values = [e.score, e.residual, *(c.contribution for c in e.components)]
         if not all(_finite(v) for v in values):
             raise UserError(f"non-finite score or contribution for {e.image} ({e.method})")
+        try:
+            for c in e.components:
+                component_significance(c.extra)
+        except ValueError as exc:
+            raise UserError(f"{e.image} ({e.method}): {exc}") from None
     records = [e.to_dict() for e in explanations]
     tmp_json, tmp_npz = out / "explanations.json.tmp", out / "heatmaps.tmp.npz"
     moves = ((tmp_json, out / "explanations.json"), (tmp_npz, out / "heatmaps.npz"))

@@ -14,6 +14,10 @@ A picture is one row of panels, each the same size, with a caption under it:
 - The top terms, each heatmap drawn over the image with its label and its share of the score,
   contribution / score, as in Fig. 1 and 4.
 - IBD and Network Dissection add the residual's share (score minus the listed contributions).
+- A component whose record says `"significant": false` (its Monte-Carlo p-value against random
+  directions, Holm-corrected over the image's components, is above alpha: `ibd.significance`)
+  is captioned in light grey with "n.s." after its share; one without the field is drawn as
+  before.
 
 Two ways to show a heatmap: `style="overlay"` blends a colour map over the image (the authors'
 code: JET at 50%); `style="mask"` keeps the top 20% of the heatmap's pixels and dims the rest, as
@@ -34,6 +38,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from ibd.errors import UserError
+from ibd.explain import records
 from ibd.explain.maps import upsample
 
 STYLES = ("overlay", "mask")
@@ -44,15 +49,19 @@ _BACKGROUND = (255, 255, 255)
 _TEXT = (20, 20, 20)
 _MUTED = (110, 110, 110)
 _RESIDUAL = (235, 235, 235)
+_NOT_SIGNIFICANT = (165, 165, 165)
+NOT_SIGNIFICANT_MARK = "n.s."
 
 
 @dataclass(frozen=True)
 class Term:
-    """One drawn component: its label, contribution to the score and raw heatmap (h x w)."""
+    """One drawn component: its label, contribution to the score, raw heatmap (h x w) and
+    whether it is significant (None: not tested)."""
 
     label: str
     contribution: float
     heatmap: np.ndarray
+    significant: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -93,6 +102,14 @@ def _array(heatmap: Any) -> np.ndarray:
     return array
 
 
+def _significant(fields: Mapping[str, Any] | None) -> bool | None:
+    """A component's `significant` field (docs/contracts.md 4), None when absent."""
+    try:
+        return records.component_significance(fields).get("significant")
+    except ValueError as exc:
+        raise UserError(f"explanation component: {exc}") from None
+
+
 def picture_of(explanation: _ExplanationLike, class_map: Any = None) -> Picture:
     """A Picture of an explanation object (the Python API's `ibd.Explanation`)."""
     probability = getattr(explanation, "probability", None)
@@ -105,7 +122,12 @@ def picture_of(explanation: _ExplanationLike, class_map: Any = None) -> Picture:
         score=float(explanation.score),
         probability=None if probability is None else float(probability),
         terms=tuple(
-            Term(c.label, float(c.contribution), _array(c.heatmap))
+            Term(
+                c.label,
+                float(c.contribution),
+                _array(c.heatmap),
+                _significant(getattr(c, "extra", None)),
+            )
             for c in explanation.components
         ),
         residual=None if explanation.residual is None else float(explanation.residual),
@@ -117,7 +139,12 @@ def picture_of_record(record: Mapping[str, Any], heatmaps: Mapping[str, np.ndarr
     """A Picture of one explanations.json record and its heatmaps.npz (docs/contracts.md)."""
     try:
         terms = tuple(
-            Term(str(c["label"]), float(c["contribution"]), _array(heatmaps[c["heatmap"]]))
+            Term(
+                str(c["label"]),
+                float(c["contribution"]),
+                _array(heatmaps[c["heatmap"]]),
+                _significant(c),
+            )
             for c in record["components"]
         )
         residual = record.get("residual")
@@ -225,6 +252,7 @@ class _Panel:
     image: Image.Image | None  # None: a text-only panel (the residual)
     caption: str
     detail: str
+    muted: bool = False  # a component that is not significant: greyed, marked "n.s."
 
 
 def _panels(
@@ -248,9 +276,11 @@ def _panels(
         panels.append(_Panel(draw(class_map), label, detail))
     if picture.method not in CLASS_MAP_LABELS:
         for term in picture.terms[:top]:
-            panels.append(
-                _Panel(draw(term.heatmap), term.label, share(term.contribution, picture.score))
-            )
+            detail = share(term.contribution, picture.score)
+            muted = term.significant is False
+            if muted:
+                detail = f"{detail} {NOT_SIGNIFICANT_MARK}"
+            panels.append(_Panel(draw(term.heatmap), term.label, detail, muted))
         if picture.residual is not None:
             panels.append(_Panel(None, "residual", share(picture.residual, picture.score)))
     return panels
@@ -306,8 +336,9 @@ def render(
         else:
             canvas.paste(panel.image, (x, top_y))
         y = top_y + size + 3
-        draw.text((x, y), _clip(draw, panel.caption, caption_font, size), _TEXT, font=caption_font)
-        draw.text((x, y + line), _clip(draw, panel.detail, caption_font, size), _MUTED,
+        ink, detail_ink = (_NOT_SIGNIFICANT, _NOT_SIGNIFICANT) if panel.muted else (_TEXT, _MUTED)
+        draw.text((x, y), _clip(draw, panel.caption, caption_font, size), ink, font=caption_font)
+        draw.text((x, y + line), _clip(draw, panel.detail, caption_font, size), detail_ink,
                   font=caption_font)
     return canvas
 

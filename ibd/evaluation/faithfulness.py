@@ -159,16 +159,30 @@ def class_score(model: nn.Module, kind: str = "probability") -> ScoreFn:
     The model runs in eval mode (its own mode restored after each call): in training mode batch
     norm would score each image by its batch's statistics, so a curve would depend on which
     perturbed inputs share a batch, and every call would overwrite the running statistics."""
+    outputs = class_outputs(model, kind)
+
+    def score(images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return outputs(images, targets)[0]
+
+    return score
+
+
+def class_outputs(
+    model: nn.Module, kind: str = "probability"
+) -> Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """`class_score`'s f(x), and whether the target k is the model's top-1 class (argmax of the
+    logits, the first on a tie) for each image."""
     if kind not in ("probability", "logit"):
         raise ValueError(f"score must be probability or logit, not {kind}")
 
-    def score(images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def outputs(images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with eval_mode(model), torch.no_grad():
             logits = model(images).float()
         values = torch.softmax(logits, dim=1) if kind == "probability" else logits
-        return values.gather(1, targets[:, None].to(values.device))[:, 0]
+        chosen = targets[:, None].to(values.device)
+        return values.gather(1, chosen)[:, 0], logits.argmax(dim=1) == chosen[:, 0]
 
-    return score
+    return outputs
 
 
 def combine(heatmaps: Sequence[np.ndarray], contributions: Sequence[float]) -> np.ndarray:

@@ -6,8 +6,12 @@
 2. each explanation against its image's masks: presence, pointing and the concept pointing game
    (`ibd.evaluation.truth`), with a seeded random-heatmap control;
 3. counterfactual images, where the world can draw its images again (`ibd.evaluation.reliance`);
-4. deletion / insertion curves with each explanation's own model (`ibd.evaluation.curves`);
-5. with `Settings.sanity`, the model-randomisation sanity checks of each explained model and
+4. the faithfulness measures with each explanation's own model (`ibd.evaluation.curves`):
+   deletion / insertion curves, Average Drop / Increase in Confidence and ROAD;
+5. completeness: each concept explanation's share of the logit (from its file) and Yeh's
+   completeness score of each IBD-explained model's decomposition
+   (`ibd.evaluation.completeness`);
+6. with `Settings.sanity`, the model-randomisation sanity checks of each explained model and
    method (`ibd.evaluation.sanity`).
 
 The networks are loaded before any long work, so a wrong model fails first.
@@ -24,7 +28,17 @@ from ibd.data.csvfiles import read_rows
 from ibd.errors import UserError
 from ibd.evaluation import items as itemlib
 from ibd.evaluation import scoring as ev
-from ibd.evaluation.curves import Areas, CurveSettings, MeanCurves, model_curves
+from ibd.evaluation.completeness import (
+    ClassShare,
+    Completeness,
+    CompletenessInputs,
+    LogitShare,
+    ShareKey,
+    class_shares,
+    model_completeness,
+    read_shares,
+)
+from ibd.evaluation.curves import CurveSettings, MeanCurves, Measured, model_curves
 from ibd.evaluation.items import Item
 from ibd.evaluation.reliance import Drawn, Reliance, draw, reliance, settings_of
 from ibd.evaluation.rules import (
@@ -36,7 +50,7 @@ from ibd.evaluation.rules import (
 )
 from ibd.evaluation.sanity import Sanity, SanityInputs, method_factories, run_sanity
 from ibd.evaluation.summary import Scored, Summary, summarise
-from ibd.evaluation.truth import score_items
+from ibd.evaluation.truth import Truth, score_items
 from ibd.nets.load import LoadedModel
 
 # the networks of the named models that can be run (a model left out gets no curves and no
@@ -56,6 +70,8 @@ class Settings:
     # "grey" / "remove": required; None: grey when the world can draw its images; "none": never
     counterfactual: str | None = None
     sanity: SanityInputs | None = None  # None: no sanity checks
+    completeness: bool = True  # Yeh's completeness score (needs the models and their bases)
+    basis: Path | None = None  # for it; None: $IBD_HOME/basis/<model>.npz
 
 
 @dataclass(frozen=True)
@@ -70,6 +86,9 @@ class Results:
     reliance: Reliance | None
     notes: list[str]
     sanity: list[Sanity] = field(default_factory=list)  # one per model checked
+    class_shares: list[ClassShare] = field(default_factory=list)  # share of the logit per class
+    completeness: list[Completeness] = field(default_factory=list)  # one per IBD model
+    # (the place for further stages' results: append fields with defaults here)
 
 
 def _categories(world: Path) -> list[str]:
@@ -81,13 +100,19 @@ def _categories(world: Path) -> list[str]:
     return [row["name"] for row in read_rows(path, ["name"]) if row["name"]]
 
 
-def _read_items(
-    world: Path, dirs: Sequence[Path], settings: Settings, notes: list[str]
-) -> tuple[list[Item], BrodenDataset]:
+@dataclass(frozen=True)
+class _Read:
+    items: list[Item]  # the explanations, then the random controls
+    dataset: BrodenDataset
+    shares: dict[ShareKey, LogitShare]  # of the concept explanations, from their records
+
+
+def _read_items(world: Path, dirs: Sequence[Path], settings: Settings, notes: list[str]) -> _Read:
     dataset = BrodenDataset(world, categories=_categories(world), min_images=1)
     lookup = {dataset.image_path(i).resolve(): i for i in range(len(dataset))}
     true_class = itemlib.true_classes(world)
     found: list[Item] = []
+    shares: dict[ShareKey, LogitShare] = {}
     for directory in dirs:
         read, foreign = itemlib.read_items(
             directory, settings.limit, lookup, true_class, settings.saliency
@@ -95,9 +120,15 @@ def _read_items(
         if foreign:
             notes.append(f"{directory}: {foreign} explanation(s) of images not in {world}")
         found += read
+        for key, share in read_shares(directory, settings.limit).items():
+            shares.setdefault(key, share)
     if not found:
         raise UserError(f"no explanation in {', '.join(map(str, dirs))} is of a world image")
-    return found + itemlib.random_controls(found, settings.seed), dataset
+    return _Read(found + itemlib.random_controls(found, settings.seed), dataset, shares)
+
+
+def _share(item: Item, shares: Mapping[ShareKey, LogitShare]) -> LogitShare | None:
+    return shares.get((item.model, item.method, item.image, item.class_index))
 
 
 def _check_classes(items: Sequence[Item], models: Mapping[str, LoadedModel]) -> None:
@@ -115,16 +146,40 @@ def _check_classes(items: Sequence[Item], models: Mapping[str, LoadedModel]) -> 
 
 
 def _curves(
-    items: Sequence[Item], models: Mapping[str, LoadedModel], settings: CurveSettings
-) -> tuple[dict[int, Areas], dict[tuple[str, str], MeanCurves]]:
-    areas: dict[int, Areas] = {}
+    items: Sequence[Item], models: Mapping[str, LoadedModel], settings: CurveSettings, seed: int
+) -> tuple[dict[int, Measured], dict[tuple[str, str], MeanCurves]]:
+    measured: dict[int, Measured] = {}
     means: dict[tuple[str, str], MeanCurves] = {}
     for name, loaded in models.items():
         positions = [n for n, i in enumerate(items) if i.model == name]
-        found, by_method = model_curves([items[n] for n in positions], loaded, settings)
-        areas.update((positions[n], a) for n, a in found.items())
+        found, by_method = model_curves([items[n] for n in positions], loaded, settings, seed)
+        measured.update((positions[n], m) for n, m in found.items())
         means.update(((name, method), m) for method, m in by_method.items())
-    return areas, means
+    return measured, means
+
+
+def _scored(
+    items: Sequence[Item],
+    truths: Sequence[Truth],
+    measured: Mapping[int, Measured],
+    drawn: Drawn | None,
+    shares: Mapping[ShareKey, LogitShare],
+) -> list[Scored]:
+    out = []
+    for n, (item, truth) in enumerate(zip(items, truths, strict=True)):
+        m = measured.get(n)
+        out.append(
+            Scored(
+                item,
+                truth,
+                None if m is None else m.areas,
+                None if drawn is None else drawn.top.get(n),
+                None if m is None else m.road,
+                None if m is None else m.confidence,
+                _share(item, shares),
+            )
+        )
+    return out
 
 
 @dataclass(frozen=True)
@@ -148,22 +203,24 @@ def _score_explanations(
     notes: list[str],
 ) -> _Explanations:
     cf_settings = settings_of(world_dir, settings.counterfactual, notes)
-    items, dataset = _read_items(world_dir, dirs, settings, notes)
+    read = _read_items(world_dir, dirs, settings, notes)
+    items = read.items
     models: Mapping[str, LoadedModel] = {}
-    if settings.faithfulness or cf_settings is not None or settings.sanity is not None:
+    wanted = settings.completeness and any(i.method == "ibd" for i in items)
+    if settings.faithfulness or cf_settings is not None or settings.sanity is not None or wanted:
         models = load_models(sorted({i.model for i in items}))
         _check_classes(items, models)
-    truths = score_items(items, dataset, world, settings.fraction)
+    truths = score_items(items, read.dataset, world, settings.fraction)
     fill = settings.counterfactual or "grey"
     drawn = None
     if cf_settings is not None:
         drawn = draw(items, models, world_dir, cf_settings, fill)
-    areas, curves = _curves(items, models, settings.curves) if settings.faithfulness else ({}, {})
-    scored = [
-        Scored(item, truth, areas.get(n), None if drawn is None else drawn.top.get(n))
-        for n, (item, truth) in enumerate(zip(items, truths, strict=True))
-    ]
-    return _Explanations(scored, curves, drawn, fill, models, dataset)
+    measured: Mapping[int, Measured] = {}
+    curves: dict[tuple[str, str], MeanCurves] = {}
+    if settings.faithfulness:
+        measured, curves = _curves(items, models, settings.curves, settings.seed)
+    scored = _scored(items, truths, measured, drawn, read.shares)
+    return _Explanations(scored, curves, drawn, fill, models, read.dataset)
 
 
 def _sanity(found: _Explanations, inputs: SanityInputs, notes: list[str]) -> list[Sanity]:
@@ -182,6 +239,47 @@ def _sanity(found: _Explanations, inputs: SanityInputs, notes: list[str]) -> lis
             images = [found.dataset.image_path(i) for i in indices]
             out.append(run_sanity(loaded, images, factories, inputs.settings, progress=True))
     return out
+
+
+def _images_of(found: _Explanations, loaded: LoadedModel) -> tuple[list[Path], list[int]]:
+    """The images the model's IBD explanations explain whose true class is one of the model's
+    classes, and that class's index."""
+    index = {name: k for k, name in enumerate(loaded.classes)}
+    seen: dict[int, tuple[Path, int]] = {}
+    for s in found.scored:
+        item = s.item
+        if item.model == loaded.name and item.method == "ibd" and item.true_class in index:
+            seen.setdefault(item.dataset_index, (item.image, index[item.true_class]))
+    chosen = [seen[n] for n in sorted(seen)]
+    return [p for p, _ in chosen], [k for _, k in chosen]
+
+
+def _completeness(
+    found: _Explanations, inputs: CompletenessInputs, notes: list[str]
+) -> list[Completeness]:
+    """Yeh's completeness score of each loaded model with IBD explanations, on their images."""
+    out = []
+    for name in sorted(found.models):
+        loaded = found.models[name]
+        if not any(s.item.model == name and s.item.method == "ibd" for s in found.scored):
+            continue
+        images, labels = _images_of(found, loaded)
+        if not images:
+            notes.append(f"completeness: no image {name} explained has a true class of the model")
+            continue
+        result = model_completeness(loaded, images, labels, inputs)
+        if result.note is not None:
+            notes.append(f"completeness of {name}: n/a, {result.note}")
+        out.append(result)
+    return out
+
+
+def _class_shares(scored: Sequence[Scored]) -> list[ClassShare]:
+    return class_shares(
+        (s.item.model, s.item.method, s.item.class_name, s.logit_share)
+        for s in scored
+        if s.logit_share is not None
+    )
 
 
 def evaluate(
@@ -220,6 +318,10 @@ def evaluate(
         missing_classes(world, contribution_rows, coefficient_rows) if contribution_rows else []
     )
     sanity = [] if settings.sanity is None else _sanity(found, settings.sanity, notes)
+    completeness = []
+    if settings.completeness:
+        inputs = CompletenessInputs(settings.basis, decomposition, settings.curves.batch_size)
+        completeness = _completeness(found, inputs, notes)
     return Results(
         settings,
         coefficient_rows,
@@ -231,4 +333,6 @@ def evaluate(
         relied,
         notes,
         sanity,
+        _class_shares(found.scored),
+        completeness,
     )

@@ -8,10 +8,13 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ibd.evaluation.completeness import LogitShare
+from ibd.evaluation.confidence import Confidence, average_drop, increase_in_confidence
 from ibd.evaluation.counterfactual import TopEffect
 from ibd.evaluation.curves import Areas
 from ibd.evaluation.items import Item, method_rank
 from ibd.evaluation.means import mean
+from ibd.evaluation.road import RoadScores
 from ibd.evaluation.scoring import CLASS_MAP_METHODS
 from ibd.evaluation.truth import Truth
 
@@ -24,6 +27,9 @@ class Scored:
     truth: Truth
     areas: Areas | None = None
     top_effect: TopEffect | None = None
+    road: RoadScores | None = None
+    confidence: Confidence | None = None
+    logit_share: LogitShare | None = None  # ibd / netdissect: the named share of the logit
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,13 @@ class Summary:
     cf_hit: float
     cf_chance: float
     cf_share: float
+    road_morf: float  # mean class score over the ROAD percentages, most relevant removed first
+    road_lerf: float  # ... least relevant first
+    road_morf_top1: float  # share of (image, percentage) where the class stays top-1
+    road_lerf_top1: float
+    average_drop: float  # percent
+    increase_in_confidence: float  # percent
+    logit_share: float | None  # mean sum(contributions) / logit; None for class maps
 
 
 def _concept_game(group: Sequence[Scored]) -> tuple[int, float | None, float | None, float | None]:
@@ -90,6 +103,28 @@ def _counterfactual(
     )
 
 
+def _road(group: Sequence[Scored]) -> tuple[float, float, float, float]:
+    """Means over a group's explanations of their ROAD scores (nan when not run)."""
+    found = [s.road for s in group if s.road is not None]
+    return (
+        mean(r.morf for r in found),
+        mean(r.lerf for r in found),
+        mean(r.morf_top1 for r in found),
+        mean(r.lerf_top1 for r in found),
+    )
+
+
+def _confidence_and_share(
+    method: str, group: Sequence[Scored]
+) -> tuple[float, float, float | None]:
+    """Average Drop, Increase in Confidence and the mean share of the logit."""
+    found = [s.confidence for s in group if s.confidence is not None]
+    shares = None
+    if method not in CLASS_MAP_METHODS:
+        shares = mean(None if s.logit_share is None else s.logit_share.share for s in group)
+    return average_drop(found), increase_in_confidence(found), shares
+
+
 def _summary(model: str, method: str, group: Sequence[Scored]) -> Summary:
     known = [s.item for s in group if s.item.true_class is not None]
     areas = [s.areas for s in group]
@@ -106,6 +141,8 @@ def _summary(model: str, method: str, group: Sequence[Scored]) -> Summary:
         mean(None if a is None else a.deletion for a in areas),
         mean(None if a is None else a.insertion for a in areas),
         *_counterfactual(group),
+        *_road(group),
+        *_confidence_and_share(method, group),
     )
 
 

@@ -37,7 +37,8 @@ index (`_concept_rng`) and does not depend on the other concepts.
 
 Procedures (paper section 2.2 and the authors' code; docs/basis.md 2):
 
-- `paper` (default): per concept a training set of its positives and ratio x as many negatives
+- `authors` (the default): see below.
+- `paper`: per concept a training set of its positives and ratio x as many negatives
   (1:20), drawn at random from the pool; logistic loss. Then five rounds of hard-negative mining:
   score every bank position and rebuild c's ratio x n_pos negatives from its highest-scoring
   negatives (a `hard_fraction` of them, default half) and fresh random ones (the rest), retrain.
@@ -53,10 +54,13 @@ Procedures (paper section 2.2 and the authors' code; docs/basis.md 2):
   optimisation: a penalty on w~ itself would leave a dimension of tiny spread almost free in
   raw units, and its raw weight w~_d / sigma_d would dominate q_c (as a near-dead channel of a
   VGG-style network did on the concept world: benchmarks/RESULTS.md, "Figures behind the code").
-- `authors` (CSAILVision/IBD's code): the 1:20 negatives are a pool of candidates; each of 15
-  epochs trains on all positives and 2 x n_pos negatives, the highest-scoring of the pool under
-  the previous epoch's classifier (random in the first epoch); plain SGD, lr 0.01, 128 samples
-  per concept per step, loss (sigmoid(w . a + b) - y)^2, no weight decay, raw features.
+- `authors` (CSAILVision/IBD's code; the default): the 1:20 negatives are a pool of
+  candidates; each of 15 epochs trains on all positives and 2 x n_pos negatives, the
+  highest-scoring of the pool under the previous epoch's classifier (random in the first
+  epoch); plain SGD, lr 0.01, 128 samples per concept per step, loss
+  (sigmoid(w . a + b) - y)^2, no weight decay, raw features. The default because its class
+  decompositions follow the concept world's rules far better (the paper procedure detects
+  concepts better): docs/basis.md, "Which procedure, and why".
 
 Evaluation: average precision of each classifier over every position of the held-out images
 (the store's `val` split; no training image is ever scored), and the mAP (paper Table 1); also
@@ -101,16 +105,20 @@ SCALE_FLOOR = 0.1  # of the features' overall scale s: the least sigma_d that st
 
 @dataclass(frozen=True)
 class Settings:
-    """Training settings; `for_procedure` fills the defaults of each procedure."""
+    """Training settings; `for_procedure` fills the defaults of each procedure. The field
+    defaults are those of the default procedure, the authors' (`Settings()` equals
+    `Settings.for_procedure("authors")`); build the paper procedure's settings with
+    `Settings.for_procedure("paper", ...)`, which sets its own rounds, epochs, batch size and
+    L2 penalty (noted as "paper:" below)."""
 
-    procedure: str = "paper"
+    procedure: str = "authors"
     ratio: int = 20  # negatives per positive: training set (paper), candidate pool (authors)
-    rounds: int = 5  # hard-negative mining rounds after the first training (paper)
+    rounds: int = 0  # hard-negative mining rounds after the first training (paper: 5)
     hard_fraction: float = 0.5  # of each mining round's negatives, the rest fresh random (paper)
-    epochs: int = 10  # passes per round (paper) / in all (authors)
+    epochs: int = 15  # in all (authors) / passes per round (paper: 10)
     lr: float = 0.01
-    batch_size: int = 1024  # bank rows per step (paper) / samples per concept per step (authors)
-    l2: float = 1e-4
+    batch_size: int = 128  # samples per concept per step (authors) / bank rows (paper: 1024)
+    l2: float = 0.0  # L2 penalty (paper: 1e-4; the authors' procedure has none)
     hard_ratio: int = 2  # negatives per positive in each epoch (authors)
     max_positives: int = 4000  # per concept, subsampled beyond this
     pool_size: int = 200_000  # random training positions in the bank
@@ -123,14 +131,15 @@ class Settings:
         if procedure not in PROCEDURES:
             raise UserError(f"unknown procedure '{procedure}' (choose {', '.join(PROCEDURES)})")
         base: dict[str, Any] = {"procedure": procedure}
-        if procedure == "authors":
+        if procedure == "authors":  # the field defaults
             paper_only = [
                 k for k in ("rounds", "hard_fraction", "l2") if overrides.get(k) is not None
             ]
             if paper_only:
                 flags = ", ".join(k.replace("_", "-") for k in paper_only)
                 raise UserError(f"{flags}: only for the paper procedure")
-            base.update(epochs=15, lr=0.01, batch_size=128, l2=0.0, rounds=0)
+        else:
+            base.update(rounds=5, epochs=10, lr=0.01, batch_size=1024, l2=1e-4)
         base.update({k: v for k, v in overrides.items() if v is not None})
         settings = cls(**base)
         settings.check()
@@ -978,14 +987,15 @@ class Basis:
     def learn(
         cls,
         features: FeatureStore | str | Path,
-        procedure: str = "paper",
+        procedure: str = "authors",
         *,
         progress: bool = False,
         log: Callable[[str], None] = print,
         **settings: Any,
     ) -> Basis:
         """Train the concept classifiers on a feature store (`ibd features`, or its directory)
-        with `procedure` 'paper' or 'authors' and any `Settings` field as a keyword."""
+        with `procedure` 'authors' (the default) or 'paper' and any `Settings` field as a
+        keyword (the paper-only ones, `rounds`, `hard_fraction` and `l2`, with 'paper')."""
         store = features if isinstance(features, FeatureStore) else FeatureStore(features)
         return learn(
             store, Settings.for_procedure(procedure, **settings), progress=progress, log=log

@@ -1,7 +1,12 @@
-"""`ibd basis learn [model flags] [--dataset DIR] [--out basis.npz] [--procedure paper|authors]`:
+"""`ibd basis learn [model flags] [--dataset DIR] [--out basis.npz] [--procedure authors|paper]`:
 learn one classifier per concept on the model's feature layer (paper 2.2, 3.1), evaluate them on
 held-out images (per-concept AP and mAP, paper Table 1) and write `basis.npz`
 (docs/contracts.md 5).
+
+The default procedure is the authors' (their code, behind their published decomposition): on
+the concept world its class decompositions match the world's rules far better. `--procedure
+paper` (the paper's text: 1:20 negatives and hard-negative mining) gives the better concept
+detectors. The numbers: docs/basis.md, "Which procedure, and why".
 
 The features come from the feature store of `ibd features` (built or reused here, cached under
 $IBD_HOME/features/<model>/). An existing store is reused in its own dtype (float16 or float32);
@@ -34,32 +39,36 @@ def configure(parser: argparse.ArgumentParser) -> None:
     train = learn.add_argument_group("training (defaults depend on --procedure)")
     train.add_argument(
         "--procedure",
-        choices=PROCEDURES,
-        default="paper",
-        help="paper: 1:20 resampling + 5 rounds of hard-negative mining, logistic loss (default); "
-        "authors: 15 epochs of 1:2 hardest negatives from a 1:20 pool, SGD, sigmoid + MSE",
+        choices=sorted(PROCEDURES),
+        default="authors",
+        help="authors (default): 15 epochs of 1:2 hardest negatives from a 1:20 pool, SGD, "
+        "sigmoid + MSE (decompositions closer to the concept world's rules); paper: 1:20 "
+        "resampling + 5 rounds of hard-negative mining, logistic loss (better concept "
+        "detectors)",
     )
     train.add_argument("--ratio", type=int, help="negatives per positive (default 20)")
-    train.add_argument("--rounds", type=int, help="paper: hard-negative mining rounds (default 5)")
+    train.add_argument(
+        "--rounds", type=int, help="paper only: hard-negative mining rounds (default 5)"
+    )
     train.add_argument(
         "--hard-fraction",
         type=float,
-        help="paper: share of each mining round's negatives that are the hardest, the rest "
+        help="paper only: share of each mining round's negatives that are the hardest, the rest "
         "fresh random ones (default 0.5; 1 = replace all by hard ones)",
     )
-    train.add_argument("--epochs", type=int, help="paper: per round (10); authors: in all (15)")
+    train.add_argument("--epochs", type=int, help="authors: in all (15); paper: per round (10)")
     train.add_argument("--lr", type=float, help="learning rate (default 0.01)")
     train.add_argument(
         "--train-batch",
         type=int,
         dest="train_batch",
-        help="paper: bank rows per step (1024); authors: samples per concept per step (128)",
+        help="authors: samples per concept per step (128); paper: bank rows per step (1024)",
     )
     train.add_argument(
         "--l2",
         type=float,
-        help="paper: L2 penalty on the raw weights, times the features' mean variance "
-        "(default 1e-4); authors: 0",
+        help="paper only: L2 penalty on the raw weights, times the features' mean variance "
+        "(default 1e-4; the authors' procedure has none)",
     )
     train.add_argument(
         "--max-positives", type=int, help="positive positions per concept, subsampled (4000)"

@@ -347,11 +347,20 @@ def test_basis_learn_trains_on_a_feature_store_and_round_trips(tmp_path: Path) -
 
     store, _ = planted_store(tmp_path)
     options = {"epochs": 2, "rounds": 1, "pool_size": 300}
-    learned = ibd.Basis.learn(store.path, log=lambda _: None, **options)
+    learned = ibd.Basis.learn(store.path, "paper", log=lambda _: None, **options)
     settings = basis_module.Settings.for_procedure("paper", **options)
     direct = basis_module.learn(store, settings, **quiet())
     assert learned.names == direct.names and learned.meta["settings"] == direct.meta["settings"]
     np.testing.assert_array_equal(learned.weight, direct.weight)
+    # without a procedure: the authors' (the default), which has no mining rounds
+    default = ibd.Basis.learn(store.path, log=lambda _: None, epochs=2, pool_size=300)
+    assert default.meta["settings"]["procedure"] == "authors"
+    authors = basis_module.learn(
+        store, basis_module.Settings.for_procedure("authors", epochs=2, pool_size=300), **quiet()
+    )
+    np.testing.assert_array_equal(default.weight, authors.weight)
+    with pytest.raises(ibd.UserError, match="rounds: only for the paper procedure"):
+        ibd.Basis.learn(store.path, log=lambda _: None, **options)
     learned.save(tmp_path / "basis.npz")
     again = ibd.Basis.load(tmp_path / "basis.npz")
     np.testing.assert_array_equal(again.q, learned.q)

@@ -5,6 +5,7 @@ AP and q by hand, the basis.npz contract, and `ibd basis learn` end to end."""
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 from typing import Any
@@ -593,6 +594,20 @@ def test_memory_budgets_change_the_chunking_not_the_results(
     assert whole.meta["mAP_1to20"] == chunked.meta["mAP_1to20"]
 
 
+def test_the_authors_procedure_is_the_default_and_the_paper_one_keeps_its_own_settings() -> None:
+    """docs/basis.md, "Which procedure, and why": the authors' procedure by default, in the
+    dataclass and in `for_procedure`; the paper procedure still gets its own numbers."""
+    authors = basis.Settings.for_procedure("authors")
+    assert basis.Settings() == authors and authors.procedure == "authors"
+    assert (authors.epochs, authors.batch_size, authors.l2, authors.rounds) == (15, 128, 0.0, 0)
+    paper = basis.Settings.for_procedure("paper")
+    assert (paper.procedure, paper.epochs, paper.batch_size) == ("paper", 10, 1024)
+    assert (paper.l2, paper.rounds, paper.hard_fraction, paper.lr) == (1e-4, 5, 0.5, 0.01)
+    assert basis.Settings.for_procedure("paper", rounds=0, epochs=3).rounds == 0
+    # the Python entry point's default, as the command's
+    assert inspect.signature(basis.Basis.learn).parameters["procedure"].default == "authors"
+
+
 def test_bad_settings_are_user_errors() -> None:
     with pytest.raises(UserError, match="ratio must be at least 1"):
         basis.Settings.for_procedure("paper", ratio=0)
@@ -693,15 +708,13 @@ def test_basis_learn_command_end_to_end(tmp_path: Path, capsys: pytest.CaptureFi
         "1",
         "--epochs",
         "3",
-        "--rounds",
-        "1",
         "--quiet",
         "--threads",
         "1",
         "--out",
         str(out),
     ]
-    assert main(argv) == 0
+    assert main([*argv, "--procedure", "paper", "--rounds", "1"]) == 0
     printed = capsys.readouterr().out
     with np.load(out) as npz:
         names, ap, meta = npz["names"].tolist(), npz["ap"], json.loads(str(npz["meta"]))
@@ -713,7 +726,15 @@ def test_basis_learn_command_end_to_end(tmp_path: Path, capsys: pytest.CaptureFi
     assert meta["held_out_positions"] == 4 * 2 * 2
     assert np.all((ap >= 0) & (ap <= 1))
     assert features.FeatureStore(tmp_path / "store").num_images == 12
-    assert main([*argv, "--procedure", "authors"]) == 2  # argv has --rounds
+    assert meta["settings"]["procedure"] == "paper" and meta["settings"]["rounds"] == 1
+    # the default procedure is the authors'; the paper's options are refused with it
+    assert main(argv) == 0
+    assert "mAP" in capsys.readouterr().out
+    with np.load(out) as npz:
+        settings = json.loads(str(npz["meta"]))["settings"]
+    assert settings["procedure"] == "authors" and settings["epochs"] == 3
+    assert (settings["rounds"], settings["batch_size"], settings["l2"]) == (0, 128, 0.0)
+    assert main([*argv, "--rounds", "1"]) == 2
     assert (
         capsys.readouterr().err.strip() == "ibd basis: error: rounds: only for the paper procedure"
     )

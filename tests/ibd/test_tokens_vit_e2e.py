@@ -62,7 +62,7 @@ def test_vit_b_16_from_basis_to_explanations(
     assert "14 x 14 patch grid, 1 extra token(s) in front dropped" in info
     assert "CAM does not apply" in info
 
-    assert main(["basis", "learn", *flags, "--rounds", "1", "--epochs", "1", "--quiet"]) == 0
+    assert main(["basis", "learn", *flags, "--epochs", "1", "--quiet"]) == 0  # authors (default)
     with np.load(home / "basis/vit.npz") as npz:
         q, names = npz["q"], list(npz["names"])
         assert json.loads(str(npz["meta"]))["layer"] == LAYER

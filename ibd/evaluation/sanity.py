@@ -11,7 +11,11 @@ NetDissect; docs/evaluate.md, "Sanity checks"):
 - **random logit**: the trained model explains a random other class (seeded per image) and that
   map is compared with the predicted class's map;
 - **random pair**: the trained model's maps of two different images (a seeded derangement),
-  the level of similarity that two unrelated explanations reach.
+  the level of similarity that two unrelated explanations reach;
+- **data randomisation** (`run_data_randomisation`, docs/sanity.md): the trained model against
+  a model of the same architecture trained on the same images with their labels permuted
+  (`ibd train --arch world_resnet_shuffled`), each explained with its own basis, decomposition
+  or tally, both explaining the trained model's predicted class of each image.
 
 Re-initialising a block calls `reset_parameters()` of every submodule that has one (a
 BatchNorm's also resets its running statistics), on a deep copy of the network, under
@@ -36,13 +40,14 @@ The map of IBD and NetDissect is their components' min-max normalised heatmaps w
 contribution (`ibd.evaluation.faithfulness.combine`, the map of the deletion curves); CAM's and
 Grad-CAM's is their one heatmap.
 
-Pass rule: a step passes on a measure when the mean similarity is at most the random-pair level
-of that method and measure plus `margin` (default 0.1): the randomised model's explanation is
-no more like the trained one's than two unrelated explanations are, up to the margin. A row
-passes when its three map measures pass. The concept-ranking measure has its own verdict and
-does not enter the row's: two images' explanations mostly list different concepts, so the
-random pair's ranking correlation over the union of labels is pulled below 0 by the labels
-only one of them lists, a level the same image's explanations rarely reach.
+Pass rule: a step (or the data-randomisation comparison) passes on a measure when the mean
+similarity is at most the random-pair level of that method and measure plus `margin` (default
+0.1): the randomised model's explanation is no more like the trained one's than two unrelated
+explanations are, up to the margin. A row passes when its three map measures pass. The
+concept-ranking measure has its own verdict and does not enter the row's: two images'
+explanations mostly list different concepts, so the random pair's ranking correlation over the
+union of labels is pulled below 0 by the labels only one of them lists, a level the same
+image's explanations rarely reach.
 """
 
 from __future__ import annotations
@@ -297,13 +302,10 @@ class Row:
     values: dict[str, float]
 
 
-@dataclass(frozen=True)
-class Sanity:
-    """Every row of the sanity checks of one model, and the settings they ran with."""
+class _Judged:
+    """Verdicts on rows against each method's random-pair row (the pass rule of the module
+    docstring), for a result holding `rows` and `settings`."""
 
-    model: str
-    blocks: list[str]
-    images: int
     rows: list[Row]
     settings: SanitySettings
 
@@ -337,6 +339,17 @@ class Sanity:
 
     def methods(self) -> list[str]:
         return list(dict.fromkeys(r.method for r in self.rows))
+
+
+@dataclass(frozen=True)
+class Sanity(_Judged):
+    """Every row of the sanity checks of one model, and the settings they ran with."""
+
+    model: str
+    blocks: list[str]
+    images: int
+    rows: list[Row]
+    settings: SanitySettings
 
 
 def _explain(
@@ -457,6 +470,174 @@ def run_sanity(
 def _ordered(rows: list[Row]) -> list[Row]:
     order = {t: n for n, t in enumerate(TESTS)}
     return sorted(rows, key=lambda r: (r.method, order[r.test], r.step))
+
+
+# ------------------------------------------------------------------ data randomisation
+
+
+@dataclass(frozen=True)
+class DataRandomisation(_Judged):
+    """The data-randomisation check (Adebayo et al. 2018, section 3.2) of one trained model
+    against a model of the same classes trained on permuted labels: per method, a
+    "data_randomisation" row (the trained model's explanation against the randomised model's,
+    of the same image and class) and the trained model's "random_pair" row; `skipped`: the
+    methods that only one of the two models had a factory for."""
+
+    model: str
+    randomised: str
+    images: int
+    rows: list[Row]
+    settings: SanitySettings
+    skipped: tuple[str, ...] = ()
+
+    def row(self, method: str) -> Row:
+        """`method`'s data-randomisation row."""
+        for row in self.rows:
+            if row.method == method and row.test == "data_randomisation":
+                return row
+        raise KeyError(method)
+
+
+def _check_pair(trained: Model, randomised: Model) -> None:
+    if list(trained.classes) != list(randomised.classes):
+        raise UserError(
+            f"{trained.name} and {randomised.name} have different classes: the data "
+            "randomisation check explains the same class with both"
+        )
+    if tuple(trained.input_size) != tuple(randomised.input_size):
+        raise UserError(
+            f"{trained.name} takes {tuple(trained.input_size)} images and {randomised.name} "
+            f"{tuple(randomised.input_size)}: the data randomisation check needs one size"
+        )
+
+
+def run_data_randomisation(
+    trained: LoadedModel,
+    randomised: LoadedModel,
+    images: Images,
+    trained_factories: Mapping[str, ExplainerFactory],
+    randomised_factories: Mapping[str, ExplainerFactory],
+    settings: SanitySettings | None = None,
+    *,
+    progress: bool = False,
+) -> DataRandomisation:
+    """The data-randomisation check: for each method with a factory for both models (name ->
+    a function making its explainer for that model: IBD with each model's own basis and
+    decomposition, NetDissect with each model's own tally), the trained model explains its
+    predicted class of each image, the randomised model (trained on permuted labels) explains
+    the same class of the same image, and the module's measures compare the two, image by
+    image, against the trained model's random-pair level (the pass rule of the module
+    docstring, `settings.margin`; `settings.blocks` is not used). A method passes when the
+    randomised model's explanations are no more like the trained model's than two unrelated
+    explanations are. Neither model is changed."""
+    settings = settings or SanitySettings()
+    if settings.margin < 0:
+        raise UserError(f"the sanity margin must be >= 0, got {settings.margin}")
+    first, second = Model.of(trained), Model.of(randomised)
+    _check_pair(first, second)
+    methods = [m for m in trained_factories if m in randomised_factories]
+    if not methods:
+        raise UserError(f"no explanation method to compare {first.name} and {second.name} with")
+    skipped = tuple(sorted(set(trained_factories) ^ set(randomised_factories)))
+    rows: list[Row] = []
+    count = 0
+    desc = f"data randomisation {first.name} vs {second.name}"
+    for method in tqdm(methods, desc=desc, unit="method", disable=not progress):
+        run = _Run(first, method, trained_factories[method], images, settings, first.input_size)
+        run.start()
+        count = len(run.trained)
+        other = _explain(
+            randomised_factories[method], second, images, run.targets, settings.batch_size
+        )
+        run.add("data_randomisation", 0, "", other)
+        partner = _derangement(count, settings.seed)
+        run.add("random_pair", 0, "", [run.trained[p] for p in partner])
+        rows += run.rows
+    return DataRandomisation(first.name, second.name, count, rows, settings, skipped)
+
+
+DATA_COLUMNS = (
+    "model",
+    "randomised_model",
+    "method",
+    "test",
+    *MEASURES,
+    *(f"pass_{m}" for m in MEASURES),
+    *(f"random_pair_{m}" for m in MEASURES),
+    "passes",  # the three map measures pass
+)
+
+
+def data_randomisation_rows(result: DataRandomisation) -> list[list[str]]:
+    """The rows of data_randomisation.csv (DATA_COLUMNS)."""
+    out = []
+    for row in result.rows:
+        verdicts = result.passes(row)
+        base = result.baseline(row.method)
+        out.append(
+            [
+                result.model,
+                result.randomised,
+                row.method,
+                row.test,
+                *(_cell(row.values[m]) for m in MEASURES),
+                *(_cell(verdicts[m]) for m in MEASURES),
+                *(_cell(base[m]) for m in MEASURES),
+                _cell(result.passed(row)),
+            ]
+        )
+    return out
+
+
+def write_data_randomisation_csv(path: Path, result: DataRandomisation) -> None:
+    """data_randomisation.csv: per method, the data-randomisation row and the random pair."""
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(DATA_COLUMNS)
+        writer.writerows(data_randomisation_rows(result))
+
+
+def _values(values: Mapping[str, float]) -> str:
+    """Spearman of |map| / signed Spearman / SSIM (/ concept-ranking Spearman if defined)."""
+    shown = [values[m] for m in MAP_MEASURES]
+    if not math.isnan(values["concept_spearman"]):
+        shown.append(values["concept_spearman"])
+    return " / ".join("n/a" if math.isnan(v) else f"{v:.2f}" for v in shown)
+
+
+def _verdict(value: bool | None) -> str:
+    return "n/a" if value is None else ("yes" if value else "no")
+
+
+def data_randomisation_section(result: DataRandomisation) -> list[str]:
+    """The Markdown section of the evaluate report: one table row per method."""
+    margin = result.settings.margin
+    lines = [
+        f"## Data randomisation: {result.model} against {result.randomised} "
+        "(trained on shuffled labels; Adebayo et al. 2018)",
+        "",
+        f"Both models explain {result.model}'s predicted class of the same {result.images} "
+        "images, each with its own basis, decomposition or tally. Similarity of the two "
+        "explanations: Spearman of |map| / of the signed map / SSIM (/ Spearman of the concept "
+        f"ranking), 1 = the same. A method passes when its map measures are at most "
+        f"{result.model}'s random-pair level (two images' explanations) + {margin:g}: the "
+        "explanation depends on what the model learned from the labels (docs/sanity.md).",
+        "",
+        "| method | random pair | shuffled-label model | passes | concept ranking passes |",
+        "|---|---|---|---|---|",
+    ]
+    for method in result.methods():
+        row = result.row(method)
+        lines.append(
+            f"| {method} | {_values(result.baseline(method))} | {_values(row.values)} | "
+            f"{_verdict(result.passed(row))} | "
+            f"{_verdict(result.passes(row)['concept_spearman'])} |"
+        )
+    lines += ["", "Table: data_randomisation.csv", ""]
+    if result.skipped:
+        names = ", ".join(result.skipped)
+        lines += [f"Note: {names} not compared (no factory for one of the two models)", ""]
+    return lines
 
 
 # ------------------------------------------------------------------- for `ibd evaluate`
@@ -620,6 +801,48 @@ def write_figure(path: Path, sanity: Sanity) -> None:
     fig.suptitle(
         f"{sanity.model}: cascading randomisation ({sanity.images} images; bands: random pair "
         f"to + {sanity.settings.margin:g})",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def write_data_randomisation_figure(path: Path, result: DataRandomisation) -> None:
+    """One panel per measure: each method's similarity between the trained model's and the
+    shuffled-label model's explanations (a bar), beside its band from the trained model's
+    random-pair level to that plus the margin (a bar passes when it ends below the band's
+    top)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = result.methods()
+    panels = [
+        (m, title)
+        for m, title in FIGURE_MEASURES
+        if any(not math.isnan(result.row(n).values[m]) for n in methods)
+    ]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.4), squeeze=False)
+    margin = result.settings.margin
+    for ax, (measure, title) in zip(axes[0], panels, strict=True):
+        for x, method in enumerate(methods):
+            value = result.row(method).values[measure]
+            base = result.baseline(method)[measure]
+            if not math.isnan(base):
+                ax.fill_between([x - 0.4, x + 0.4], base, base + margin, color="grey", alpha=0.3)
+                ax.plot([x - 0.4, x + 0.4], [base, base], color="grey", linestyle=":")
+            if not math.isnan(value):
+                ax.bar(x, value, width=0.5, color=f"C{x}")
+        ax.set_xticks(range(len(methods)), methods, fontsize=8)
+        ax.axhline(0, color="black", linewidth=0.5)
+        ax.set_ylim(-1.05, 1.05)
+        ax.set_title(title, fontsize=9)
+        ax.grid(alpha=0.3, axis="y")
+    axes[0][0].set_ylabel(f"{result.model} vs {result.randomised}", fontsize=8)
+    fig.suptitle(
+        f"Data randomisation ({result.images} images; grey: random pair to + {margin:g})",
         fontsize=9,
     )
     fig.tight_layout()

@@ -241,7 +241,7 @@ def combine(
     return Tests(observed, p, error, adjusted, adjusted <= alpha, by_null)
 
 
-def test_terms(
+def term_tests(
     q: np.ndarray,
     w: np.ndarray,
     concepts: Sequence[int],
@@ -552,7 +552,7 @@ def draw_null(
 # -- whole decompositions -------------------------------------------------------------------------
 
 
-def test_decomposition(
+def with_significance(
     decomposition: Decomposition,
     weight: np.ndarray,
     q: np.ndarray,
@@ -578,7 +578,7 @@ def test_decomposition(
         concepts = [c for c, _ in decomposition.terms(k)]
         if not concepts:
             continue
-        tests = test_terms(q, w[k], concepts, null.vectors, alpha=alpha)
+        tests = term_tests(q, w[k], concepts, null.vectors, alpha=alpha)
         n = len(concepts)
         p[k, :n], err[k, :n], adj[k, :n] = tests.p_value, tests.p_error, tests.p_adjusted
         significant[k, :n] = tests.significant
@@ -619,6 +619,6 @@ def image_tester(q: np.ndarray, null: NullBasis, alpha: float = ALPHA) -> ImageT
     def tester(
         w: np.ndarray, a: np.ndarray, concepts: Sequence[int], shown: Sequence[int]
     ) -> Tests:
-        return test_terms(q64, w, concepts, null.vectors, a=a, which=shown, alpha=alpha)
+        return term_tests(q64, w, concepts, null.vectors, a=a, which=shown, alpha=alpha)
 
     return tester

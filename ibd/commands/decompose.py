@@ -219,7 +219,7 @@ def _add_significance(
     out: Path,
 ) -> Decomposition:
     """Draw the null, save it beside `out`, and return the decomposition with p-values."""
-    from ibd.significance import draw_null, null_path, test_decomposition
+    from ibd.significance import draw_null, null_path, with_significance
 
     store = _feature_store(args, basis.meta, model) if "classifiers" in options["kinds"] else None
     null = draw_null(
@@ -232,7 +232,7 @@ def _add_significance(
         progress=True,
     )
     saved = null.save(null_path(out))
-    tested = test_decomposition(
+    tested = with_significance(
         dec, w, basis.q.astype(np.float64), null, alpha=options["alpha"], progress=True
     )
     assert tested.significant is not None

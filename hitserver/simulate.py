@@ -119,17 +119,26 @@ def overlap(mask: np.ndarray, truth: np.ndarray) -> float:
     return float((mask & truth).sum()) / smaller if smaller else 0.0
 
 
+def class_region(
+    truth: dict[str, np.ndarray], defining: list[str], shape: tuple[int, ...]
+) -> np.ndarray:
+    """The union of the class's defining concepts that the image shows, at `shape`: what a
+    CAM / Grad-CAM mask is compared with."""
+    union = np.zeros(shape, dtype=bool)
+    for name in defining:
+        if name in truth:
+            union |= fit_mask(truth[name], shape)
+    return union
+
+
 def quality(
     side: dict[str, Any], masks: list[np.ndarray], truth: dict[str, np.ndarray], defining: list[str]
 ) -> tuple[float, str | None]:
     """The quality of one robot's explanation, and the name of its worst component."""
     if side["method"] in CLASS_LEVEL_METHODS:
-        union = np.zeros_like(masks[0]) if masks else None
-        for name in defining:
-            if name in truth and union is not None:
-                union = union | _fit(truth[name], union.shape)
-        score = 0.5 + 0.5 * overlap(masks[0], union) if masks and union is not None else 0.0
-        return score, None
+        if not masks:
+            return 0.0, None
+        return 0.5 + 0.5 * overlap(masks[0], class_region(truth, defining, masks[0].shape)), None
     scores = []
     for concept, mask in zip(side["concepts"], masks, strict=True):
         present = concept in truth
@@ -140,7 +149,8 @@ def quality(
     return float(np.mean(scores)), worst
 
 
-def _fit(truth: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+def fit_mask(truth: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """`truth` resized to `shape` (nearest neighbour), as `overlap` compares them."""
     if truth.shape == shape:
         return truth
     resized = Image.fromarray(truth.astype(np.uint8) * 255).resize(

@@ -17,7 +17,15 @@ from hitserver.cli import main
 from hitserver.database import make_engine, upgrade
 from hitserver.errors import UserError
 from hitserver.loading import load_batch
-from hitserver.simulate import Rater, WorldTruth, choose, overlap, quality, simulate
+from hitserver.simulate import (
+    Rater,
+    Study,
+    WorldTruth,
+    choose,
+    overlap,
+    quality,
+    simulate,
+)
 
 
 def plane(numbers: np.ndarray) -> Image.Image:
@@ -77,6 +85,62 @@ def test_quality_rewards_present_and_covered_concepts(world: Path) -> None:
     cam = {"method": "cam", "concepts": ["harbor"]}
     score, worst = quality(cam, [on_boat], truth, ["boat", "water"])
     assert score == pytest.approx(1.0) and worst is None  # inside the defining union
+
+
+def mirrored_study(tmp_path: Path, world: Path) -> Study:
+    """One IBD explanation (boat on the boat, water off the water: q 0.75) against one CAM map
+    (on the water: q 1.0), as the same pair in four items: IBD as Robot A or B, listed first or
+    second in the manifest, and with other model names and Grad-CAM for CAM."""
+    on_boat = np.zeros((4, 4), bool)
+    on_boat[:2, :2] = True
+    off_water = np.zeros((4, 4), bool)
+    off_water[:2, 2:] = True
+    masks = {"boat.png": on_boat, "off.png": off_water, "cam.png": ~on_boat & ~off_water}
+    ibd = {"method": "ibd", "model": "m", "concepts": ["boat", "water"]}
+    ibd["masks"] = ["boat.png", "off.png"]
+    cam = {"method": "cam", "model": "m", "concepts": ["harbor"], "masks": ["cam.png"]}
+    renamed = (dict(ibd, model="other"), dict(cam, method="gradcam", model="other"))
+    pairs = {  # id: (first, second, robot_a)
+        "ibd-is-a": (ibd, cam, "first"),
+        "ibd-is-b": (ibd, cam, "second"),
+        "ibd-is-a-listed-second": (cam, ibd, "second"),
+        "ibd-is-a-renamed": (*renamed, "first"),
+    }
+    items = [
+        {"id": name, "source_image": "00001.jpg", "class_name": "harbor", "catch": None,
+         "first": first, "second": second, "robot_a": robot_a}
+        for name, (first, second, robot_a) in pairs.items()
+    ]  # fmt: skip
+    batch = tmp_path / "mirrored"
+    batch.mkdir()
+    (batch / "manifest.json").write_text(json.dumps({"items": items}))
+    np.savez(batch / "masks.npz", **masks)
+    return Study([batch], world)
+
+
+def test_the_rater_is_symmetric_in_robot_a_and_b(tmp_path: Path, world: Path) -> None:
+    """Swapping Robot A and B mirrors the choice (1 <-> 5, 2 <-> 4); where a pair is listed in
+    the manifest and what its models are called change nothing: only the masks, the concepts
+    and the world's truth enter the judgement (and a rater's own position bias, here 0)."""
+    study = mirrored_study(tmp_path, world)
+    steady = Rater("r", bias=0.0, noise=0.0, slight=0.05, clear=0.3, careless=False)
+    rng = random.Random(0)
+    choices = {item: study.judge(item, steady, rng)[0] for item in study.items}
+    assert choices["ibd-is-a"] == 4 and choices["ibd-is-b"] == 2  # q 0.75 against 1.0
+    assert choices["ibd-is-a-listed-second"] == choices["ibd-is-a-renamed"] == 4
+    noisy = Rater("n", bias=0.0, noise=0.3, slight=0.05, clear=0.3, careless=False)
+    draws = 4000
+    answers = {
+        item: np.array([study.judge(item, noisy, random.Random(i))[0] for i in range(draws)])
+        for item in study.items
+    }
+    # same random draws, same pair: the same answers wherever it is listed and however named
+    assert np.array_equal(answers["ibd-is-a"], answers["ibd-is-a-listed-second"])
+    assert np.array_equal(answers["ibd-is-a"], answers["ibd-is-a-renamed"])
+    as_a = np.bincount(answers["ibd-is-a"], minlength=6)[1:] / draws
+    as_b = np.bincount(6 - answers["ibd-is-b"], minlength=6)[1:] / draws
+    assert np.abs(as_a - as_b).max() < 0.03, (as_a, as_b)  # mirrored distributions
+    assert as_a[3:].sum() > 0.6  # and CAM, the better mask here, is preferred
 
 
 def test_choices_follow_the_thresholds_and_careless_raters_are_random() -> None:

@@ -7,6 +7,9 @@
   the reference `world_resnet.pt` beside FILE: the one there if it was trained on this world
   with this seed and no training flag is given, else one trained now); world models also
   learn from near misses (`ibd.world.nearmiss`, weight `--near-misses`);
+  `--arch world_resnet_shuffled` is the reference network trained on the world's images with
+  their labels permuted by `--seed` (the data-randomisation sanity check's model; never
+  trained by a plain `ibd train`);
 - `--data FOLDER --arch NAME --out FILE [--init-from FILE] [--train head|all]`: any torchvision
   or project architecture on an image folder (torchvision ImageFolder layout).
 """
@@ -37,8 +40,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--arch",
         default=None,
-        help="architecture (a world role, e.g. world_resnet, or any torchvision "
-        "/ project architecture with --data); default: every world role",
+        help="architecture (a world role, e.g. world_resnet, or world_resnet_shuffled: "
+        "trained on shuffled labels; or any torchvision / project architecture with --data); "
+        "default: every world role but world_resnet_shuffled",
     )
     parser.add_argument(
         "--out",

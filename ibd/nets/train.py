@@ -57,6 +57,13 @@ from ibd.world.writer import fingerprint
 REFERENCE = "world_resnet"
 MIRROR = "world_resnet_mirror"
 ROLES = (REFERENCE, MIRROR, "world_vgg", "world_alexnet", "world_vit")
+SHUFFLED = "world_resnet_shuffled"
+# roles trained only when named (`ibd train --arch NAME`), not by a plain `ibd train`
+EXTRA_ROLES = (SHUFFLED,)
+# roles whose network is another role's architecture
+ROLE_ARCHITECTURES = {SHUFFLED: REFERENCE}
+# the stream of the seed that permutes the labels (`shuffled_labels`)
+LABEL_STREAM = 3
 
 
 @dataclass(frozen=True)
@@ -71,9 +78,15 @@ class TrainSettings:
     shift: int = 8
     seed: int = 0
     near_misses: float = 0.0  # weight of the near-miss loss (world models only)
+    shuffle_labels: bool = False  # train on the labels permuted by the seed (`shuffled_labels`)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """The settings as recorded in a checkpoint; `shuffle_labels` only when set, so the
+        records of models trained before it existed still match (and their caches hold)."""
+        out = asdict(self)
+        if not self.shuffle_labels:
+            del out["shuffle_labels"]
+        return out
 
 
 # Budgets per role: the weaker roles get smaller networks and shorter training, as AlexNet and
@@ -84,6 +97,16 @@ ROLE_SETTINGS: dict[str, TrainSettings] = {
     "world_alexnet": TrainSettings(epochs=3, lr=1.5e-3, near_misses=1.0),
     # a transformer: AdamW's usual ViT weight decay and a lower peak rate than the CNNs
     "world_vit": TrainSettings(epochs=12, lr=1e-3, weight_decay=0.05, near_misses=1.0),
+    # labels permuted: nothing to generalise, so no augmentation and no weight decay, which
+    # would only slow the memorising (docs/world.md, "A model trained on shuffled labels")
+    SHUFFLED: TrainSettings(
+        epochs=12,
+        lr=3e-3,
+        weight_decay=0.0,
+        flip=False,
+        shift=0,
+        shuffle_labels=True,
+    ),
 }
 
 # Near misses of the world's training images at an input size, drawn at most once per call of
@@ -194,6 +217,25 @@ def load_world_split(
         array[n] = _load_rgb(path, size)
     images = torch.from_numpy(array).permute(0, 3, 1, 2).contiguous()
     return ImageSet(images, torch.tensor([k for _, k in chosen], dtype=torch.long))
+
+
+def shuffled_labels(labels: torch.Tensor, seed: int) -> torch.Tensor:
+    """The labels permuted by a seeded permutation pi of the images: y'_i = y_pi(i), pi drawn
+    by numpy's `default_rng([seed, LABEL_STREAM])`. Every class keeps its count; an image keeps
+    its own label only by chance (about 1 / classes of them)."""
+    order = np.random.default_rng([seed, LABEL_STREAM]).permutation(int(labels.numel()))
+    return labels[torch.from_numpy(order)]
+
+
+def training_set(
+    world: Path, size: tuple[int, int], settings: TrainSettings, progress: bool = True
+) -> ImageSet:
+    """The world's train split as a model learns it: its labels permuted by the training seed
+    when `settings.shuffle_labels` (`shuffled_labels`), else as they are."""
+    train = load_world_split(world, "train", size, progress)
+    if settings.shuffle_labels:
+        train = ImageSet(train.images, shuffled_labels(train.labels, settings.seed))
+    return train
 
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -435,12 +477,15 @@ def train_world_model(
     log: Callable[[str], None] = print,
     near_misses: NearMissSource | None = None,
 ) -> dict[str, Any]:
-    """Train `arch` on the world's train split and save it to `out` with its val and test
-    accuracy, unless `out` already holds a model trained the same way on the same world.
-    Near misses (when `settings.near_misses` > 0) come from `near_misses`, by default drawn
-    now. Returns the checkpoint's accuracy, whether it was reused and (when trained) the
-    model."""
-    spec = architectures.get(arch)
+    """Train `arch` (an architecture, or a role of `ROLE_ARCHITECTURES` built as its
+    architecture) on the world's train split and save it to `out` with its val and test
+    accuracy (and, with shuffled labels, `train_accuracy` on them), unless `out` already holds
+    a model trained the same way on the same world. Near misses (when `settings.near_misses`
+    > 0) come from `near_misses`, by default drawn now. Returns the checkpoint's accuracy,
+    whether it was reused and (when trained) the model."""
+    spec = architectures.get(ROLE_ARCHITECTURES.get(arch, arch))
+    if settings.shuffle_labels and settings.near_misses > 0:
+        raise UserError("near misses follow the world's rules: not with shuffled labels")
     record = _training_record(arch, settings, world)
     check_output(out)
     if not force and _recorded(out) == record:
@@ -452,7 +497,7 @@ def train_world_model(
     torch.manual_seed(settings.seed)
     model = spec.build(len(classes))
     norm = Normalise(spec.mean, spec.std).to(dev)
-    train = load_world_split(world, "train", spec.input_size, progress)
+    train = training_set(world, spec.input_size, settings, progress)
     near = None
     if settings.near_misses > 0:
         near = (near_misses or near_miss_source(world, progress))(spec.input_size)
@@ -460,10 +505,14 @@ def train_world_model(
     fit(model, norm, train, settings, dev, desc=arch, progress=progress, near=near)
     seconds = time.perf_counter() - start
     acc = held_out_accuracy(model, norm, world, spec.input_size, dev, progress)
+    extra: dict[str, Any] = {}
+    if settings.shuffle_labels:  # how far it memorised the labels it was given
+        extra["train_accuracy"] = accuracy(model, norm, train, dev)
+        log(f"{arch}: accuracy on its shuffled training labels {extra['train_accuracy']:.3f}")
     save_checkpoint(
         out,
         model.cpu(),
-        arch=arch,
+        arch=spec.name,
         classes=classes,
         layer=spec.layer,
         input_size=spec.input_size,
@@ -477,6 +526,7 @@ def train_world_model(
             "training": record,
             "train_seconds": round(seconds, 1),
             "threads": torch.get_num_threads(),
+            **extra,
         },
     )
     log(f"{arch}: trained in {seconds:.0f} s, accuracy {_fmt(acc)} -> {out}")
@@ -543,14 +593,16 @@ def train_roles(
     settings: dict[str, TrainSettings] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Train (or reuse) each role's model into `models/<role>.pt` with `settings` per role
-    (default `ROLE_SETTINGS`), all with training seed `seed`."""
+    (default `ROLE_SETTINGS`), all with training seed `seed`. `roles` may name the extra roles
+    (`EXTRA_ROLES`) beside the default ones."""
     budgets = settings or ROLE_SETTINGS
     near = near_miss_source(world, progress)
     results: dict[str, dict[str, Any]] = {}
     roles = list(roles)
-    unknown = [r for r in roles if r not in ROLES]
+    known = (*ROLES, *EXTRA_ROLES)
+    unknown = [r for r in roles if r not in known]
     if unknown:
-        raise UserError(f"unknown role(s) {', '.join(unknown)}; roles are {', '.join(ROLES)}")
+        raise UserError(f"unknown role(s) {', '.join(unknown)}; roles are {', '.join(known)}")
     if MIRROR in roles and REFERENCE not in roles:
         roles.insert(roles.index(MIRROR), REFERENCE)
     for role in roles:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,9 @@ from ibd.errors import UserError
 from ibd.nets import architectures
 from ibd.nets.load import load_model
 from ibd.nets.train import (
+    ROLE_SETTINGS,
+    ROLES,
+    SHUFFLED,
     Normalise,
     TrainSettings,
     _load_rgb,
@@ -24,12 +28,16 @@ from ibd.nets.train import (
     init_from,
     load_image_folder,
     load_world_split,
+    shuffled_labels,
     train_folder,
     train_roles,
     train_world_model,
+    training_set,
 )
 from ibd.nets.worldnets import world_resnet
 from ibd.world.writer import WorldSettings, build
+
+MEMORISE_EPOCHS = 30  # one step each on the tiny world's 24 training images
 
 FAST = {
     "world_resnet": TrainSettings(epochs=1, lr=3e-3),
@@ -428,3 +436,62 @@ def test_the_mirror_command_mirrors_the_reference_that_is_there(
         == 0
     )
     assert torch.load(models / "world_resnet.pt", weights_only=True)["seed"] == 1
+
+
+# -- the shuffled-label role (data randomisation, ibd.evaluation.sanity) ----------------------
+
+
+def test_shuffled_labels_are_a_seeded_permutation_of_the_labels() -> None:
+    labels = torch.arange(240) % 12
+    first = shuffled_labels(labels, 0)
+    assert torch.equal(first, shuffled_labels(labels, 0))  # reproducible from the seed
+    assert not torch.equal(first, shuffled_labels(labels, 1))
+    # a permutation: every class keeps its count; an image keeps its label only by chance
+    assert torch.equal(torch.bincount(first), torch.bincount(labels))
+    assert float((first == labels).float().mean()) < 0.25
+    # the settings of every other role are recorded as before (their checkpoints stay cached)
+    assert "shuffle_labels" not in TrainSettings().to_json()
+    assert ROLE_SETTINGS[SHUFFLED].to_json()["shuffle_labels"] is True
+
+
+def test_the_shuffled_role_trains_on_permuted_labels_as_a_reference_network(
+    tmp_path: Path, one_torch_thread: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    world, models = tmp_path / "w", tmp_path / "m"
+    build(world, WorldSettings(seed=1, images=24), workers=1, progress=False)
+    where = ["--world", str(world), "--models", str(models)]
+    settings = replace(ROLE_SETTINGS[SHUFFLED], seed=4)
+    true = load_world_split(world, "train", (112, 112), progress=False).labels
+    given = training_set(world, (112, 112), settings, progress=False).labels
+    assert torch.equal(given, shuffled_labels(true, 4)) and not torch.equal(given, true)
+    assert main(["train", *where, "--arch", SHUFFLED, "--epochs", "1", "--seed", "4"]) == 0
+    saved = torch.load(models / f"{SHUFFLED}.pt", weights_only=True)
+    assert saved["arch"] == "world_resnet" and saved["training"]["arch"] == SHUFFLED
+    recorded = saved["training"]["settings"]
+    assert recorded["shuffle_labels"] is True and recorded["near_misses"] == 0.0
+    assert (recorded["flip"], recorded["shift"], recorded["seed"]) == (False, 0, 4)
+    assert 0.0 <= saved["train_accuracy"] <= 1.0  # (this world is too small for a val split)
+    assert load_model(None, models / f"{SHUFFLED}.pt").layer == "layer4"
+    # near misses follow the world's rules: they would teach the true classes
+    assert main(["train", *where, "--arch", SHUFFLED, "--near-misses", "1"]) == 2
+    assert "not with shuffled labels" in capsys.readouterr().err
+    # not one of the roles a plain `ibd train` trains, but train_roles takes it by name
+    assert SHUFFLED not in ROLES
+
+
+@pytest.mark.slow
+def test_the_shuffled_role_memorises_its_labels(tmp_path: Path, one_torch_thread: None) -> None:
+    world = tmp_path / "w"
+    build(world, WorldSettings(seed=1, images=24), workers=1, progress=False)
+    settings = replace(ROLE_SETTINGS[SHUFFLED], epochs=MEMORISE_EPOCHS)
+    result = train_roles(
+        world,
+        tmp_path,
+        [SHUFFLED],
+        progress=False,
+        log=lambda _: None,
+        settings={SHUFFLED: settings},
+    )
+    saved = torch.load(tmp_path / f"{SHUFFLED}.pt", weights_only=True)
+    assert not result[SHUFFLED]["reused"]
+    assert saved["train_accuracy"] >= 0.9, saved["train_accuracy"]  # chance: 1/12

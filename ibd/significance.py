@@ -142,60 +142,100 @@ def holm(p_values: Sequence[float] | np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class _Others:
-    """The orthonormal basis E (m x D) of the span of the chosen concepts other than i."""
+class Projected:
+    """Null directions of one kind with their products with the basis, computed once:
+    `vectors` V (R x D), `on_basis` V q^T (R x C) and `norm2` ||v||^2 (R). Every statistic
+    below needs only these, V w and V a, so testing a term costs O(R m^2) (m <= 7 concepts),
+    not a projection of R vectors in R^D."""
 
-    basis: np.ndarray
+    vectors: np.ndarray
+    on_basis: np.ndarray
+    norm2: np.ndarray
 
     @classmethod
-    def of(cls, q: np.ndarray, concepts: Sequence[int], i: int) -> _Others:
-        rest = [c for j, c in enumerate(concepts) if j != i]
-        if not rest:
-            return cls(np.zeros((0, q.shape[1])))
-        u, sv, _ = np.linalg.svd(q[rest].T, full_matrices=False)
-        keep = sv > _DEPENDENT * max(float(sv[0]), 1e-300)
-        return cls(u[:, keep].T)
-
-    def residual(self, v: np.ndarray) -> np.ndarray:
-        """v' = v - P v for the rows of v (n x D)."""
-        return v - (v @ self.basis.T) @ self.basis
+    def of(cls, vectors: np.ndarray, q: np.ndarray) -> Projected:
+        v = np.asarray(vectors, dtype=np.float64)
+        return cls(v, v @ np.asarray(q, dtype=np.float64).T, np.einsum("rd,rd->r", v, v))
 
 
-def _unique(w: np.ndarray, v: np.ndarray, others: _Others, a: np.ndarray | None) -> np.ndarray:
-    """t(v) = (w . v') / ||v'|| per row of v, or with `a` u(v) = (w . v')(v' . a) / ||v'||^2;
-    NaN for a row in the others' span (it explains nothing new)."""
-    vp = others.residual(v)
-    norm2 = np.einsum("rd,rd->r", vp, vp)
-    live = norm2 > _DEPENDENT * np.maximum(np.einsum("rd,rd->r", v, v), 1e-300)
+def project(nulls: Mapping[str, np.ndarray | Projected], q: np.ndarray) -> dict[str, Projected]:
+    """Each null's `Projected` on basis q (those already projected are kept)."""
+    return {k: v if isinstance(v, Projected) else Projected.of(v, q) for k, v in nulls.items()}
+
+
+def _unique(
+    xw: np.ndarray,
+    xx: np.ndarray,
+    b: np.ndarray,
+    xa: np.ndarray | None,
+    others: tuple[np.ndarray, np.ndarray, np.ndarray | None],
+) -> np.ndarray:
+    """t = (w . x') / ||x'||, or with `xa` u = (w . x')(x' . a) / ||x'||^2, for rows x given
+    by x . w (`xw`), ||x||^2 (`xx`), Q_o x (`b`, R x m) and x . a (`xa`), where x' = x - P x
+    and P = Q_o^T G_o^+ Q_o projects onto the span of the other chosen concepts Q_o (m x D):
+        w . x' = x . w - b^T G_o^+ (Q_o w),   ||x'||^2 = ||x||^2 - b^T G_o^+ b,
+        x' . a = x . a - b^T G_o^+ (Q_o a).
+    `others` = (G_o^+, G_o^+ Q_o w, G_o^+ Q_o a). NaN for a row in the others' span."""
+    pinv, pw, pa = others
+    norm2 = xx - np.einsum("rm,rm->r", b @ pinv, b)
+    live = norm2 > _DEPENDENT * np.maximum(xx, 1e-300)
     safe = np.where(live, norm2, 1.0)
-    along = vp @ w
-    value = along / np.sqrt(safe) if a is None else along * (vp @ a) / safe
-    return np.where(live, value, np.nan)
+    along = xw - b @ pw
+    if xa is None or pa is None:
+        return np.where(live, along / np.sqrt(safe), np.nan)
+    return np.where(live, along * (xa - b @ pa) / safe, np.nan)
+
+
+def _pinv(gram: np.ndarray) -> np.ndarray:
+    """The pseudo-inverse of a symmetric Gram matrix; eigenvalues below `_DEPENDENT` times the
+    largest (a concept in the span of the others) are dropped."""
+    if gram.size == 0:
+        return np.zeros_like(gram)
+    values, vectors = np.linalg.eigh(gram)
+    keep = values > _DEPENDENT * max(float(values[-1]), 1e-300)
+    return (vectors[:, keep] / values[keep]) @ vectors[:, keep].T
 
 
 def statistics(
     q: np.ndarray,
     w: np.ndarray,
     concepts: Sequence[int],
-    nulls: Mapping[str, np.ndarray],
+    nulls: Mapping[str, np.ndarray | Projected],
     a: np.ndarray | None = None,
     which: Sequence[int] | None = None,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """(observed statistic per tested concept, {null kind: tested x R null statistics}) for the
     chosen `concepts` (basis indices) of class vector `w` (D) over basis `q` (C x D): the class
     statistic t, or with `a` (D, pooled features) the image statistic u (module docstring).
-    `which` picks the positions in `concepts` to test (default all)."""
+    `which` picks the positions in `concepts` to test (default all). `nulls`: R x D arrays, or
+    `Projected` on this q (`project`), which saves their product with the basis."""
     q = np.asarray(q, dtype=np.float64)
     w = np.asarray(w, dtype=np.float64)
     a = None if a is None else np.asarray(a, dtype=np.float64)
-    positions = list(range(len(concepts))) if which is None else list(which)
+    chosen = np.asarray(concepts, dtype=np.int64)
+    qs = q[chosen]
+    gram, qw = qs @ qs.T, qs @ w
+    qa = None if a is None else qs @ a
+    projected = project(nulls, q)
+    null_w = {k: p.vectors @ w for k, p in projected.items()}
+    null_a = {k: None if a is None else p.vectors @ a for k, p in projected.items()}
+    positions = list(range(len(chosen))) if which is None else list(which)
     observed = np.empty(len(positions))
-    null_stats = {kind: np.empty((len(positions), len(v))) for kind, v in nulls.items()}
+    null_stats = {k: np.empty((len(positions), len(p.vectors))) for k, p in projected.items()}
     for row, i in enumerate(positions):
-        others = _Others.of(q, concepts, i)
-        observed[row] = _unique(w, q[concepts[i]][None], others, a)[0]
-        for kind, v in nulls.items():
-            null_stats[kind][row] = _unique(w, np.asarray(v, dtype=np.float64), others, a)
+        o = np.array([j for j in range(len(chosen)) if j != i], dtype=np.int64)
+        pinv = _pinv(gram[np.ix_(o, o)])
+        others = (pinv, pinv @ qw[o], None if qa is None else pinv @ qa[o])
+        observed[row] = _unique(
+            qw[i : i + 1],
+            gram[i : i + 1, i],
+            gram[i : i + 1][:, o],
+            None if qa is None else qa[i : i + 1],
+            others,
+        )[0]
+        for kind, p in projected.items():
+            b = p.on_basis[:, chosen[o]]
+            null_stats[kind][row] = _unique(null_w[kind], p.norm2, b, null_a[kind], others)
     return observed, null_stats
 
 
@@ -245,7 +285,7 @@ def term_tests(
     q: np.ndarray,
     w: np.ndarray,
     concepts: Sequence[int],
-    nulls: Mapping[str, np.ndarray],
+    nulls: Mapping[str, np.ndarray | Projected],
     *,
     a: np.ndarray | None = None,
     which: Sequence[int] | None = None,
@@ -570,6 +610,7 @@ def with_significance(
         raise UserError(f"alpha must lie in (0, 1), got {alpha}")
     w = np.asarray(weight, dtype=np.float64)
     null.check_fits(q)
+    projected = project(null.vectors, q)
     shape = decomposition.concepts.shape
     p, err, adj = (np.full(shape, np.nan) for _ in range(3))
     significant = np.zeros(shape, dtype=bool)
@@ -578,7 +619,7 @@ def with_significance(
         concepts = [c for c, _ in decomposition.terms(k)]
         if not concepts:
             continue
-        tests = term_tests(q, w[k], concepts, null.vectors, alpha=alpha)
+        tests = term_tests(q, w[k], concepts, projected, alpha=alpha)
         n = len(concepts)
         p[k, :n], err[k, :n], adj[k, :n] = tests.p_value, tests.p_error, tests.p_adjusted
         significant[k, :n] = tests.significant
@@ -615,10 +656,11 @@ def image_tester(q: np.ndarray, null: NullBasis, alpha: float = ALPHA) -> ImageT
     positions among them that the explanation shows (Holm over those)."""
     q64 = np.asarray(q, dtype=np.float64)
     null.check_fits(q64)
+    projected = project(null.vectors, q64)
 
     def tester(
         w: np.ndarray, a: np.ndarray, concepts: Sequence[int], shown: Sequence[int]
     ) -> Tests:
-        return term_tests(q64, w, concepts, null.vectors, a=a, which=shown, alpha=alpha)
+        return term_tests(q64, w, concepts, projected, a=a, which=shown, alpha=alpha)
 
     return tester

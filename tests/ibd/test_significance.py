@@ -80,6 +80,12 @@ def test_statistics_against_least_squares() -> None:
         assert observed[i] ** 2 == pytest.approx(r_without @ r_without - r_with @ r_with)
         # u is the increase of the explained logit (P_S w) . a
         assert by_image[i] == pytest.approx((r_without - r_with) @ a)
+    # one concept alone: t = w . q_c; a null direction equal to another chosen concept
+    # explains nothing new (NaN, counted below the observed value)
+    alone, _ = sg.statistics(q, w, [2], {})
+    assert alone == pytest.approx([w @ q[2]])
+    _, null = sg.statistics(q, w, [3, 0], {"x": q[[0, 1]]}, which=[0])
+    assert np.isnan(null["x"][0, 0]) and np.isfinite(null["x"][0, 1])
 
 
 # -- planted concepts -------------------------------------------------------------------------

@@ -2,13 +2,15 @@
 [--out DIR] [--k 3]`: score explanations against the concept world's ground truth.
 
 What runs in which order: `ibd.evaluation.pipeline`; the measures: docs/evaluate.md. The
-networks for the curves and counterfactual images are the model flags' one, else
-$IBD_HOME/models/<model>.pt for every model the explanations name.
+networks for the faithfulness measures, the counterfactual images and the completeness score
+are the model flags' one, else $IBD_HOME/models/<model>.pt for every model the explanations name.
 
 Writes OUT/report.md (printed too), summary.csv, decomposition.csv,
 decomposition_by_contribution.csv, explanations.csv (one row per explanation), curves.csv (mean
-curves), counterfactual.csv (each model's mean effect per class and concept) and evaluate.json;
-with --sanity also sanity.csv and sanity_<model>.png (the model-randomisation sanity checks).
+deletion / insertion curves), road.csv (mean ROAD curves), counterfactual.csv (each model's mean
+effect per class and concept), logit_shares.csv (the named share of the logit per class),
+completeness.csv (Yeh's completeness score per model) and evaluate.json; with --sanity also
+sanity.csv and sanity_<model>.png (the model-randomisation sanity checks).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from ibd.evaluation.curves import CurveSettings
 from ibd.evaluation.outputs import write_all
 from ibd.evaluation.pipeline import ModelLoader, Settings, evaluate
 from ibd.evaluation.report import report
+from ibd.evaluation.road import NOISE, PERCENTAGES
 from ibd.evaluation.sanity import MARGIN, SanityInputs, SanitySettings
 from ibd.evaluation.scoring import POINTING_FRACTION
 from ibd.nets.load import LoadedModel, load_model
@@ -81,7 +84,31 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     faith.add_argument("--batch-size", type=int, default=64, help="inputs per forward pass")
     faith.add_argument(
-        "--no-faithfulness", action="store_true", help="skip the deletion / insertion curves"
+        "--no-faithfulness",
+        action="store_true",
+        help="skip the faithfulness measures (deletion / insertion, ROAD, Average Drop / "
+        "Increase in Confidence)",
+    )
+    faith.add_argument(
+        "--road-percentages",
+        default=",".join(map(str, PERCENTAGES)),
+        metavar="P,P,...",
+        help="ROAD: the percentages of pixels removed, integers from 1 to 99 (default "
+        f"{','.join(map(str, PERCENTAGES))}, the paper's)",
+    )
+    faith.add_argument(
+        "--road-noise",
+        type=float,
+        default=NOISE,
+        help=f"ROAD: standard deviation of the imputation noise (default {NOISE}, the paper's)",
+    )
+    faith.add_argument("--no-road", action="store_true", help="skip ROAD (its slowest part)")
+    complete = parser.add_argument_group("completeness")
+    complete.add_argument(
+        "--no-completeness",
+        action="store_true",
+        help="skip Yeh's completeness score of each IBD-explained model's decomposition (the "
+        "share of the logit, read from the explanation files, is always reported)",
     )
     counter = parser.add_argument_group("counterfactual images")
     counter.add_argument(
@@ -108,7 +135,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=MARGIN,
         help=f"a step passes within this of the random-pair similarity (default {MARGIN})",
     )
-    sanity.add_argument("--basis", help="IBD's basis.npz (default: $IBD_HOME/basis/MODEL.npz)")
+    sanity.add_argument(
+        "--basis",
+        help="IBD's basis.npz, for the sanity checks and the completeness score "
+        "(default: $IBD_HOME/basis/MODEL.npz)",
+    )
     sanity.add_argument(
         "--tally", help="NetDissect's tally.csv (default: $IBD_HOME/dissect/MODEL/tally.csv)"
     )
@@ -141,6 +172,21 @@ def _check(args: argparse.Namespace) -> None:
         raise UserError("--limit must be at least 1")
     if args.seed < 0:
         raise UserError(f"--seed must be a non-negative integer, got {args.seed}")
+    if args.road_noise < 0:
+        raise UserError(f"--road-noise must be >= 0, got {args.road_noise}")
+
+
+def road_percentages(text: str) -> tuple[int, ...]:
+    """--road-percentages: comma-separated integers from 1 to 99, sorted, without repeats."""
+    try:
+        found = [int(p) for p in text.split(",") if p.strip()]
+    except ValueError:
+        found = []
+    if not found or not all(1 <= p <= 99 for p in found):
+        raise UserError(
+            f"--road-percentages must be integers from 1 to 99 separated by commas, got {text!r}"
+        )
+    return tuple(sorted(set(found)))
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -158,9 +204,14 @@ def settings_from(args: argparse.Namespace) -> Settings:
             steps=args.steps,
             insertion_from=args.insertion_from,
             batch_size=args.batch_size,
+            road=not args.no_road,
+            road_percentages=road_percentages(args.road_percentages),
+            road_noise=args.road_noise,
         ),
         counterfactual=args.counterfactual,
         sanity=_sanity_inputs(args),
+        completeness=not args.no_completeness,
+        basis=Path(args.basis) if args.basis else None,
     )
 
 
@@ -192,8 +243,8 @@ def _model_loader(args: argparse.Namespace) -> ModelLoader:
                 found[name] = load_model(None, path, device=device, name=name)
             else:
                 print(
-                    f"ibd evaluate: no checkpoint {path}; no deletion/insertion curves or "
-                    f"counterfactuals for {name}"
+                    f"ibd evaluate: no checkpoint {path}; no faithfulness measures, "
+                    f"counterfactuals or completeness score for {name}"
                 )
         return found
 

@@ -1,8 +1,9 @@
 """The files `ibd evaluate` writes into its output directory (docs/evaluate.md, "Outputs"):
 report.md, decomposition.csv, decomposition_by_contribution.csv, explanations.csv, summary.csv,
-curves.csv, counterfactual.csv and evaluate.json, and with the sanity checks sanity.csv and
-sanity_<model>.png (`ibd.evaluation.sanity`). They are the evaluation's end products: no
-stage of the project reads them back (a user's R or pandas does), so each has a writer only.
+curves.csv, road.csv, counterfactual.csv, logit_shares.csv, completeness.csv and evaluate.json,
+and with the sanity checks sanity.csv and sanity_<model>.png (`ibd.evaluation.sanity`). They
+are the evaluation's end products: no stage of the project reads them back (a user's R or pandas
+does), so each has a writer only.
 
 In the CSV files a value not measured (None, nan) is an empty cell; in evaluate.json, null."""
 
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ibd.evaluation import scoring as ev
+from ibd.evaluation.completeness import Completeness
 from ibd.evaluation.faithfulness import BLUR_KERNEL, BLUR_SIGMA
 from ibd.evaluation.means import isnan
 from ibd.evaluation.pipeline import Results, Settings
@@ -59,6 +61,32 @@ EXPLANATION_COLUMNS = (
     "cf_share",
     "cf_chance",
     "cf_mean_effect",
+    "road_morf",
+    "road_lerf",
+    "road_morf_top1",
+    "road_lerf_top1",
+    "confidence",
+    "explanation_map_confidence",
+    "drop_in_confidence",
+    "increase_in_confidence",
+    "logit",
+    "named_contribution",
+    "logit_share",
+)
+ROAD_COLUMNS = ("model", "method", "percentage", "morf", "lerf", "morf_top1", "lerf_top1")
+SHARE_COLUMNS = ("model", "method", "class", "explanations", "share", "pooled_share")
+COMPLETENESS_COLUMNS = (
+    "model",
+    "images",
+    "classes",
+    "concepts",
+    "named_concepts",
+    "decomposition",
+    "accuracy",
+    "projected_accuracy",
+    "random_accuracy",
+    "completeness",
+    "note",
 )
 
 
@@ -72,18 +100,31 @@ def write_all(out: Path, results: Results, report: Sequence[str]) -> None:
     ):
         if rows:
             write_rules_csv(out / name, rows)
+    _write_explanation_files(out, results)
+    if results.reliance is not None:
+        write_counterfactual_csv(out / "counterfactual.csv", results.reliance)
+    if results.completeness:
+        write_completeness_csv(out / "completeness.csv", results.completeness)
+    if results.sanity:
+        write_table(out / "sanity.csv", results.sanity)
+        for sanity in results.sanity:
+            write_figure(out / f"sanity_{sanity.model}.png", sanity)
+    # (further stages' files go here, each behind its own `if`)
+    write_json(out / "evaluate.json", results)
+
+
+def _write_explanation_files(out: Path, results: Results) -> None:
+    """The per-explanation and per (model, method) files: explanations.csv, summary.csv,
+    curves.csv, road.csv and logit_shares.csv."""
     if results.scored:
         write_explanations_csv(out / "explanations.csv", results.scored)
         write_summary_csv(out / "summary.csv", results.summary)
     if results.curves:
         write_curves_csv(out / "curves.csv", results)
-    if results.reliance is not None:
-        write_counterfactual_csv(out / "counterfactual.csv", results.reliance)
-    if results.sanity:
-        write_table(out / "sanity.csv", results.sanity)
-        for sanity in results.sanity:
-            write_figure(out / f"sanity_{sanity.model}.png", sanity)
-    write_json(out / "evaluate.json", results)
+        if any(c.road is not None for c in results.curves.values()):
+            write_road_csv(out / "road.csv", results)
+    if results.class_shares:
+        write_shares_csv(out / "logit_shares.csv", results)
 
 
 def _write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
@@ -96,6 +137,20 @@ def _write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]])
 
 def write_rules_csv(path: Path, rows: RuleRows) -> None:
     _write_csv(path, RULE_COLUMNS, [rule_cells(c, m, ";") for c, m in rows])
+
+
+def _added_cells(s: Scored) -> tuple[Any, ...]:
+    """ROAD, the confidence on the explanation map and the share of the logit."""
+    road, found, share = s.road, s.confidence, s.logit_share
+    return (
+        *((None,) * 4 if road is None else (road.morf, road.lerf, road.morf_top1, road.lerf_top1)),
+        *(
+            (None,) * 4
+            if found is None
+            else (found.clean, found.masked, found.drop, found.increase)
+        ),
+        *((None,) * 3 if share is None else (share.logit, share.named, share.share)),
+    )
 
 
 def _explanation_cells(s: Scored) -> tuple[Any, ...]:
@@ -127,6 +182,7 @@ def _explanation_cells(s: Scored) -> tuple[Any, ...]:
         None if areas is None else areas.deletion,
         None if areas is None else areas.insertion,
         *counterfactual,
+        *_added_cells(s),
     )
 
 
@@ -148,6 +204,54 @@ def write_curves_csv(path: Path, results: Results) -> None:
             for f, d, i in zip(curves.fractions, curves.deletion, curves.insertion, strict=True)
         ],
     )
+
+
+def write_road_csv(path: Path, results: Results) -> None:
+    """road.csv: per model and method, the mean ROAD curves against the removal percentage."""
+    rows = []
+    for (model, method), curves in sorted(results.curves.items()):
+        road = curves.road
+        if road is None:
+            continue
+        columns = (road.morf, road.lerf, road.morf_top1, road.lerf_top1)
+        rows += [
+            (model, method, p, *(float(c[n]) for c in columns))
+            for n, p in enumerate(road.percentages)
+        ]
+    _write_csv(path, ROAD_COLUMNS, rows)
+
+
+def write_shares_csv(path: Path, results: Results) -> None:
+    """logit_shares.csv: per model, method and class, the named share of the logit."""
+    _write_csv(
+        path,
+        SHARE_COLUMNS,
+        [
+            (c.model, c.method, c.class_name, c.explanations, c.share, c.pooled_share)
+            for c in results.class_shares
+        ],
+    )
+
+
+def _completeness_cells(c: Completeness) -> tuple[Any, ...]:
+    return (
+        c.model,
+        c.images,
+        c.classes,
+        len(c.concepts),
+        ";".join(c.concepts),
+        c.source,
+        c.accuracy,
+        c.projected_accuracy,
+        c.random_accuracy,
+        c.eta,
+        c.note,
+    )
+
+
+def write_completeness_csv(path: Path, found: Sequence[Completeness]) -> None:
+    """completeness.csv: per model, Yeh's completeness score and its parts."""
+    _write_csv(path, COMPLETENESS_COLUMNS, [_completeness_cells(c) for c in found])
 
 
 def write_counterfactual_csv(path: Path, reliance: Reliance) -> None:
@@ -190,6 +294,21 @@ def _settings_json(settings: Settings) -> dict[str, Any]:
         "seed": settings.seed,
         "deletion_baseline": "mean colour",
         "insertion_baseline": blur if curves.insertion_from == "blur" else "mean colour",
+        "road_percentages": list(curves.road_percentages) if curves.road else None,
+        "road_noise": curves.road_noise if curves.road else None,
+        "completeness": settings.completeness,
+    }
+
+
+def _completeness_json(results: Results) -> dict[str, Any]:
+    return {
+        "models": [
+            dict(zip(COMPLETENESS_COLUMNS, map(_json_safe, _completeness_cells(c)), strict=True))
+            for c in results.completeness
+        ],
+        "class_shares": [
+            {k: _json_safe(v) for k, v in asdict(c).items()} for c in results.class_shares
+        ],
     }
 
 
@@ -247,6 +366,7 @@ def write_json(path: Path, results: Results) -> None:
         },
         "explanations": [{k: _json_safe(v) for k, v in asdict(s).items()} for s in results.summary],
         "counterfactual": None if results.reliance is None else _reliance_json(results.reliance),
+        "completeness": _completeness_json(results),
     }
     if results.sanity:  # only with --sanity: the document is otherwise as before
         document["sanity"] = [_sanity_json(s) for s in results.sanity]

@@ -6,6 +6,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ibd.evaluation import scoring as ev
+from ibd.evaluation.completeness import ClassShare, Completeness
 from ibd.evaluation.means import isnan, mean
 from ibd.evaluation.pipeline import Results, Settings
 from ibd.evaluation.reliance import Reliance
@@ -14,6 +15,16 @@ from ibd.evaluation.sanity import Row, Sanity, first_passing
 from ibd.evaluation.summary import Summary
 
 PRECISION_TARGET = 0.8  # precision@k (lenient) the decomposition should reach
+COMPLETENESS_HEADER = (
+    "model",
+    "images",
+    "named concepts",
+    "decomposition",
+    "accuracy",
+    "projected accuracy",
+    "chance",
+    "completeness",
+)
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -80,9 +91,6 @@ def _rules_section(
 
 
 def _explanations_section(summary: Sequence[Summary], settings: Settings) -> list[str]:
-    curves = settings.curves
-    saliency = "contribution-weighted sum" if settings.saliency == "sum" else "top component"
-    start = "a blurred image" if curves.insertion_from == "blur" else "the mean colour"
     lines = [
         "## Explanations per model and method",
         "",
@@ -90,15 +98,13 @@ def _explanations_section(summary: Sequence[Summary], settings: Settings) -> lis
         f"pointing: the top {settings.fraction:.0%} of the upsampled heatmap overlaps the "
         "concept's mask (CAM, Grad-CAM, random: the union of the class's defining concepts). "
         "in mask: the share of that region inside the mask; lift: in mask / the mask's share "
-        "of the image (1 = chance). "
-        f"Deletion (lower is better) / insertion (higher) AUC of the class {curves.score}, "
-        f"{curves.steps} steps, deletion to the mean colour, insertion from {start}; "
-        f"ibd/netdissect maps: {saliency}. random: seeded control (seed {settings.seed}).",
+        "of the image (1 = chance). random: seeded control (seed "
+        f"{settings.seed}).",
         "",
     ]
     header = ["model", "method", "n", "accuracy", "present", "pointing", "in mask", "lift"]
     lines += _table(
-        [*header, "deletion AUC", "insertion AUC"],
+        header,
         [
             (
                 s.model,
@@ -109,13 +115,64 @@ def _explanations_section(summary: Sequence[Summary], settings: Settings) -> lis
                 s.pointing,
                 s.region_precision,
                 s.lift,
-                s.deletion_auc,
-                s.insertion_auc,
             )
             for s in summary
         ],
     )
+    if settings.faithfulness:
+        lines += _faithfulness_section(summary, settings)
     return lines
+
+
+def _faithfulness_section(summary: Sequence[Summary], settings: Settings) -> list[str]:
+    curves = settings.curves
+    saliency = "contribution-weighted sum" if settings.saliency == "sum" else "top component"
+    start = "a blurred image" if curves.insertion_from == "blur" else "the mean colour"
+    road = (
+        f"ROAD (Rong et al. 2022): the class {curves.score} with the most (MoRF, lower is "
+        "better) / least (LeRF, higher) relevant pixels imputed by noisy linear imputation "
+        f"(noise {curves.road_noise:g}), mean over "
+        + ", ".join(f"{p}" for p in curves.road_percentages)
+        + " % removed; top-1: how often the class stays the model's top class (the paper's "
+        "accuracy). "
+        if curves.road
+        else "ROAD not run (--no-road). "
+    )
+    lines = [
+        "",
+        "## Faithfulness to the model",
+        "",
+        f"Deletion (lower is better) / insertion (higher) AUC of the class {curves.score}, "
+        f"{curves.steps} steps, deletion to the mean colour, insertion from {start} (RISE). "
+        + road
+        + "Average Drop (lower is better) / Increase in Confidence (higher), in %: the class "
+        "probability on the image times its min-max normalised map against that on the image "
+        f"(Grad-CAM++, as torch-cam). ibd/netdissect maps: {saliency}.",
+        "",
+    ]
+    header = ["model", "method", "n", "deletion AUC", "insertion AUC", "ROAD MoRF"]
+    return [
+        *lines,
+        *_table(
+            [*header, "ROAD LeRF", "MoRF top-1", "LeRF top-1", "Average Drop %", "Increase %"],
+            [
+                (
+                    s.model,
+                    s.method,
+                    s.explanations,
+                    s.deletion_auc,
+                    s.insertion_auc,
+                    s.road_morf,
+                    s.road_lerf,
+                    s.road_morf_top1,
+                    s.road_lerf_top1,
+                    s.average_drop,
+                    s.increase_in_confidence,
+                )
+                for s in summary
+            ],
+        ),
+    ]
 
 
 def _pointing_game_section(summary: Sequence[Summary], fraction: float) -> list[str]:
@@ -206,9 +263,64 @@ def report(results: Results) -> list[str]:
         lines += _pointing_targets(summary)
     if results.reliance is not None:
         lines += _reliance_section(results.reliance, summary, settings.k)
+    if results.class_shares or results.completeness:
+        lines += _completeness_section(summary, results.class_shares, results.completeness)
     for sanity in results.sanity:
         lines += _sanity_section(sanity)
     lines += [f"Note: {n}" for n in results.notes]
+    return lines
+
+
+def _completeness_section(
+    summary: Sequence[Summary], shares: Sequence[ClassShare], found: Sequence[Completeness]
+) -> list[str]:
+    """The share of the logit the named concepts explain, and Yeh's completeness score."""
+    lines = [
+        "## Completeness of the named concepts",
+        "",
+        "Share of the logit: sum(contributions) / logit of each explanation (the rest is the "
+        "residual), mean over the explanations; pooled: sum of contributions / sum of logits. "
+        "Per (model, method): "
+        + ", ".join(
+            f"{s.model} {s.method} {_fmt(s.logit_share)}"
+            for s in summary
+            if s.logit_share is not None
+        )
+        + ".",
+        "",
+    ]
+    ibd = [c for c in shares if c.method == "ibd"]
+    if ibd:
+        lines += _table(
+            ["model", "class", "IBD explanations", "share of the logit", "pooled"],
+            [(c.model, c.class_name, c.explanations, c.share, c.pooled_share) for c in ibd],
+        )
+        lines.append("")
+    if found:
+        lines += [
+            "Completeness score (Yeh et al. 2020): eta = (accuracy with the pooled features "
+            "projected onto the span of every concept the decomposition names - 1/K) / "
+            "(accuracy - 1/K), on the images the model's IBD explanations explain, against "
+            "their true classes.",
+            "",
+            *_table(
+                COMPLETENESS_HEADER,
+                [
+                    (
+                        c.model,
+                        c.images,
+                        len(c.concepts),
+                        c.source or "n/a",
+                        c.accuracy,
+                        c.projected_accuracy,
+                        c.random_accuracy,
+                        c.eta,
+                    )
+                    for c in found
+                ],
+            ),
+            "",
+        ]
     return lines
 
 

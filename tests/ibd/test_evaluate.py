@@ -725,6 +725,9 @@ def test_evaluate_refuses_bad_heatmaps(
         (lambda h: ["--decomposition", str(h / "nowhere.json")], "decomposition not found"),
         (lambda h: ["--k", "0"], "--k must be at least 1"),
         (lambda h: ["--seed", "-1"], "--seed must be a non-negative integer, got -1"),
+        (lambda h: ["--road-percentages", "0,50"], "--road-percentages must be integers from 1"),
+        (lambda h: ["--road-percentages", "ten"], "--road-percentages must be integers from 1"),
+        (lambda h: ["--road-noise", "-1"], "--road-noise must be >= 0, got -1.0"),
         (lambda h: ["--weights", str(h / "models" / "tiny.pt"), "--name", "other"], "not other"),
         # a hand-written world cannot be drawn again without a concept
         (lambda h: ["--counterfactual", "grey"], "is not a concept world's world.json"),

@@ -98,10 +98,12 @@ ROLE_SETTINGS: dict[str, TrainSettings] = {
     # a transformer: AdamW's usual ViT weight decay and a lower peak rate than the CNNs
     "world_vit": TrainSettings(epochs=12, lr=1e-3, weight_decay=0.05, near_misses=1.0),
     # labels permuted: nothing to generalise, so no augmentation and no weight decay, which
-    # would only slow the memorising (docs/world.md, "A model trained on shuffled labels")
+    # would only slow the memorising, and smaller batches for more steps in the same time
+    # (docs/world.md, "A model trained on shuffled labels")
     SHUFFLED: TrainSettings(
-        epochs=12,
-        lr=3e-3,
+        epochs=20,
+        batch_size=32,
+        lr=2e-3,
         weight_decay=0.0,
         flip=False,
         shift=0,

@@ -27,7 +27,7 @@ from ibd.evaluation.curves import CurveSettings
 from ibd.evaluation.outputs import write_all
 from ibd.evaluation.pipeline import ModelLoader, Settings, evaluate
 from ibd.evaluation.report import report
-from ibd.evaluation.road import NOISE, PERCENTAGES
+from ibd.evaluation.road import NOISE, PAPER_PERCENTAGES, PERCENTAGES
 from ibd.evaluation.sanity import MARGIN, SanityInputs, SanitySettings
 from ibd.evaluation.scoring import POINTING_FRACTION
 from ibd.nets.load import LoadedModel, load_model
@@ -55,7 +55,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="pointing: the heatmap's top fraction that must overlap the mask (default 0.2)",
     )
     parser.add_argument("--limit", type=int, help="evaluate only the first N explanations per DIR")
-    faith = parser.add_argument_group("faithfulness (deletion / insertion)")
+    faith = parser.add_argument_group(
+        "faithfulness (deletion / insertion, ROAD, Average Drop / Increase in Confidence)"
+    )
     faith.add_argument("--steps", type=int, default=20, help="pixel steps per curve (default 20)")
     faith.add_argument(
         "--saliency",
@@ -80,7 +82,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--seed",
         type=int,
         default=0,
-        help="seed (>= 0) of the random-heatmap control and of the sanity checks",
+        help="seed (>= 0) of the random-heatmap control, ROAD's imputation noise and the "
+        "sanity checks",
     )
     faith.add_argument("--batch-size", type=int, default=64, help="inputs per forward pass")
     faith.add_argument(
@@ -94,7 +97,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=",".join(map(str, PERCENTAGES)),
         metavar="P,P,...",
         help="ROAD: the percentages of pixels removed, integers from 1 to 99 (default "
-        f"{','.join(map(str, PERCENTAGES))}, the paper's)",
+        f"{','.join(map(str, PERCENTAGES))}, as pytorch-grad-cam's ROADCombined; the paper's "
+        f"figures use {','.join(map(str, PAPER_PERCENTAGES))}, at two to three times the cost)",
     )
     faith.add_argument(
         "--road-noise",

@@ -271,12 +271,15 @@ def _basis(loaded: LoadedModel, inputs: CompletenessInputs) -> Basis | str:
 
 def _head(loaded: LoadedModel, basis: Basis) -> tuple[np.ndarray, np.ndarray] | str:
     """The head's (W, b), or why eta does not apply."""
-    channels, is_gap = feature_probe(loaded)
-    if not is_gap:
-        return f"{loaded.name} has no GAP -> linear head"
+    try:
+        channels, is_gap = feature_probe(loaded)
+        if not is_gap:
+            return f"{loaded.name} has no GAP -> linear head"
+        weight, bias = final_linear(loaded.model)
+    except UserError as exc:
+        return str(exc)
     if basis.q.shape[1] != channels:
         return f"the basis has D={basis.q.shape[1]}, the layer {channels} channels"
-    weight, bias = final_linear(loaded.model)
     return weight.double().cpu().numpy(), bias.double().cpu().numpy()
 
 

@@ -34,7 +34,7 @@ import json
 import os
 import statistics
 import sys
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,6 +63,7 @@ class Side:
     overlaps: list[float]  # of the present components
     chances: list[float]  # of the present components
     on_class: float
+    absent: list[str]  # concepts named but not in the image
 
     @property
     def q_present_only(self) -> float:
@@ -98,7 +99,9 @@ def describe(side: dict[str, Any], masks: list[np.ndarray], study: Study, item: 
             fitted = fit_mask(target, mask.shape)
             overlaps.append(overlap(mask, fitted))
             chances.append(chance_overlap(mask, fitted))
-    return Side(side["method"], q, present, overlaps, chances, overlap(masks[0], region))
+    absent = [c for c, p in zip(side["concepts"], present, strict=True) if not p]
+    on_class = overlap(masks[0], region)
+    return Side(side["method"], q, present, overlaps, chances, on_class, absent)
 
 
 def tally_batch(batch: Path, world: Path) -> tuple[str, Tally]:
@@ -174,6 +177,9 @@ def rank_profile(tally: Tally, focus: str) -> None:
         shown = [s.present[k] for s in sides if len(s.present) > k]
         cells.append(f"{k + 1}: {mean(shown):.2f} of {len(shown)}")
     print(f"{focus} components in the image, by rank: " + "; ".join(cells))
+    absent = Counter(c for s in sides for c in s.absent)
+    common = ", ".join(f"{c} {n}" for c, n in absent.most_common(6))
+    print(f"{focus}: named but not in the image, most often: {common} (of {sum(absent.values())})")
 
 
 def main() -> int:

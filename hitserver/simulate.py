@@ -18,6 +18,10 @@ d = q_A - q_B + position bias + noise, the answer is 1 (A clearly) for d > t_cle
 2 for d > t_slight, 3 for |d| <= t_slight, then 4 and 5 symmetrically. Each rater has their own
 bias, noise and thresholds (seeded), and a fraction of raters are careless (uniformly random
 answers), so catch trials and the exclusion rule have something to find.
+
+What this rewards (naming only concepts that are in the image; masks on their target) and why
+it prefers CAM to IBD on the concept world: docs/hitserver.md, "What the simulated raters
+reward"; `benchmarks/rater_quality.py` measures it on a demo's batches.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ its residual fraction ||r_k||^2 / ||w_k||^2, the part of the class the concepts 
 Concepts are placed at the mean height of the classes that use them, so links cross little.
 A term whose entry says `"significant": false` (its p-value against random directions, Holm-
 corrected within the class, is above alpha: `ibd.significance`) is drawn as a thin grey dashed
-link, and a note under the title says so; terms without the field are drawn as before.
+link, and a note at the bottom says so; terms without the field are drawn as before.
 
 It reads the decompose.json contract (docs/contracts.md), so any decomposition can be drawn.
 """
@@ -120,11 +120,13 @@ def draw_decomposition(
     of = f" of {model}" if model else ""
     ax.set_title(title or f"Class decompositions{of}: the {top} largest coefficients per class",
                  fontsize=11)
+    bottom = 0.02
     if any(c.get("significant") is False for e in shown for c in e["concepts"]):
         alpha = document.get("meta", {}).get("significance", {}).get("alpha", 0.05)
         note = f"grey dashed: not significant (n.s.; Holm within the class, alpha {alpha})"
-        ax.text(0.5, rows, note, ha="center", va="bottom", fontsize=8, color="0.45")
-    fig.subplots_adjust(left=0.3, right=0.8, top=1 - 0.45 / (0.9 + 0.34 * rows), bottom=0.02)
+        fig.text(0.5, 0.1 / (0.9 + 0.34 * rows), note, ha="center", fontsize=8, color="0.45")
+        bottom = 0.35 / (0.9 + 0.34 * rows)
+    fig.subplots_adjust(left=0.3, right=0.8, top=1 - 0.45 / (0.9 + 0.34 * rows), bottom=bottom)
     out = Path(out)
     fig.savefig(out, dpi=110)
     plt.close(fig)

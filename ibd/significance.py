@@ -32,8 +32,8 @@ explains more, in the direction of the class, than a random vector would.
 
     p = (1 + #{r : T(v_r) >= T_observed}) / (1 + R)
 
-(Davison and Hinkley, "Bootstrap Methods and their Application", 1997, eq. 4.11; never 0, and
-valid at any R), with Monte-Carlo standard error sqrt(p (1 - p) / R). When several nulls are
+(Davison and Hinkley, "Bootstrap Methods and their Application", 1997, section 4.2; North,
+Curtis and Sham, Am. J. Hum. Genet. 71, 2002: never 0, and valid at any R), with Monte-Carlo standard error sqrt(p (1 - p) / R). When several nulls are
 used (below), a concept's p-value is the largest of its p-values under each (the intersection-
 union test: significant only when it beats every null). The p-values of one class (one
 explanation) are then corrected for the number of components with Holm's step-down method
@@ -50,9 +50,9 @@ centred over the D components, unit length):
 - `gaussian`: draws v ~ N(mu, Sigma) with mu and Sigma the mean and covariance of the learned
   q_c. With C < D concepts the sample covariance has rank C - 1 (its draws would only be random
   mixtures of the learned vectors), so Sigma is the Ledoit-Wolf shrinkage estimate
-  (1 - rho) S + rho (tr S / D) I (Ledoit and Wolf 2004, "A well-conditioned estimator for
-  large-dimensional covariance matrices", J. Multivariate Anal. 88, eq. 14 with the sample
-  estimates of their section 3.3). Why not isotropic draws scaled to the norm of q_c: the q_c of a
+  (1 - rho) S + rho (tr S / D) I with their sample estimate of rho (Ledoit and Wolf 2004, "A
+  well-conditioned estimator for large-dimensional covariance matrices", J. Multivariate Anal.
+  88). Why not isotropic draws scaled to the norm of q_c: the q_c of a
   real basis lie in the few directions the features vary in, where the class vectors lie too
   (docs/basis.md); an isotropic direction in R^D has a projection of about ||w_k|| / sqrt(D) on
   any class vector, a null every concept would beat. A draw from the basis' own mean and
@@ -311,7 +311,7 @@ def standardize_rows(v: np.ndarray) -> np.ndarray:
 def ledoit_wolf(q: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, float]:
     """(mean mu, centred rows X = q - mu, shrinkage rho, target scale m) of the Ledoit-Wolf
     estimate (1 - rho) S + rho m I of the covariance of the rows of q, S = X^T X / C,
-    m = tr(S) / D (Ledoit and Wolf 2004, section 3.3). Everything is computed from the C x C
+    m = tr(S) / D (Ledoit and Wolf 2004). Everything is computed from the C x C
     Gram matrix G = X X^T, never a D x D matrix:
         ||S||_F^2 = ||G||_F^2 / C^2,   d^2 = ||S - m I||_F^2 = ||S||_F^2 - D m^2,
         b^2 = min(d^2, 1/C^2 sum_c ||x_c x_c^T - S||_F^2),

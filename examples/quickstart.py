@@ -30,7 +30,7 @@ def ensure_world(home: Path, images: int, epochs: int) -> None:
     steps = [
         (home / "world" / "scenes.csv", ["world", "build", "--images", str(images), "--seed", "1"]),
         (home / "models" / f"{MODEL}.pt", ["train", "--arch", MODEL, "--epochs", str(epochs)]),
-        (home / "basis" / f"{MODEL}.npz", ["basis", "learn", "--rounds", "1", "--epochs", "2"]),
+        (home / "basis" / f"{MODEL}.npz", ["basis", "learn", "--epochs", "2"]),
         (home / "dissect" / MODEL / "tally.csv", ["dissect"]),
     ]
     for made, argv in steps:

@@ -840,7 +840,7 @@ def write_data_randomisation_figure(path: Path, result: DataRandomisation) -> No
         ax.set_ylim(-1.05, 1.05)
         ax.set_title(title, fontsize=9)
         ax.grid(alpha=0.3, axis="y")
-    axes[0][0].set_ylabel(f"{result.model} vs {result.randomised}", fontsize=8)
+    axes[0][0].set_ylabel(f"similarity, {result.model} vs {result.randomised}", fontsize=8)
     fig.suptitle(
         f"Data randomisation ({result.images} images; grey: random pair to + {margin:g})",
         fontsize=9,

@@ -107,6 +107,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help=f"ROAD: standard deviation of the imputation noise (default {NOISE}, the paper's)",
     )
     faith.add_argument("--no-road", action="store_true", help="skip ROAD (its slowest part)")
+    faith.add_argument(
+        "--faithfulness-limit",
+        type=int,
+        metavar="N",
+        help="measure faithfulness on the first N explanations of each model and method only "
+        "(default: all; the other checks still read every explanation)",
+    )
     complete = parser.add_argument_group("completeness")
     complete.add_argument(
         "--no-completeness",
@@ -172,8 +179,9 @@ def _check(args: argparse.Namespace) -> None:
         raise UserError(f"--fraction must lie in (0, 1], got {args.fraction}")
     if args.steps < 1 or args.batch_size < 1:
         raise UserError("--steps and --batch-size must be at least 1")
-    if args.limit is not None and args.limit < 1:
-        raise UserError("--limit must be at least 1")
+    for flag, value in (("--limit", args.limit), ("--faithfulness-limit", args.faithfulness_limit)):
+        if value is not None and value < 1:
+            raise UserError(f"{flag} must be at least 1, got {value}")
     if args.seed < 0:
         raise UserError(f"--seed must be a non-negative integer, got {args.seed}")
     if args.road_noise < 0:
@@ -211,6 +219,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
             road=not args.no_road,
             road_percentages=road_percentages(args.road_percentages),
             road_noise=args.road_noise,
+            limit=args.faithfulness_limit,
         ),
         counterfactual=args.counterfactual,
         sanity=_sanity_inputs(args),

@@ -31,6 +31,7 @@ class CurveSettings:
     road: bool = True  # ROAD MoRF / LeRF (the slowest part: a sparse solve per input)
     road_percentages: tuple[int, ...] = roadlib.PERCENTAGES
     road_noise: float = roadlib.NOISE
+    limit: int | None = None  # measure only the first N explanations of each model and method
 
 
 @dataclass(frozen=True)

@@ -145,13 +145,31 @@ def _check_classes(items: Sequence[Item], models: Mapping[str, LoadedModel]) -> 
             )
 
 
+def _first_per_method(
+    positions: Sequence[int], items: Sequence[Item], limit: int | None
+) -> list[int]:
+    """The positions of the first `limit` items of each method (all when None), in order."""
+    if limit is None:
+        return list(positions)
+    seen: dict[str, int] = {}
+    kept = []
+    for n in positions:
+        method = items[n].method
+        if seen.get(method, 0) < limit:
+            seen[method] = seen.get(method, 0) + 1
+            kept.append(n)
+    return kept
+
+
 def _curves(
     items: Sequence[Item], models: Mapping[str, LoadedModel], settings: CurveSettings, seed: int
 ) -> tuple[dict[int, Measured], dict[tuple[str, str], MeanCurves]]:
     measured: dict[int, Measured] = {}
     means: dict[tuple[str, str], MeanCurves] = {}
     for name, loaded in models.items():
-        positions = [n for n, i in enumerate(items) if i.model == name]
+        positions = _first_per_method(
+            [n for n, i in enumerate(items) if i.model == name], items, settings.limit
+        )
         found, by_method = model_curves([items[n] for n in positions], loaded, settings, seed)
         measured.update((positions[n], m) for n, m in found.items())
         means.update(((name, method), m) for method, m in by_method.items())

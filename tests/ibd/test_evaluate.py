@@ -728,6 +728,7 @@ def test_evaluate_refuses_bad_heatmaps(
         (lambda h: ["--road-percentages", "0,50"], "--road-percentages must be integers from 1"),
         (lambda h: ["--road-percentages", "ten"], "--road-percentages must be integers from 1"),
         (lambda h: ["--road-noise", "-1"], "--road-noise must be >= 0, got -1.0"),
+        (lambda h: ["--faithfulness-limit", "0"], "--faithfulness-limit must be at least 1, got 0"),
         (lambda h: ["--weights", str(h / "models" / "tiny.pt"), "--name", "other"], "not other"),
         # a hand-written world cannot be drawn again without a concept
         (lambda h: ["--counterfactual", "grey"], "is not a concept world's world.json"),

@@ -159,3 +159,34 @@ def test_evaluate_without_road_or_completeness(home: Path, monkeypatch: pytest.M
     _, (tiny,) = rows(out / "completeness.csv")
     assert tiny["note"] == "" and tiny["named_concepts"] == "concept0;concept1;concept2"
     assert float(tiny["projected_accuracy"]) < 1.0 and float(tiny["completeness"]) < 1.0
+
+
+@pytest.mark.slow
+def test_faithfulness_limit_measures_the_first_explanations_of_each_method(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = run(home, monkeypatch, "none", "--no-road", "--faithfulness-limit", "1")
+    _, explained = rows(out / "explanations.csv")
+    measured: dict[str, list[str]] = {}
+    for row in explained:
+        if finite(row["deletion_auc"]):
+            measured.setdefault(row["method"], []).append(row["image"])
+    methods = {row["method"] for row in explained}
+    assert set(measured) == methods and all(len(v) == 1 for v in measured.values())
+    first = {}
+    for row in explained:
+        first.setdefault(row["method"], row["image"])
+    assert {m: v[0] for m, v in measured.items()} == first  # the first one, in file order
+
+
+def test_first_per_method_keeps_order_and_counts() -> None:
+    from ibd.evaluation.pipeline import _first_per_method
+
+    class Fake:
+        def __init__(self, method: str) -> None:
+            self.method = method
+
+    items = [Fake(m) for m in ("a", "b", "a", "a", "b", "c")]
+    assert _first_per_method(range(6), items, 2) == [0, 1, 2, 4, 5]
+    assert _first_per_method([2, 3, 5], items, 1) == [2, 5]
+    assert _first_per_method([4, 0], items, None) == [4, 0]

@@ -33,11 +33,12 @@ explains more, in the direction of the class, than a random vector would.
     p = (1 + #{r : T(v_r) >= T_observed}) / (1 + R)
 
 (Davison and Hinkley, "Bootstrap Methods and their Application", 1997, section 4.2; North,
-Curtis and Sham, Am. J. Hum. Genet. 71, 2002: never 0, and valid at any R), with Monte-Carlo standard error sqrt(p (1 - p) / R). When several nulls are
-used (below), a concept's p-value is the largest of its p-values under each (the intersection-
-union test: significant only when it beats every null). The p-values of one class (one
-explanation) are then corrected for the number of components with Holm's step-down method
-(Holm 1979, "A simple sequentially rejective multiple test procedure"):
+Curtis and Sham, Am. J. Hum. Genet. 71, 2002: never 0, and valid at any R), with Monte-Carlo
+standard error sqrt(p (1 - p) / R). When several nulls are used (below), a concept's p-value
+is the largest of its p-values under each (the intersection-union test: significant only when
+it beats every null). The p-values of one class (one explanation) are then corrected for the
+number of components with Holm's step-down method (Holm 1979, "A simple sequentially
+rejective multiple test procedure", Scand. J. Statist. 6):
 
     p~_(j) = max_{l <= j} min(1, (m - l + 1) p_(l))       (p_(1) <= ... <= p_(m))
 

@@ -392,3 +392,22 @@ def test_cli_explain_with_significance(tmp_path: Path, monkeypatch, capsys) -> N
     argv += ["--null", "other.null.npz"]
     assert main(argv) == 2
     assert "drawn for another basis" in capsys.readouterr().err
+
+
+def test_cli_decompose_with_the_classifier_null(tmp_path: Path, monkeypatch, capsys) -> None:
+    store, _ = planted_store(tmp_path, rate=0.03)
+    settings = basis_module.Settings.for_procedure("paper", batch_size=256)
+    learned = basis_module.learn(store, settings, progress=False, log=lambda _: None)
+    learned.save(tmp_path / "b.npz")
+    q = learned.q.astype(np.float64)
+    np.save(tmp_path / "W.npy", np.stack([2.0 * q[0] + 1.5 * q[1], q[2] + q[3]]))
+    monkeypatch.chdir(tmp_path)
+    argv = "decompose --basis b.npz --class-weights W.npy --out d.json --significance"
+    argv += f" --features {store.path} --classifier-draws 150 --null-draws 300"
+    assert main(argv.split()) == 0
+    assert "classifiers 150" in capsys.readouterr().out
+    document = json.loads((tmp_path / "d.json").read_text())
+    assert document["meta"]["significance"]["nulls"] == {"gaussian": 300, "classifiers": 150}
+    assert document["meta"]["significance"]["null_meta"]["classifiers"]["procedure"] == "paper"
+    first = {c["name"]: c["significant"] for c in document["classes"][0]["concepts"]}
+    assert first["c0"] and first["c1"]

@@ -60,7 +60,7 @@ class Decomposition:
     source: the file it was loaded from ("" when made here); errors name it.
     p_values, p_errors, p_adjusted, significant: K x n, each term's Monte-Carlo p-value against
         random directions, its standard error, Holm's adjustment within the class and whether
-        that is <= alpha (`ibd.significance.test_decomposition`); None when untested, NaN /
+        that is <= alpha (`ibd.significance.with_significance`); None when untested, NaN /
         False in padded slots and for terms a file gives no p-value.
     A decomposition read from a file has no `residuals` (None): the file does not hold them.
     """

@@ -114,12 +114,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="measure faithfulness on the first N explanations of each model and method only "
         "(default: all; the other checks still read every explanation)",
     )
-    complete = parser.add_argument_group("completeness")
+    complete = parser.add_argument_group("completeness and significance of the named concepts")
     complete.add_argument(
         "--no-completeness",
         action="store_true",
         help="skip Yeh's completeness score of each IBD-explained model's decomposition (the "
         "share of the logit, read from the explanation files, is always reported)",
+    )
+    complete.add_argument(
+        "--significance",
+        action="store_true",
+        help="score the p-values of the decomposition's terms and of the IBD explanations' "
+        "components (from `ibd decompose --significance` / `ibd explain --significance`) "
+        "against the rules: significance.csv and a report section",
     )
     counter = parser.add_argument_group("counterfactual images")
     counter.add_argument(
@@ -225,6 +232,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         sanity=_sanity_inputs(args),
         completeness=not args.no_completeness,
         basis=Path(args.basis) if args.basis else None,
+        significance=args.significance,
     )
 
 

@@ -1,7 +1,8 @@
 """The files `ibd evaluate` writes into its output directory (docs/evaluate.md, "Outputs"):
 report.md, decomposition.csv, decomposition_by_contribution.csv, explanations.csv, summary.csv,
 curves.csv, road.csv, counterfactual.csv, logit_shares.csv, completeness.csv and evaluate.json,
-and with the sanity checks sanity.csv and sanity_<model>.png (`ibd.evaluation.sanity`). They
+with the sanity checks sanity.csv and sanity_<model>.png (`ibd.evaluation.sanity`), and with
+--significance significance.csv (`ibd.evaluation.significance`). They
 are the evaluation's end products: no stage of the project reads them back (a user's R or pandas
 does), so each has a writer only.
 
@@ -24,6 +25,7 @@ from ibd.evaluation.pipeline import Results, Settings
 from ibd.evaluation.reliance import Reliance
 from ibd.evaluation.rules import RuleRows, rule_cells, rule_means
 from ibd.evaluation.sanity import Sanity, write_figure, write_table
+from ibd.evaluation.significance import write_significance_csv
 from ibd.evaluation.summary import Scored, Summary
 
 RULE_COLUMNS = (
@@ -109,6 +111,8 @@ def write_all(out: Path, results: Results, report: Sequence[str]) -> None:
         write_table(out / "sanity.csv", results.sanity)
         for sanity in results.sanity:
             write_figure(out / f"sanity_{sanity.model}.png", sanity)
+    if results.significance is not None:
+        write_significance_csv(out / "significance.csv", results.significance)
     # (further stages' files go here, each behind its own `if`)
     write_json(out / "evaluate.json", results)
 
@@ -271,6 +275,15 @@ def _json_safe(value: Any) -> Any:
     return None if isnan(value) else value
 
 
+def _nested_json(value: Any) -> Any:
+    """`value` with NaN as None at any depth (tuples as lists)."""
+    if isinstance(value, dict):
+        return {k: _nested_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_nested_json(v) for v in value]
+    return _json_safe(value)
+
+
 def _match_json(match: ev.RuleMatch) -> dict[str, Any]:
     return {k: _json_safe(v) for k, v in vars(match).items() if k != "top"}
 
@@ -370,4 +383,6 @@ def write_json(path: Path, results: Results) -> None:
     }
     if results.sanity:  # only with --sanity: the document is otherwise as before
         document["sanity"] = [_sanity_json(s) for s in results.sanity]
+    if results.significance is not None:
+        document["significance"] = _nested_json(asdict(results.significance))
     path.write_text(json.dumps(document, indent=1) + "\n")

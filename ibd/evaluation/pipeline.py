@@ -49,6 +49,11 @@ from ibd.evaluation.rules import (
     rule_rows,
 )
 from ibd.evaluation.sanity import Sanity, SanityInputs, method_factories, run_sanity
+from ibd.evaluation.significance import (
+    SignificanceResult,
+    evaluate_significance,
+    read_explanations,
+)
 from ibd.evaluation.summary import Scored, Summary, summarise
 from ibd.evaluation.truth import Truth, score_items
 from ibd.nets.load import LoadedModel
@@ -72,6 +77,7 @@ class Settings:
     sanity: SanityInputs | None = None  # None: no sanity checks
     completeness: bool = True  # Yeh's completeness score (needs the models and their bases)
     basis: Path | None = None  # for it; None: $IBD_HOME/basis/<model>.npz
+    significance: bool = False  # score the files' p-values (`ibd.evaluation.significance`)
 
 
 @dataclass(frozen=True)
@@ -88,6 +94,7 @@ class Results:
     sanity: list[Sanity] = field(default_factory=list)  # one per model checked
     class_shares: list[ClassShare] = field(default_factory=list)  # share of the logit per class
     completeness: list[Completeness] = field(default_factory=list)  # one per IBD model
+    significance: SignificanceResult | None = None  # with Settings.significance
     # (the place for further stages' results: append fields with defaults here)
 
 
@@ -300,6 +307,20 @@ def _class_shares(scored: Sequence[Scored]) -> list[ClassShare]:
     )
 
 
+def _significance(
+    decomposition: Path | None, world: ev.World, dirs: Sequence[Path], k: int
+) -> SignificanceResult:
+    """The p-values of the decomposition's terms and of the IBD explanations' components
+    (written by `ibd decompose --significance` / `ibd explain --significance`) against the
+    rules."""
+    if decomposition is None:
+        raise UserError(
+            "--significance needs a class decomposition with p-values (--decomposition, from "
+            "`ibd decompose --significance`)"
+        )
+    return evaluate_significance(decomposition, world, k=k, explanations=read_explanations(dirs))
+
+
 def evaluate(
     world_dir: Path,
     decomposition: Path | None,
@@ -312,8 +333,13 @@ def evaluate(
     ranked = None if decomposition is None else read_ranked(decomposition, world)
     coefficient_rows = [] if ranked is None else rule_rows(ranked, world, settings.k)
     notes: list[str] = []
+    significance = None
+    if settings.significance:  # before the long stages: a file without p-values fails first
+        significance = _significance(decomposition, world, dirs, settings.k)
     if not dirs:
-        return Results(settings, coefficient_rows, [], [], [], [], {}, None, notes)
+        return Results(
+            settings, coefficient_rows, [], [], [], [], {}, None, notes, significance=significance
+        )
     found = _score_explanations(world_dir, world, dirs, settings, load_models, notes)
     items = [s.item for s in found.scored]
     decomposed = None if decomposition is None else ev.read_decomposition_model(decomposition)
@@ -353,4 +379,5 @@ def evaluate(
         sanity,
         _class_shares(found.scored),
         completeness,
+        significance,
     )

@@ -12,6 +12,7 @@ from ibd.evaluation.pipeline import Results, Settings
 from ibd.evaluation.reliance import Reliance
 from ibd.evaluation.rules import RuleRows, rule_cells, rule_means
 from ibd.evaluation.sanity import Row, Sanity, first_passing
+from ibd.evaluation.significance import significance_section
 from ibd.evaluation.summary import Summary
 
 PRECISION_TARGET = 0.8  # precision@k (lenient) the decomposition should reach
@@ -265,6 +266,8 @@ def report(results: Results) -> list[str]:
         lines += _reliance_section(results.reliance, summary, settings.k)
     if results.class_shares or results.completeness:
         lines += _completeness_section(summary, results.class_shares, results.completeness)
+    if results.significance is not None:
+        lines += significance_section(results.significance)
     for sanity in results.sanity:
         lines += _sanity_section(sanity)
     lines += [f"Note: {n}" for n in results.notes]

@@ -10,7 +10,9 @@ decomposition_by_contribution.csv, explanations.csv (one row per explanation), c
 deletion / insertion curves), road.csv (mean ROAD curves), counterfactual.csv (each model's mean
 effect per class and concept), logit_shares.csv (the named share of the logit per class),
 completeness.csv (Yeh's completeness score per model) and evaluate.json; with --sanity also
-sanity.csv and sanity_<model>.png (the model-randomisation sanity checks).
+sanity.csv and sanity_<model>.png (the model-randomisation sanity checks), with
+--data-randomisation data_randomisation_<model>.csv / .png, with --significance
+significance.csv.
 """
 
 from __future__ import annotations
@@ -145,6 +147,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "sanity_<model>.png and a report section",
     )
     sanity.add_argument(
+        "--data-randomisation",
+        action="append",
+        default=[],
+        metavar="MODEL=SHUFFLED",
+        help="with --sanity: compare MODEL's explanations with those of the same network trained "
+        "on shuffled labels (SHUFFLED: a model name under $IBD_HOME/models or a .pt path; its "
+        "own basis and tally under $IBD_HOME); repeatable",
+    )
+    sanity.add_argument(
         "--sanity-images", type=int, default=16, help="images per model (default 16, at least 2)"
     )
     sanity.add_argument(
@@ -208,6 +219,24 @@ def road_percentages(text: str) -> tuple[int, ...]:
     return tuple(sorted(set(found)))
 
 
+def _randomisation_pairs(args: argparse.Namespace) -> tuple[tuple[str, Path], ...]:
+    """--data-randomisation MODEL=SHUFFLED: (MODEL, the shuffled-label checkpoint), checked."""
+    if args.data_randomisation and not args.sanity:
+        raise UserError("--data-randomisation is one of the sanity checks: add --sanity")
+    pairs = []
+    for text in args.data_randomisation:
+        model, _, shuffled = text.partition("=")
+        if not model or not shuffled:
+            raise UserError(f"--data-randomisation takes MODEL=SHUFFLED, got {text!r}")
+        path = Path(shuffled)
+        if path.suffix != ".pt":
+            path = paths.model_path(shuffled)
+        if not path.is_file():
+            raise UserError(f"--data-randomisation: no checkpoint {path}")
+        pairs.append((model, path))
+    return tuple(pairs)
+
+
 def settings_from(args: argparse.Namespace) -> Settings:
     """The evaluation's settings from the flags (checked)."""
     _check(args)
@@ -233,6 +262,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         completeness=not args.no_completeness,
         basis=Path(args.basis) if args.basis else None,
         significance=args.significance,
+        data_randomisation=_randomisation_pairs(args),
     )
 
 

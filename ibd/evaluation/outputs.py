@@ -1,8 +1,9 @@
 """The files `ibd evaluate` writes into its output directory (docs/evaluate.md, "Outputs"):
 report.md, decomposition.csv, decomposition_by_contribution.csv, explanations.csv, summary.csv,
 curves.csv, road.csv, counterfactual.csv, logit_shares.csv, completeness.csv and evaluate.json,
-with the sanity checks sanity.csv and sanity_<model>.png (`ibd.evaluation.sanity`), and with
---significance significance.csv (`ibd.evaluation.significance`). They
+with the sanity checks sanity.csv and sanity_<model>.png (`ibd.evaluation.sanity`) and
+data_randomisation_<model>.csv / .png, and with --significance significance.csv
+(`ibd.evaluation.significance`). They
 are the evaluation's end products: no stage of the project reads them back (a user's R or pandas
 does), so each has a writer only.
 
@@ -24,7 +25,14 @@ from ibd.evaluation.means import isnan
 from ibd.evaluation.pipeline import Results, Settings
 from ibd.evaluation.reliance import Reliance
 from ibd.evaluation.rules import RuleRows, rule_cells, rule_means
-from ibd.evaluation.sanity import Sanity, write_figure, write_table
+from ibd.evaluation.sanity import (
+    DataRandomisation,
+    Sanity,
+    write_data_randomisation_csv,
+    write_data_randomisation_figure,
+    write_figure,
+    write_table,
+)
 from ibd.evaluation.significance import write_significance_csv
 from ibd.evaluation.summary import Scored, Summary
 
@@ -113,6 +121,10 @@ def write_all(out: Path, results: Results, report: Sequence[str]) -> None:
             write_figure(out / f"sanity_{sanity.model}.png", sanity)
     if results.significance is not None:
         write_significance_csv(out / "significance.csv", results.significance)
+    for randomised in results.data_randomisation:
+        stem = f"data_randomisation_{randomised.model}"
+        write_data_randomisation_csv(out / f"{stem}.csv", randomised)
+        write_data_randomisation_figure(out / f"{stem}.png", randomised)
     # (further stages' files go here, each behind its own `if`)
     write_json(out / "evaluate.json", results)
 
@@ -367,6 +379,26 @@ def _sanity_json(sanity: Sanity) -> dict[str, Any]:
     }
 
 
+def _randomised_json(result: DataRandomisation) -> dict[str, Any]:
+    return {
+        "model": result.model,
+        "randomised_model": result.randomised,
+        "images": result.images,
+        "seed": result.settings.seed,
+        "margin": result.settings.margin,
+        "skipped": list(result.skipped),
+        "rows": [
+            {
+                "method": r.method,
+                "test": r.test,
+                **{m: _json_safe(v) for m, v in r.values.items()},
+                "passes": result.passed(r),
+            }
+            for r in result.rows
+        ],
+    }
+
+
 def write_json(path: Path, results: Results) -> None:
     """evaluate.json: the settings, both decomposition rankings against the rules, the
     summaries and the counterfactual reliance (null when not drawn)."""
@@ -385,4 +417,6 @@ def write_json(path: Path, results: Results) -> None:
         document["sanity"] = [_sanity_json(s) for s in results.sanity]
     if results.significance is not None:
         document["significance"] = _nested_json(asdict(results.significance))
+    if results.data_randomisation:
+        document["data_randomisation"] = [_randomised_json(r) for r in results.data_randomisation]
     path.write_text(json.dumps(document, indent=1) + "\n")

@@ -12,13 +12,18 @@
    completeness score of each IBD-explained model's decomposition
    (`ibd.evaluation.completeness`);
 6. with `Settings.sanity`, the model-randomisation sanity checks of each explained model and
-   method (`ibd.evaluation.sanity`).
+   method, and for each pair of `Settings.data_randomisation` the data-randomisation check
+   against the same network trained on shuffled labels (`ibd.evaluation.sanity`);
+7. with `Settings.significance`, the p-values of the decomposition's terms and of the IBD
+   explanations' components against the rules (`ibd.evaluation.significance`).
 
-The networks are loaded before any long work, so a wrong model fails first.
+The networks are loaded before any long work, so a wrong model fails first; so does a
+decomposition without p-values under `Settings.significance`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,7 +53,14 @@ from ibd.evaluation.rules import (
     read_ranked,
     rule_rows,
 )
-from ibd.evaluation.sanity import Sanity, SanityInputs, method_factories, run_sanity
+from ibd.evaluation.sanity import (
+    DataRandomisation,
+    Sanity,
+    SanityInputs,
+    method_factories,
+    run_data_randomisation,
+    run_sanity,
+)
 from ibd.evaluation.significance import (
     SignificanceResult,
     evaluate_significance,
@@ -56,7 +68,7 @@ from ibd.evaluation.significance import (
 )
 from ibd.evaluation.summary import Scored, Summary, summarise
 from ibd.evaluation.truth import Truth, score_items
-from ibd.nets.load import LoadedModel
+from ibd.nets.load import LoadedModel, load_model
 
 # the networks of the named models that can be run (a model left out gets no curves and no
 # counterfactuals)
@@ -78,6 +90,9 @@ class Settings:
     completeness: bool = True  # Yeh's completeness score (needs the models and their bases)
     basis: Path | None = None  # for it; None: $IBD_HOME/basis/<model>.npz
     significance: bool = False  # score the files' p-values (`ibd.evaluation.significance`)
+    # (explained model, checkpoint of it trained on shuffled labels): with `sanity`, the
+    # data-randomisation check of each pair
+    data_randomisation: tuple[tuple[str, Path], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -95,6 +110,7 @@ class Results:
     class_shares: list[ClassShare] = field(default_factory=list)  # share of the logit per class
     completeness: list[Completeness] = field(default_factory=list)  # one per IBD model
     significance: SignificanceResult | None = None  # with Settings.significance
+    data_randomisation: list[DataRandomisation] = field(default_factory=list)  # one per pair
     # (the place for further stages' results: append fields with defaults here)
 
 
@@ -248,21 +264,58 @@ def _score_explanations(
     return _Explanations(scored, curves, drawn, fill, models, read.dataset)
 
 
+def _checked(found: _Explanations, name: str, count: int) -> tuple[list[str], list[Path]]:
+    """The methods `name` was explained with and the first `count` images it explained (in
+    the order of their world index), for the sanity checks."""
+    mine = [s.item for s in found.scored if s.item.model == name]
+    methods = sorted({i.method for i in mine} - {"random"}, key=itemlib.method_rank)
+    indices = sorted({i.dataset_index for i in mine})[:count]
+    return methods, [found.dataset.image_path(i) for i in indices]
+
+
 def _sanity(found: _Explanations, inputs: SanityInputs, notes: list[str]) -> list[Sanity]:
     """The sanity checks of each loaded model, on the first `inputs.images` images it
     explained, for the methods it was explained with."""
     out = []
     for name, loaded in found.models.items():
-        mine = [s.item for s in found.scored if s.item.model == name]
-        methods = sorted({i.method for i in mine} - {"random"}, key=itemlib.method_rank)
-        indices = sorted({i.dataset_index for i in mine})[: inputs.images]
-        if len(indices) < 2:
+        methods, images = _checked(found, name, inputs.images)
+        if len(images) < 2:
             notes.append(f"sanity checks: {name} explains fewer than two images, none run")
             continue
         factories = method_factories(loaded, methods, inputs, notes)
         if factories:
-            images = [found.dataset.image_path(i) for i in indices]
             out.append(run_sanity(loaded, images, factories, inputs.settings, progress=True))
+    return out
+
+
+def _data_randomisation(
+    found: _Explanations,
+    inputs: SanityInputs,
+    pairs: Sequence[tuple[str, Path]],
+    notes: list[str],
+) -> list[DataRandomisation]:
+    """Each (explained model, checkpoint of that network trained on shuffled labels) pair's
+    data-randomisation check, on the images and methods of the model's sanity checks. The
+    shuffled-label model gets its own basis and tally ($IBD_HOME/basis|dissect/<its name>)."""
+    out = []
+    for name, path in pairs:
+        loaded = found.models.get(name)
+        if loaded is None:
+            notes.append(f"data randomisation: no network of {name} was loaded; not run")
+            continue
+        methods, images = _checked(found, name, inputs.images)
+        if len(images) < 2:
+            notes.append(f"data randomisation: {name} explains fewer than two images, not run")
+            continue
+        shuffled = load_model(None, path, device=loaded.device, name=path.stem)
+        own = dataclasses.replace(inputs, basis=None, tally=None)
+        ours = method_factories(loaded, methods, inputs, notes)
+        theirs = method_factories(shuffled, methods, own, notes)
+        out.append(
+            run_data_randomisation(
+                loaded, shuffled, images, ours, theirs, inputs.settings, progress=True
+            )
+        )
     return out
 
 
@@ -362,6 +415,9 @@ def evaluate(
         missing_classes(world, contribution_rows, coefficient_rows) if contribution_rows else []
     )
     sanity = [] if settings.sanity is None else _sanity(found, settings.sanity, notes)
+    randomised = []
+    if settings.sanity is not None and settings.data_randomisation:
+        randomised = _data_randomisation(found, settings.sanity, settings.data_randomisation, notes)
     completeness = []
     if settings.completeness:
         inputs = CompletenessInputs(settings.basis, decomposition, settings.curves.batch_size)
@@ -380,4 +436,5 @@ def evaluate(
         _class_shares(found.scored),
         completeness,
         significance,
+        randomised,
     )

@@ -11,7 +11,7 @@ from ibd.evaluation.means import isnan, mean
 from ibd.evaluation.pipeline import Results, Settings
 from ibd.evaluation.reliance import Reliance
 from ibd.evaluation.rules import RuleRows, rule_cells, rule_means
-from ibd.evaluation.sanity import Row, Sanity, first_passing
+from ibd.evaluation.sanity import Row, Sanity, data_randomisation_section, first_passing
 from ibd.evaluation.significance import significance_section
 from ibd.evaluation.summary import Summary
 
@@ -270,6 +270,8 @@ def report(results: Results) -> list[str]:
         lines += significance_section(results.significance)
     for sanity in results.sanity:
         lines += _sanity_section(sanity)
+    for randomised in results.data_randomisation:
+        lines += data_randomisation_section(randomised)
     lines += [f"Note: {n}" for n in results.notes]
     return lines
 

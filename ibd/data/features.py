@@ -153,6 +153,14 @@ def downsample_labels(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor
     return mask[..., ys, :][..., xs]
 
 
+# Rows read between two releases of the mapped pages. A read of scattered rows maps more than
+# the rows themselves: on each page fault Linux also maps the neighbouring pages already in the
+# page cache (fault-around, 64 KiB by default), so one read of 65,536 scattered rows of a
+# Broden-sized store mapped gigabytes at once (benchmarks/RESULTS.md, "The paper's scale").
+# 4,096 rows bound that to 256 MiB.
+RELEASE_ROWS = 4096
+
+
 def release_pages(array: np.ndarray) -> None:
     """Drop the pages of a memory-mapped array from this process's resident set (Linux
     `madvise(MADV_DONTNEED)`; they stay in the page cache, and written pages of a shared file
@@ -316,16 +324,24 @@ class FeatureStore:
 
     def read_vectors(self, rows: np.ndarray) -> np.ndarray:
         """float32 len(rows) x D (rows sorted ascending read fastest). The mapped pages read
-        are released from the process afterwards (`release_pages`): its resident memory stays
-        at what it holds, however much of the store it streams."""
-        values = np.asarray(self.vectors[rows], dtype=np.float32)
-        release_pages(self.features)
+        are released from the process every `RELEASE_ROWS` rows (`release_pages`): its resident
+        memory stays at what it holds, however much of the store it streams."""
+        rows = np.asarray(rows)
+        values = np.empty((len(rows), self.dim), dtype=np.float32)
+        for start in range(0, len(rows), RELEASE_ROWS):
+            part = slice(start, start + RELEASE_ROWS)
+            values[part] = self.vectors[rows[part]]
+            release_pages(self.features)
         return values
 
     def read_labels(self, rows: np.ndarray) -> np.ndarray:
         """bool len(rows) x C (mapped pages released as in `read_vectors`)."""
-        values = unpack_labels(self.packed_rows[rows], self.num_concepts)
-        release_pages(self.labels)
+        rows = np.asarray(rows)
+        values = np.empty((len(rows), self.num_concepts), dtype=bool)
+        for start in range(0, len(rows), RELEASE_ROWS):
+            part = slice(start, start + RELEASE_ROWS)
+            values[part] = unpack_labels(self.packed_rows[rows[part]], self.num_concepts)
+            release_pages(self.labels)
         return values
 
     def concept_masks(self, image: int) -> np.ndarray:

@@ -85,6 +85,28 @@ def test_store_round_trips_the_hooked_activations_exactly(tmp_path: Path) -> Non
     assert np.array_equal(half.features, np.asarray(store.features).astype(np.float16))
 
 
+def test_scattered_reads_release_the_mapping_every_release_rows_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read maps up to the kernel's fault-around per row it touches, so the mapping is given
+    back every RELEASE_ROWS rows, not once per read; the values are those of the store."""
+    store = features.build(
+        PooledConv(5, seed=0).eval(), Images(), tmp_path / "s", spec(), batch_size=4, progress=False
+    )
+    monkeypatch.setattr(features, "RELEASE_ROWS", 3)
+    released: list[int] = []
+    real = features.release_pages
+    monkeypatch.setattr(features, "release_pages", lambda a: (released.append(1), real(a)))
+    rows = np.array([39, 2, 17, 5, 30, 11, 0])  # 7 rows: 3 + 3 + 1
+    flat = np.asarray(store.features).reshape(-1, 5)
+    assert np.array_equal(store.read_vectors(rows), flat[rows].astype(np.float32))
+    assert len(released) == 3
+    bits = np.asarray(store.labels).reshape(-1, store.labels.shape[-1])[rows]
+    assert np.array_equal(store.read_labels(rows), features.unpack_labels(bits, 11))
+    assert len(released) == 6
+    assert store.read_vectors(np.array([], dtype=np.int64)).shape == (0, 5)
+
+
 def test_labels_are_the_centre_pixel_of_each_feature_cell(tmp_path: Path) -> None:
     data = Images()
     store = features.build(

@@ -18,6 +18,9 @@ OTHERS=(world_vgg world_alexnet world_resnet_mirror)
 # known to be worse (the paper's AlexNet, VGG16 and resnet50* roles), and world_vit is a
 # different architecture, not a weaker role (docs/world.md, "A vision transformer").
 VIT=world_vit
+# Data randomisation (Adebayo et al. 2018): the reference network trained on shuffled labels can
+# only memorise, so its explanations must not look like the reference's (docs/sanity.md).
+SHUFFLED=world_resnet_shuffled
 START=$(date +%s)
 
 say() { printf '\n== demo: %s\n' "$*"; }
@@ -39,15 +42,18 @@ step() {
 say "concept world and its models"
 "$BIN/ibd" world build
 "$BIN/ibd" train
+"$BIN/ibd" train --arch "$SHUFFLED" --threads 1
 
-say "concept basis, class decomposition (every model), Network Dissection (reference, ViT)"
-for m in "$REF" "${OTHERS[@]}" "$VIT"; do
+say "concept basis, class decomposition with p-values (every model), Network Dissection"
+for m in "$REF" "${OTHERS[@]}" "$VIT" "$SHUFFLED"; do
   W="$H/models/$m.pt"
   # --rebuild: a retrained model replaces the store of its previous weights (same weights: reused)
   step "$H/basis/$m.npz" "$W" -- "$BIN/ibd" basis learn --weights "$W" --rebuild
-  step "$H/decompose/$m.json" "$W" "$H/basis/$m.npz" -- "$BIN/ibd" decompose --weights "$W"
+  # --significance: every term's p-value against random concept directions (docs/significance.md)
+  step "$H/decompose/$m.json" "$W" "$H/basis/$m.npz" -- \
+    "$BIN/ibd" decompose --weights "$W" --significance
 done
-for m in "$REF" "$VIT"; do
+for m in "$REF" "$VIT" "$SHUFFLED"; do
   step "$H/dissect/$m/tally.csv" "$H/models/$m.pt" -- \
     "$BIN/ibd" dissect --weights "$H/models/$m.pt" --split val --quiet
 done
@@ -57,16 +63,24 @@ explain() {  # model method
   local W="$H/models/$1.pt" out="$H/explanations/$1/$2" deps=("$H/models/$1.pt")
   [ "$2" = ibd ] && deps+=("$H/decompose/$1.json")
   [ "$2" = netdissect ] && deps+=("$H/dissect/$1/tally.csv")
-  step "$out/explanations.json" "${deps[@]}" -- "$BIN/ibd" explain --method "$2" --weights "$W"
+  local flags=()
+  [ "$2" = ibd ] && flags+=(--significance)
+  step "$out/explanations.json" "${deps[@]}" -- \
+    "$BIN/ibd" explain --method "$2" --weights "$W" "${flags[@]}"
 }
 for method in ibd cam gradcam netdissect; do
-  explain "$REF" "$method"
-  explain "$VIT" "$method"
+  for m in "$REF" "$VIT" "$SHUFFLED"; do explain "$m" "$method"; done
 done
 for m in "${OTHERS[@]}"; do for method in ibd cam; do explain "$m" "$method"; done; done
 
 say "ground truth: the reference decomposition and every explanation against the world's rules"
-evaluate() { "$BIN/ibd" evaluate --no-faithfulness > /dev/null; }  # the report is in report.md
+# With every check: faithfulness (deletion / insertion, ROAD, Average Drop) on the first
+# DEMO_FAITHFULNESS explanations of each model and method, completeness, the sanity checks
+# (model and data randomisation) and the concepts' significance. The report is in report.md.
+evaluate() {
+  "$BIN/ibd" evaluate --faithfulness-limit "${DEMO_FAITHFULNESS:-40}" --sanity \
+    --data-randomisation "$REF=$SHUFFLED" --significance > /dev/null
+}
 step "$H/evaluate/report.md" "$H/decompose/$REF.json" "$H"/explanations/*/*/explanations.json -- \
   evaluate
 grep '^Target' "$H/evaluate/report.md" || true
@@ -82,26 +96,26 @@ step "$H/evaluate-vit/report.md" "$H/decompose/$VIT.json" \
   "$H/explanations/$VIT/ibd/explanations.json" -- evaluate_vit
 grep '^Target' "$H/evaluate-vit/report.md" | sed "s/^/$VIT: /" || true
 
-# The paper's basis trainer (the default) detects concepts better, the authors' gives
-# decompositions closer to the world's rules (docs/evaluate.md): so the reference model's
-# decomposition is evaluated again with the authors' basis.
-say "ground truth with the authors' basis trainer (--procedure authors), in $H/authors"
-A="$H/authors"
+# The authors' basis trainer (the default) gives decompositions closer to the world's rules, the
+# paper's detects concepts better (docs/basis.md, "Which procedure, and why"): so the reference
+# model's decomposition is evaluated again with the paper's basis.
+say "ground truth with the paper's basis trainer (--procedure paper), in $H/paper"
+A="$H/paper"
 W="$H/models/$REF.pt"
 step "$A/basis/$REF.npz" "$W" -- \
-  "$BIN/ibd" basis learn --procedure authors --weights "$W" --out "$A/basis/$REF.npz"
+  "$BIN/ibd" basis learn --procedure paper --weights "$W" --out "$A/basis/$REF.npz"
 step "$A/decompose/$REF.json" "$A/basis/$REF.npz" -- \
   "$BIN/ibd" decompose --weights "$W" --basis "$A/basis/$REF.npz" --out "$A/decompose/$REF.json"
 step "$A/explanations/$REF/ibd/explanations.json" "$A/decompose/$REF.json" -- \
   "$BIN/ibd" explain --method ibd --weights "$W" --basis "$A/basis/$REF.npz" \
   --decomposition "$A/decompose/$REF.json" --out "$A/explanations/$REF/ibd"
-evaluate_authors() {
+evaluate_paper() {
   "$BIN/ibd" evaluate --no-faithfulness --counterfactual none --decomposition \
     "$A/decompose/$REF.json" --explanations "$A/explanations/$REF/ibd" --out "$A/evaluate" \
     > /dev/null
 }
-step "$A/evaluate/report.md" "$A/explanations/$REF/ibd/explanations.json" -- evaluate_authors
-grep '^Target' "$A/evaluate/report.md" | sed 's/^/authors: /' || true
+step "$A/evaluate/report.md" "$A/explanations/$REF/ibd/explanations.json" -- evaluate_paper
+grep '^Target' "$A/evaluate/report.md" | sed 's/^/paper: /' || true
 
 say "task batches: Fig. 8 (method vs method) and Fig. 9 (model vs model)"
 N="${DEMO_ITEMS:-100}"
@@ -179,7 +193,7 @@ cat <<EOF
    statistics (simulated raters): $H/stats/stats.md
    ground truth (ibd evaluate): $H/evaluate/report.md
      the vision transformer's decomposition: $H/evaluate-vit/report.md
-     with the authors' basis trainer: $H/authors/evaluate/report.md
+     with the paper's basis trainer: $H/paper/evaluate/report.md
    worker URL: http://127.0.0.1:$PORT/
    admin URL:  http://127.0.0.1:$PORT/admin/  (bearer token in $H/admin-token)
 EOF

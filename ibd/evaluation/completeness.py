@@ -23,9 +23,9 @@ the features (sup over g); the projection is one such map (P a is a linear funct
 scores q_i . a, their least-squares reconstruction of a), so this eta is a lower bound of
 theirs that needs no training. It is 1 when the span holds every class vector w_k
 (w_k . P a = (P w_k) . a = w_k . a: the same predictions) and falls as the named concepts miss
-more of what the classes use. Undefined (n/a) when the model is no better than chance on the
-images, or the head is not linear in GAP(A) (Network Dissection's and the Grad-CAM variant's
-models).
+more of what the classes use. Undefined (n/a) when the model's accuracy on the images is not
+above chance by a one-sided binomial test at 0.05 (`above_chance`), or the head is not linear
+in GAP(A) (Network Dissection's and the Grad-CAM variant's models).
 """
 
 from __future__ import annotations
@@ -190,8 +190,23 @@ def completeness_score(
     accuracy = float(np.mean((pooled @ weight.T + bias).argmax(axis=1) == truth))
     kept = float(np.mean((projected @ weight.T + bias).argmax(axis=1) == truth))
     chance = 1.0 / weight.shape[0]
-    eta = (kept - chance) / (accuracy - chance) if accuracy > chance else math.nan
+    eta = (
+        (kept - chance) / (accuracy - chance)
+        if above_chance(accuracy, len(truth), chance)
+        else math.nan
+    )
     return Score(accuracy, kept, chance, eta)
+
+
+def above_chance(accuracy: float, n: int, chance: float, alpha: float = 0.05) -> bool:
+    """Whether `accuracy` on n images is above `chance` by a one-sided binomial test at
+    `alpha`: eta divides by accuracy - chance, so an accuracy within sampling noise of chance
+    (a model trained on shuffled labels: 0.090 against 1/12 on 300 images) would make it
+    arbitrarily large."""
+    from scipy.stats import binomtest
+
+    correct = round(accuracy * n)
+    return accuracy > chance and binomtest(correct, n, chance, alternative="greater").pvalue < alpha
 
 
 @dataclass(frozen=True)
@@ -301,7 +316,10 @@ def model_completeness(
     score = completeness_score(pooled, labels, weight, bias, basis.q[named])
     note = None
     if math.isnan(score.eta):
-        note = f"the model's accuracy {score.accuracy:.3f} is not above chance"
+        note = (
+            f"the model's accuracy {score.accuracy:.3f} is not above chance "
+            f"({score.random_accuracy:.3f}; one-sided binomial test, alpha 0.05)"
+        )
     return Completeness(
         loaded.name,
         len(images),

@@ -148,7 +148,13 @@ def _faithfulness_section(summary: Sequence[Summary], settings: Settings) -> lis
         + road
         + "Average Drop (lower is better) / Increase in Confidence (higher), in %: the class "
         "probability on the image times its min-max normalised map against that on the image "
-        f"(Grad-CAM++, as torch-cam). ibd/netdissect maps: {saliency}.",
+        f"(Grad-CAM++, as torch-cam). ibd/netdissect maps: {saliency}."
+        + (
+            f" Measured on the first {curves.limit} explanations of each model and method "
+            "(--faithfulness-limit); n counts them all."
+            if curves.limit is not None
+            else ""
+        ),
         "",
     ]
     header = ["model", "method", "n", "deletion AUC", "insertion AUC", "ROAD MoRF"]

@@ -94,9 +94,14 @@ POOLED = np.array([[1.0, 2.0, 5.0], [2.0, -1.0, -3.0], [0.0, 3.0, 1.0], [3.0, -1
 LABELS = [0, 1, 0, 1]
 
 
+# the four images twice: 8 of 8 right is above chance (0.5) by the binomial test (p 0.004),
+# 4 of 4 would not be (p 0.0625)
+TWICE = (np.tile(POOLED, (2, 1)), np.tile(LABELS, 2))
+
+
 def test_completeness_is_one_when_the_concepts_span_the_class_vectors() -> None:
     assert ((POOLED @ WEIGHT.T + BIAS).argmax(axis=1) == LABELS).all()
-    score = cp.completeness_score(POOLED, LABELS, WEIGHT, BIAS, np.array([[1.0, 0, 0], [0, 1, 0]]))
+    score = cp.completeness_score(*TWICE, WEIGHT, BIAS, np.array([[1.0, 0, 0], [0, 1, 0]]))
     assert (score.accuracy, score.projected_accuracy, score.random_accuracy) == (1.0, 1.0, 0.5)
     assert score.eta == 1.0
 
@@ -106,17 +111,21 @@ def test_completeness_falls_when_the_concepts_miss_the_class_vectors() -> None:
     right, eta (0.5 - 0.5) / (1 - 0.5) = 0. e3 (orthogonal to both w_k): the bias decides, also
     0. e1 + e2: logits (a_1 + a_2 + 0.1, 0): class 0 always here, 0."""
     for named in ([[1.0, 0, 0]], [[0, 0, 1.0]], [[1.0, 1.0, 0]]):
-        score = cp.completeness_score(POOLED, LABELS, WEIGHT, BIAS, np.array(named))
+        score = cp.completeness_score(*TWICE, WEIGHT, BIAS, np.array(named))
         assert (score.projected_accuracy, score.eta) == (0.5, 0.0)
     # e2 alone misses both w_k, but the logits differ by 2 a_2 + 0.1 with or without the
     # projection: every prediction is kept, eta 1 (completeness is about the predictions)
-    score = cp.completeness_score(POOLED, LABELS, WEIGHT, BIAS, np.array([[0, 1.0, 0]]))
+    score = cp.completeness_score(*TWICE, WEIGHT, BIAS, np.array([[0, 1.0, 0]]))
     assert score.eta == 1.0
     # u = (0, 3, -1): P a = t (0, 3, -1) with t = (3 a_2 - a_3) / 10, logits (3t + 0.1, -3t),
     # class 1 iff t < -1/60. t = 0.1, 0, 0.8, -0.3: image 1 (t = 0) is lost, 3 of 4 right,
     # eta (0.75 - 0.5) / (1 - 0.5) = 0.5
-    score = cp.completeness_score(POOLED, LABELS, WEIGHT, BIAS, np.array([[0, 3.0, -1.0]]))
+    score = cp.completeness_score(*TWICE, WEIGHT, BIAS, np.array([[0, 3.0, -1.0]]))
     assert score.projected_accuracy == 0.75 and score.eta == pytest.approx(0.5)
+    # a model within sampling noise of chance: undefined (4 of 4 right against 0.5: p 0.0625;
+    # 30 of 300 against 1/12, as the shuffled-label role: p 0.17)
+    assert math.isnan(cp.completeness_score(POOLED, LABELS, WEIGHT, BIAS, np.eye(3)).eta)
+    assert not cp.above_chance(30 / 300, 300, 1 / 12) and cp.above_chance(40 / 300, 300, 1 / 12)
     # a model no better than chance: undefined
     wrong = cp.completeness_score(POOLED, [1, 0, 1, 0], WEIGHT, BIAS, np.eye(3))
     assert wrong.accuracy == 0.0 and math.isnan(wrong.eta)
@@ -179,6 +188,8 @@ def test_model_completeness_reads_the_basis_and_decomposes_here(
     features = cp.pooled_features(net, images, 3)
     np.testing.assert_allclose(features[2], [1.0, 128 / 255, 0.0], atol=1e-6)
 
+    # each image twice: 8 of 8 right is above chance by the binomial test, 4 of 4 is not
+    images, labels = images * 2, labels * 2
     found = cp.model_completeness(net, images, labels, cp.CompletenessInputs(tmp_path / "span.npz"))
     assert found.note is None and found.accuracy == 1.0 and found.eta == pytest.approx(1.0)
     assert found.concepts == ("concept0", "concept1") and found.source.startswith("made here")

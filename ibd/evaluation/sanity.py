@@ -633,7 +633,12 @@ def data_randomisation_section(result: DataRandomisation) -> list[str]:
             f"{_verdict(result.passed(row))} | "
             f"{_verdict(result.passes(row)['concept_spearman'])} |"
         )
-    lines += ["", "Table: data_randomisation.csv", ""]
+    lines += [
+        "",
+        f"Table: data_randomisation_{result.model}.csv; "
+        f"figure: data_randomisation_{result.model}.png",
+        "",
+    ]
     if result.skipped:
         names = ", ".join(result.skipped)
         lines += [f"Note: {names} not compared (no factory for one of the two models)", ""]

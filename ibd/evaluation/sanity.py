@@ -568,11 +568,16 @@ DATA_COLUMNS = (
 )
 
 
+def _measure_cells(judged: _Judged, row: Row) -> list[str]:
+    """A row's value of every measure, then its verdict on each (the CSV files' middle)."""
+    verdicts = judged.passes(row)
+    return [*(_cell(row.values[m]) for m in MEASURES), *(_cell(verdicts[m]) for m in MEASURES)]
+
+
 def data_randomisation_rows(result: DataRandomisation) -> list[list[str]]:
     """The rows of data_randomisation.csv (DATA_COLUMNS)."""
     out = []
     for row in result.rows:
-        verdicts = result.passes(row)
         base = result.baseline(row.method)
         out.append(
             [
@@ -580,8 +585,7 @@ def data_randomisation_rows(result: DataRandomisation) -> list[list[str]]:
                 result.randomised,
                 row.method,
                 row.test,
-                *(_cell(row.values[m]) for m in MEASURES),
-                *(_cell(verdicts[m]) for m in MEASURES),
+                *_measure_cells(result, row),
                 *(_cell(base[m]) for m in MEASURES),
                 _cell(result.passed(row)),
             ]
@@ -730,7 +734,6 @@ def table_rows(results: Sequence[Sanity]) -> list[list[str]]:
     out = []
     for sanity in results:
         for row in sanity.rows:
-            verdicts = sanity.passes(row)
             base = sanity.baseline(row.method)
             out.append(
                 [
@@ -739,8 +742,7 @@ def table_rows(results: Sequence[Sanity]) -> list[list[str]]:
                     row.test,
                     str(row.step),
                     row.block,
-                    *(_cell(row.values[m]) for m in MEASURES),
-                    *(_cell(verdicts[m]) for m in MEASURES),
+                    *_measure_cells(sanity, row),
                     _cell(base["spearman_abs"]),
                     _cell(base["ssim"]),
                     _cell(sanity.passed(row)),

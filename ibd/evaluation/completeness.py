@@ -45,6 +45,7 @@ from ibd.basis import Basis
 from ibd.data.images import load_batch
 from ibd.decomposition import Decomposition, solve
 from ibd.errors import UserError
+from ibd.evaluation.items import resolve_image
 from ibd.evaluation.scoring import read_decomposition_model
 from ibd.explain import records
 from ibd.explain.loop import feature_probe
@@ -71,15 +72,6 @@ class LogitShare:
         return self.named / self.logit if self.logit != 0 else math.nan
 
 
-def _resolve(image: str, directory: Path) -> Path:
-    """docs/contracts.md 4: relative to the current directory first, then to the directory
-    (as `ibd.evaluation.items` resolves it, so the keys meet)."""
-    path = Path(image)
-    if path.exists() or path.is_absolute():
-        return path.resolve()
-    return (directory / path).resolve()
-
-
 def _share_entry(record: Any, directory: Path) -> tuple[ShareKey, LogitShare] | None:
     method = str(record["method"])
     if method not in CONCEPT_METHODS or record.get("residual") is None:
@@ -87,7 +79,7 @@ def _share_entry(record: Any, directory: Path) -> tuple[ShareKey, LogitShare] | 
     key = (
         str(record["model"]),
         method,
-        _resolve(str(record["image"]), directory),
+        resolve_image(str(record["image"]), directory),  # as the items, so the keys meet
         int(record["class_index"]),
     )
     named = sum(float(c["contribution"]) for c in record["components"])

@@ -52,8 +52,9 @@ def true_classes(world: Path) -> dict[Path, str]:
     return {s.path.resolve(): s.class_name for s in scenes.read(world) if s.image and s.class_name}
 
 
-def _resolve(image: str, directory: Path) -> Path:
-    """docs/contracts.md 4: relative to the current directory first, then to the directory."""
+def resolve_image(image: str, directory: Path) -> Path:
+    """An explanation record's image path, resolved as docs/contracts.md 4 says: relative to the
+    current directory first, then to the explanation directory."""
     path = Path(image)
     if path.exists() or path.is_absolute():
         return path.resolve()
@@ -77,7 +78,7 @@ class _Record:
 def _parse(rec: Any, heatmaps: Mapping[str, np.ndarray], directory: Path, where: str) -> _Record:
     try:
         method = str(rec["method"])
-        image = _resolve(str(rec["image"]), directory)
+        image = resolve_image(str(rec["image"]), directory)
         components = list(rec["components"])
         maps = [heatmaps[str(c["heatmap"])] for c in components]
         contributions = [float(c["contribution"]) for c in components]

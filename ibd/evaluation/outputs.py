@@ -27,6 +27,7 @@ from ibd.evaluation.reliance import Reliance
 from ibd.evaluation.rules import RuleRows, rule_cells, rule_means
 from ibd.evaluation.sanity import (
     DataRandomisation,
+    Row,
     Sanity,
     write_data_randomisation_csv,
     write_data_randomisation_figure,
@@ -358,6 +359,17 @@ def _reliance_json(reliance: Reliance) -> dict[str, Any]:
     }
 
 
+def _row_json(judged: Sanity | DataRandomisation, row: Row, **fields: Any) -> dict[str, Any]:
+    """One row of a sanity check: its method, test, `fields`, every measure and the verdict."""
+    return {
+        "method": row.method,
+        "test": row.test,
+        **fields,
+        **{m: _json_safe(v) for m, v in row.values.items()},
+        "passes": judged.passed(row),
+    }
+
+
 def _sanity_json(sanity: Sanity) -> dict[str, Any]:
     return {
         "model": sanity.model,
@@ -365,17 +377,7 @@ def _sanity_json(sanity: Sanity) -> dict[str, Any]:
         "images": sanity.images,
         "seed": sanity.settings.seed,
         "margin": sanity.settings.margin,
-        "rows": [
-            {
-                "method": r.method,
-                "test": r.test,
-                "step": r.step,
-                "block": r.block,
-                **{m: _json_safe(v) for m, v in r.values.items()},
-                "passes": sanity.passed(r),
-            }
-            for r in sanity.rows
-        ],
+        "rows": [_row_json(sanity, r, step=r.step, block=r.block) for r in sanity.rows],
     }
 
 
@@ -387,15 +389,7 @@ def _randomised_json(result: DataRandomisation) -> dict[str, Any]:
         "seed": result.settings.seed,
         "margin": result.settings.margin,
         "skipped": list(result.skipped),
-        "rows": [
-            {
-                "method": r.method,
-                "test": r.test,
-                **{m: _json_safe(v) for m, v in r.values.items()},
-                "passes": result.passed(r),
-            }
-            for r in result.rows
-        ],
+        "rows": [_row_json(result, r) for r in result.rows],
     }
 
 

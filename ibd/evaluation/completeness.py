@@ -46,13 +46,12 @@ from ibd.data.images import load_batch
 from ibd.decomposition import Decomposition, solve
 from ibd.errors import UserError
 from ibd.evaluation.items import resolve_image
-from ibd.evaluation.scoring import read_decomposition_model
+from ibd.evaluation.scoring import CONCEPT_METHODS, read_decomposition_model
 from ibd.explain import records
 from ibd.explain.loop import feature_probe
 from ibd.nets.hooks import eval_mode, run
 from ibd.nets.load import LoadedModel, final_linear
 
-CONCEPT_METHODS = ("ibd", "netdissect")  # methods whose records split the logit
 MAX_CONCEPTS = 7  # per class when the decomposition is made here, as `ibd decompose`
 
 # (model, method, image, class index): an explanation record's identity

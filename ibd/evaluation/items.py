@@ -14,10 +14,9 @@ import numpy as np
 from ibd.data import scenes
 from ibd.errors import UserError
 from ibd.evaluation import faithfulness as fa
-from ibd.evaluation.scoring import CLASS_MAP_METHODS
+from ibd.evaluation.scoring import CLASS_MAP_METHODS, CONCEPT_METHODS
 from ibd.explain import records
 
-CONCEPT_METHODS = ("ibd", "netdissect")
 METHOD_ORDER = ("ibd", "netdissect", "cam", "gradcam", "random")
 
 

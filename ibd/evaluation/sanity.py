@@ -68,6 +68,7 @@ from tqdm import tqdm
 
 from ibd.errors import UserError
 from ibd.evaluation.faithfulness import combine
+from ibd.evaluation.scoring import CONCEPT_METHODS
 from ibd.explain.loop import Explainer
 from ibd.explain.maps import normalize, upsample
 from ibd.explain.records import Explanation
@@ -77,7 +78,6 @@ from ibd.nets.model import Images, Model
 MAP_MEASURES = ("spearman_abs", "spearman", "ssim")
 MEASURES = (*MAP_MEASURES, "concept_spearman")
 TESTS = ("cascading", "independent", "random_logit", "random_pair")
-CONCEPT_METHODS = ("ibd", "netdissect")
 MARGIN = 0.1
 
 # SSIM's constants (Wang et al. 2004): an 11 x 11 Gaussian window of sigma 1.5, C1 = (0.01 L)^2,

@@ -328,6 +328,8 @@ def rank_by_contribution(
 # Methods whose one map explains the class as a whole: their label is the class name, not a
 # concept, so presence does not apply and pointing aims at the union of the defining concepts.
 CLASS_MAP_METHODS = ("cam", "gradcam", "random")
+# methods whose records split the logit into named concepts plus a residual
+CONCEPT_METHODS = ("ibd", "netdissect")
 
 
 @dataclass(frozen=True)

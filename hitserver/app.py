@@ -133,7 +133,9 @@ def _register_errors(app: Flask) -> None:
         return response, 503
 
     @app.errorhandler(Busy)
-    def busy(_exc: Busy) -> tuple[Response, int]:
+    def busy(exc: Busy) -> tuple[Response, int]:
+        # One line naming the last conflict: a constraint that refuses every retry is a bug.
+        app.logger.warning("answered 503, the database stayed busy: %s", exc.reason)
         return unavailable("the database is busy; try again")
 
     @app.errorhandler(OperationalError)

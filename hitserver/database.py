@@ -56,6 +56,15 @@ LOCK_TIMEOUTS: weakref.WeakKeyDictionary[Engine, float] = weakref.WeakKeyDiction
 class Busy(Exception):
     """The database stayed locked or kept conflicting past the retry budget (answer 503)."""
 
+    @property
+    def reason(self) -> str:
+        """The last lost race or lock wait, on one line (for the server log)."""
+        cause = self.__cause__
+        if isinstance(cause, DBAPIError) and cause.orig is not None:
+            first_line = (str(cause.orig).splitlines() or [""])[0]
+            return f"{type(cause.orig).__name__}: {first_line}"
+        return "no database error recorded"
+
 
 def make_engine(
     url: str, *, pool_size: int = 5, lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S
@@ -194,6 +203,7 @@ def in_transaction(engine: Engine, work: Callable[[Connection], T], *, attempts:
     more full waits.
     """
     deadline = time.monotonic() + LOCK_TIMEOUTS.get(engine, DEFAULT_LOCK_TIMEOUT_S)
+    last: DBAPIError | None = None
     for attempt in range(attempts):
         try:
             with engine.begin() as conn:
@@ -201,7 +211,8 @@ def in_transaction(engine: Engine, work: Callable[[Connection], T], *, attempts:
         except DBAPIError as exc:
             if not _retryable(exc):
                 raise
+            last = exc
             if time.monotonic() >= deadline:
                 break
             time.sleep(min(0.001 * 2**attempt, 0.05))
-    raise Busy("the database is busy; try again")
+    raise Busy("the database is busy; try again") from last

@@ -247,6 +247,11 @@ def _take_free_slot(of_item: bool) -> Update:
 
     Concurrent claimers skip each other's candidate rows instead of queueing on them, and the
     constraints (one holder per slot, one assignment per worker and item) decide any race.
+
+    The search is a row subquery compared with `=`, which PostgreSQL runs once per statement
+    (an InitPlan). Under `IN` the planner may rescan it once per outer row, and each rescan
+    skips the row this statement has just taken and finds the next one: one claim would then
+    take several slots (test_hot_path forces that plan).
     """
     free = aliased(ItemSlot, name="free")
     had_item = (
@@ -265,6 +270,7 @@ def _take_free_slot(of_item: bool) -> Update:
         .order_by(free.slot, free.item_id)
         .limit(1)
         .with_for_update(skip_locked=True)
+        .scalar_subquery()
     )
 
     def item_field(column: Any) -> Any:
@@ -274,7 +280,7 @@ def _take_free_slot(of_item: bool) -> Update:
 
     return (
         update(ItemSlot)
-        .where(tuple_(ItemSlot.item_id, ItemSlot.slot).in_(candidate), ItemSlot.holder.is_(None))
+        .where(tuple_(ItemSlot.item_id, ItemSlot.slot) == candidate, ItemSlot.holder.is_(None))
         .values(holder=bindparam("holder"))
         .returning(
             ItemSlot.item_id,

@@ -156,3 +156,36 @@ def test_the_pool_keeps_a_connection_per_serving_thread(db_url: str) -> None:
     engine = app.extensions["hitserver"].engine
     assert engine.pool.size() == 13  # the serving threads and the SQLite writer
     engine.dispose()
+
+
+@pytest.mark.postgres
+def test_a_claim_takes_one_slot_whatever_plan_postgresql_picks(
+    pg_schema_url: str, write_batch, tmp_path: Path
+) -> None:
+    """With the free-slot search on the inner side of a nested loop, PostgreSQL runs it once
+    per outer row, and each run after the first skips the row just taken (locked and updated
+    by this very statement) and finds the next: one claim would take every free slot. The
+    planner picked such a plan in a hostile-traffic run (the holder's unique constraint then
+    refused every attempt and the claim answered 503); here the plan is forced."""
+    engine = make_engine(pg_schema_url)
+    upgrade(engine)
+    load_batch(engine, write_batch(tmp_path, "hp", 6), assignments_per_item=3)
+    rescanning = [
+        "SET LOCAL enable_hashjoin = off",
+        "SET LOCAL enable_mergejoin = off",
+        "SET LOCAL enable_material = off",
+        "SET LOCAL enable_hashagg = off",
+        "SET LOCAL enable_sort = off",
+    ]
+
+    def claim_with_that_plan(conn: Any) -> Any:
+        for setting in rescanning:
+            conn.exec_driver_sql(setting)
+        return _claim("w1")(conn)
+
+    new = in_transaction(engine, claim_with_that_plan)
+    with engine.connect() as conn:
+        held = conn.execute(text("SELECT holder FROM item_slots WHERE holder IS NOT NULL"))
+        holders = [row[0] for row in held]
+    engine.dispose()
+    assert holders == [new.assignment_id]

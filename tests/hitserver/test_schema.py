@@ -274,9 +274,10 @@ def test_in_transaction_retries_lost_races_only(
         conn.execute(text(statement))
 
     if retried:
-        with pytest.raises(database.Busy):
+        with pytest.raises(database.Busy) as busy:
             in_transaction(engine, work, attempts=3)
         assert len(attempts) == 3
+        assert busy.value.reason.startswith(("IntegrityError: ", "UniqueViolation: "))
     else:
         with pytest.raises(IntegrityError):
             in_transaction(engine, work, attempts=3)

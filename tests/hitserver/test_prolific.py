@@ -35,10 +35,6 @@ SETTINGS = studies.StudySettings(
 )
 
 
-
-
-
-
 class Sleeps(list[float]):
     def __call__(self, seconds: float) -> None:
         self.append(seconds)
@@ -556,8 +552,11 @@ def test_a_borrowed_session_id_is_not_merged_with_its_owner(
     assert sync(engine, client, "pb", show_progress=False).rejected_here == 1  # slots freed
     sid = study["good1"]
     template = standin.state.studies[study["study"]]["external_study_url"]
-    url = template.replace("{{%PROLIFIC_PID%}}", "copycat").replace(
-        "{{%STUDY_ID%}}", study["study"]).replace("{{%SESSION_ID%}}", sid)
+    url = (
+        template.replace("{{%PROLIFIC_PID%}}", "copycat")
+        .replace("{{%STUDY_ID%}}", study["study"])
+        .replace("{{%SESSION_ID%}}", sid)
+    )
     participant.answer_all(participant.flask_transport(app), url, 1, "copycat reads it too")
     standin.state.submissions[sid]["status"] = "APPROVED"
     report = sync(engine, client, "pb", show_progress=False)

@@ -22,10 +22,6 @@ HERE = Path(__file__).resolve().parent
 OK, FAIL = "BROWSER-OK-3", "BROWSER-FAIL-3"
 
 
-
-
-
-
 def test_a_prolific_participant_in_chromium(
     chromium_path: str,
     write_batch: Any,
